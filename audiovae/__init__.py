@@ -1,0 +1,3 @@
+"""audiovae: learn generative models of sound with variational autoencoders."""
+
+__version__ = "0.1.0"

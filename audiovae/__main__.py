@@ -1,0 +1,5 @@
+"""Allows `python -m audiovae`."""
+
+from audiovae.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""Audio file I/O (soundfile only), mono mixing, resampling and loudness normalization in numpy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from audiovae.errors import UserError
+from audiovae.fileio import atomic_path
+
+# Extensions we look for; decoding is whatever the installed libsndfile supports (mp3 needs >= 1.1).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".mp3")
+
+NORMALIZATIONS = ("peak", "rms", "none")
+
+
+class AudioReadError(Exception):
+    """A file could not be read as audio; the message says why (used for skip reasons)."""
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a file as float32 mono.
+
+    Returns (samples: (time,), sample_rate). Raises AudioReadError with a short reason.
+    """
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioReadError(f"not readable as audio ({_short(error)})") from None
+    except OSError as error:
+        raise AudioReadError(f"cannot open ({error.strerror or error})") from None
+    return to_mono(data), int(sample_rate)
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return text.split(": ", 1)[-1] if "Error opening" in text else text
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """Average channels: data (time, channels) -> (time,), float32."""
+    if data.ndim == 1:
+        return data.astype(np.float32, copy=False)
+    if data.shape[1] == 1:
+        return np.ascontiguousarray(data[:, 0], dtype=np.float32)
+    return data.mean(axis=1, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """High-quality resampling (soxr 'HQ'); samples: (time,) float32."""
+    if from_rate == to_rate:
+        return samples
+    return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def normalize(samples: np.ndarray, method: str, target_db: float) -> np.ndarray:
+    """Scale so that the peak (method 'peak') or RMS ('rms') sits at `target_db` dBFS.
+
+    RMS normalization is followed by a peak limit at 0 dBFS so no sample exceeds 1.0.
+    Silent input is returned unchanged.
+    """
+    if method == "none":
+        return samples
+    target = 10.0 ** (target_db / 20.0)
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak == 0.0:
+        return samples
+    if method == "peak":
+        gain = target / peak
+    elif method == "rms":
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+        gain = min(target / rms, 1.0 / peak)
+    else:
+        raise ValueError(f"unknown normalization {method!r}; expected one of {NORMALIZATIONS}")
+    return (samples * np.float32(gain)).astype(np.float32, copy=False)
+
+
+def db(value: float) -> float:
+    """Amplitude ratio to decibels, with -inf for zero."""
+    return float(20.0 * np.log10(value)) if value > 0 else float("-inf")
+
+
+def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    """Write mono float samples (time,) in [-1, 1] as a WAV file, atomically."""
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
+    return Path(path)
+
+
+def load_for_model(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Read any audio file as mono float32 at `sample_rate`, raising UserError naming the file."""
+    try:
+        samples, rate = read_audio(path)
+    except AudioReadError as error:
+        raise UserError(f"{path}: {error}") from None
+    if samples.size == 0:
+        raise UserError(f"{path}: the file has no samples")
+    if not np.all(np.isfinite(samples)):
+        raise UserError(f"{path}: the file contains NaN or infinite samples")
+    return resample(samples, rate, sample_rate)

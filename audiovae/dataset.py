@@ -1,0 +1,136 @@
+"""Prepared datasets: read a manifest, check it fits a recipe, and serve memory-mapped segments."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiovae.config import DataConfig
+from audiovae.errors import UserError
+from audiovae.prepare import DATASET_FORMAT, DATASET_VERSION
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A dataset folder written by prepare: its manifest and one read-only memmap per split."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    arrays: dict[str, np.memmap]  # split -> (segments, *item_shape)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.manifest["settings"]["sample_rate"])
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Load and sanity-check `folder/manifest.json`; UserError names the folder and the fix."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.exists():
+        hint = "run `audiovae prepare AUDIO_DIR` first" if not folder.exists() else "it is not a prepared dataset"
+        raise UserError(f"{folder}: no manifest.json ({hint})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable manifest ({error}); re-run `audiovae prepare`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
+        raise UserError(f"{path}: not an audiovae dataset manifest")
+    if manifest.get("format_version", 0) > DATASET_VERSION:
+        raise UserError(f"{path}: dataset format {manifest['format_version']} is newer than this audiovae "
+                        f"understands ({DATASET_VERSION}); upgrade audiovae")
+    return manifest
+
+
+def prepare_command(manifest: dict[str, Any], recipe_path: str | None, folder: Path) -> str:
+    """The command line that rebuilds this dataset for the recipe."""
+    inputs = " ".join(shlex.quote(p) for p in manifest.get("inputs", ["AUDIO_DIR"]))
+    recipe = f" --recipe {shlex.quote(str(recipe_path))}" if recipe_path else f" -o {shlex.quote(str(folder))}"
+    return f"audiovae prepare {inputs}{recipe} --force"
+
+
+def check_compatible(manifest: dict[str, Any], data: DataConfig, folder: Path, recipe_path: str | None) -> None:
+    """Raise UserError when the dataset was prepared with other audio settings than the recipe asks for."""
+    found = manifest.get("settings", {})
+    wanted = data.audio_settings()
+    for key, value in wanted.items():
+        have = found.get(key)
+        if key == "mel" and isinstance(have, dict):
+            have = {k: have.get(k) for k in value}
+        if have != value:
+            raise UserError(
+                f"{folder}: prepared with {key}={_show(have)} but the recipe needs {key}={_show(value)}; "
+                f"re-run: {prepare_command(manifest, recipe_path, folder)}"
+            )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def open_dataset(folder: str | Path, data: DataConfig | None = None, recipe_path: str | None = None) -> PreparedDataset:
+    """Open a dataset folder read-only; with `data`, first check that it matches the recipe."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if data is not None:
+        check_compatible(manifest, data, folder, recipe_path)
+    arrays = {}
+    for split, info in manifest["splits"].items():
+        shape = tuple(info["shape"])
+        path = folder / info["file"]
+        expected = int(np.prod(shape)) * 4
+        actual = path.stat().st_size if path.exists() else -1
+        if actual != expected:
+            raise UserError(f"{path}: {actual} bytes on disk but the manifest promises {expected}; the dataset is "
+                            "damaged, re-run `audiovae prepare` with --force")
+        arrays[split] = (np.memmap(path, dtype=np.float32, mode="r", shape=shape) if shape[0]
+                         else np.zeros(shape, np.float32))
+    return PreparedDataset(folder, manifest, arrays)
+
+
+class SegmentDataset(torch.utils.data.Dataset):
+    """Segments from one split, with optional random crop and random gain for training.
+
+    Items are float tensors of the stored item shape: waveforms (1, samples) or mel frames (n_mels, frames).
+    Randomness comes from a generator seeded by (seed, epoch, index), so runs and resumes repeat exactly.
+    """
+
+    def __init__(self, array: np.ndarray, features: str, crop: int | None = None, gain_db: float = 0.0,
+                 seed: int = 0, hop_length: int = 1):
+        self.array = array
+        self.features = features
+        self.crop = crop
+        self.gain_db = gain_db
+        self.seed = seed
+        self.hop_length = hop_length  # samples per mel frame; crops are in samples
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        item = torch.from_numpy(np.array(self.array[index], dtype=np.float32))
+        if self.features == "wave":
+            item = item.unsqueeze(0)  # (1, samples)
+        if not self.crop and not self.gain_db:
+            return item
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.crop:
+            length = self.crop // self.hop_length
+            start = int(rng.integers(0, item.shape[-1] - length + 1))
+            item = item[..., start : start + length]
+        if self.gain_db:
+            gain_db = float(rng.uniform(-self.gain_db, self.gain_db))
+            if self.features == "wave":
+                item = item * (10.0 ** (gain_db / 20.0))
+            else:
+                item = item + gain_db * np.log(10.0) / 20.0  # a gain is an offset of natural-log magnitudes
+        return item.contiguous()

@@ -1,0 +1,336 @@
+"""`audiovae prepare`: a folder of recordings becomes a memory-mappable training set with a manifest.
+
+Layout of a dataset folder:
+
+    manifest.json   settings, per-file records, skipped files, array shapes
+    train.f32       float32, C order, shape manifest["splits"]["train"]["shape"]
+    valid.f32       the same for the held-out files
+
+Each worker reads one file, resamples, normalizes, cuts and filters segments, and writes them to a part
+file; the main process appends the parts in a fixed order, so the result does not depend on the number
+of workers. Everything is built in a temporary folder and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audiovae import __version__
+from audiovae.audio import AUDIO_EXTENSIONS, AudioReadError, db, normalize, read_audio, resample
+from audiovae.config import DataConfig
+from audiovae.errors import UserError
+from audiovae.fileio import atomic_directory, write_json_atomic
+
+DATASET_FORMAT = "audiovae-dataset"
+DATASET_VERSION = 1
+SPLITS = ("train", "valid")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file: which input root it was found under and its path relative to that root."""
+
+    input_index: int
+    path: Path  # absolute
+    relative: str
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What prepare wrote."""
+
+    output: Path
+    files: int
+    skipped: int
+    hours: float
+    segments: dict[str, int]
+    manifest: dict[str, Any]
+
+
+def display(path: str | os.PathLike) -> str:
+    """A printable form of any path, also one whose name is not valid UTF-8."""
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def find_audio(inputs: list[Path]) -> list[SourceFile]:
+    """Audio files under each input (a folder, searched recursively, or a single file), sorted."""
+    found: list[SourceFile] = []
+    for index, root in enumerate(inputs):
+        if root.is_file():
+            found.append(SourceFile(index, root.resolve(), root.name))
+            continue
+        if not root.is_dir():
+            raise UserError(f"{display(root)}: no such folder")
+        # followlinks=False: a symlinked folder is not entered, so a link loop cannot hang the scan.
+        for folder, dirs, files in os.walk(root, followlinks=False):
+            dirs.sort()
+            for name in sorted(files):
+                if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("._"):
+                    path = Path(folder) / name
+                    found.append(SourceFile(index, path.absolute(), path.relative_to(root).as_posix()))
+    return found
+
+
+def assign_splits(files: list[SourceFile], valid_fraction: float, seed: int) -> list[str]:
+    """Split by source file: a file's segments all land in one split.
+
+    Files are ordered by a hash of (seed, input, path), so the choice is fixed for a seed and does not
+    depend on the order the files were found in; the first round(n * valid_fraction) go to valid
+    (at least one when the fraction is positive and there are two or more files).
+    """
+    if not files:
+        return []
+    keys = [hashlib.sha256(f"{seed}\0{f.input_index}\0{f.relative}".encode("utf-8", "surrogateescape")).hexdigest()
+            for f in files]
+    order = sorted(range(len(files)), key=keys.__getitem__)
+    count = round(len(files) * valid_fraction)
+    if valid_fraction > 0 and len(files) >= 2:
+        count = min(max(count, 1), len(files) - 1)
+    splits = ["train"] * len(files)
+    for position in order[:count]:
+        splits[position] = "valid"
+    return splits
+
+
+def segment_starts(length: int, segment: int, hop: int) -> list[int]:
+    """Start offsets of the segments cut from `length` samples.
+
+    Full segments every `hop` samples; the last, partial one is kept (zero-padded) when at least half a
+    segment of audio remains after the previous start, so a file shorter than a segment but at least
+    half as long yields one padded segment:
+
+        |<- segment ->|
+        [=============][=============][=======......]   last: >= segment/2 real samples, padded
+        0             hop            2 hop
+    """
+    starts = list(range(0, max(length - segment, -1) + 1, hop)) if length >= segment else []
+    next_start = starts[-1] + hop if starts else 0
+    if next_start < length and length - next_start >= math.ceil(segment / 2) and next_start + segment > length:
+        starts.append(next_start)
+    return starts
+
+
+def cut_segments(samples: np.ndarray, segment: int, hop: int) -> np.ndarray:
+    """samples (time,) -> segments (count, segment), zero-padding the last partial one."""
+    starts = segment_starts(len(samples), segment, hop)
+    out = np.zeros((len(starts), segment), dtype=np.float32)
+    for row, start in enumerate(starts):
+        piece = samples[start : start + segment]
+        out[row, : len(piece)] = piece
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def process_file(task: tuple[SourceFile, DataConfig, str]) -> dict[str, Any]:
+    """Worker: read, resample, normalize, segment, drop silence, write a part file.
+
+    Returns a record for the manifest; a file that cannot be used returns {"skip": reason}.
+    Never raises: one bad file must not stop the run.
+    """
+    source, data, part_path = task
+    try:
+        return _process(source, data, Path(part_path))
+    except MemoryError:
+        return {"skip": "too large to load into memory"}
+    except Exception as error:  # noqa: BLE001 - any failure skips this file, with its reason
+        return {"skip": f"unexpected error: {type(error).__name__}: {error}"}
+
+
+def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str, Any]:
+    try:
+        size = source.path.stat().st_size
+    except OSError as error:
+        return {"skip": f"cannot open ({error.strerror})"}
+    if size == 0:
+        return {"skip": "empty file (0 bytes)"}
+    try:
+        samples, found_rate = read_audio(source.path)
+        content_hash = _sha256(source.path)
+    except AudioReadError as error:
+        return {"skip": str(error)}
+    except OSError as error:
+        return {"skip": f"cannot read ({error.strerror})"}
+    if samples.size == 0:
+        return {"skip": "no audio samples (zero-length)"}
+    bad = int(np.count_nonzero(~np.isfinite(samples)))
+    if bad:
+        return {"skip": f"contains {bad} NaN or infinite samples"}
+    duration = samples.size / found_rate
+    samples = normalize(resample(samples, found_rate, data.sample_rate), data.normalization, data.target_db)
+    segment = data.segment_samples
+    if samples.size < math.ceil(segment / 2):
+        return {"skip": f"too short ({duration:.3f} s; a segment is {segment / data.sample_rate:.3f} s, "
+                        f"at least half of one is needed)"}
+    segments = cut_segments(samples, segment, data.segment_hop)
+    rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))
+    loud = rms >= 10.0 ** (data.silence_db / 20.0)
+    if not loud.any():
+        return {"skip": f"silent (every segment below {data.silence_db:g} dBFS; loudest "
+                        f"{db(float(rms.max())):.1f} dBFS)"}
+    segments = segments[loud]
+    if data.features == "mel":
+        segments = _log_mel_segments(segments, data)
+    segments.astype(np.float32, copy=False).tofile(part_path)
+    return {
+        "duration_seconds": round(duration, 6),
+        "sample_rate": found_rate,
+        "segments": int(segments.shape[0]),
+        "silent_segments": int((~loud).sum()),
+        "sha256": content_hash,
+    }
+
+
+def _log_mel_segments(segments: np.ndarray, data: DataConfig) -> np.ndarray:
+    """(count, segment_samples) -> (count, n_mels, mel_frames) natural-log mel magnitudes."""
+    import torch
+
+    from audiovae.dsp import log_mel
+
+    torch.set_num_threads(1)
+    mel = data.mel
+    with torch.no_grad():
+        frames = log_mel(torch.from_numpy(segments), data.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels,
+                         mel.f_min, mel.f_max, mel.log_floor)
+    return frames[..., : data.mel_frames].numpy()
+
+
+def _check_output(inputs: list[Path], output: Path, force: bool) -> None:
+    resolved = output.resolve()
+    for root in inputs:
+        base = root.resolve()
+        if root.is_dir() and (resolved == base or base in resolved.parents):
+            raise UserError(f"{display(output)}: the output folder is inside the input folder {display(root)}; "
+                            "audiovae never writes into input folders, choose another -o")
+    if output.exists() and not force:
+        raise UserError(f"{display(output)}: already exists; pass --force to replace it")
+
+
+def prepare(
+    inputs: list[str | os.PathLike],
+    output: str | os.PathLike,
+    data: DataConfig,
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> PrepareResult:
+    """Turn folders of audio into a dataset folder at `output` (see the module docstring).
+
+    Bad files are skipped with a warning on stderr and listed in the manifest. Raises UserError when
+    nothing usable is found, when `output` exists without `force`, or when it lies inside an input.
+    """
+    from tqdm import tqdm
+
+    roots = [Path(p) for p in inputs]
+    output = Path(output)
+    _check_output(roots, output, force)
+    files = find_audio(roots)
+    if not files:
+        raise UserError(f"no audio files ({', '.join(e[1:] for e in AUDIO_EXTENSIONS)}) found in "
+                        f"{', '.join(display(r) for r in roots)}")
+    splits = assign_splits(files, data.valid_fraction, data.split_seed)
+    workers = max(1, min(workers or available_cpus(), len(files)))
+
+    records: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    counts = {split: 0 for split in SPLITS}
+    seconds = 0.0
+    try:
+        with atomic_directory(output, force=force) as tmp:
+            parts = tmp / "parts"
+            parts.mkdir()
+            handles = {split: open(tmp / f"{split}.f32", "wb") for split in SPLITS}
+            tasks = [(f, data, str(parts / f"{i:07d}.f32")) for i, f in enumerate(files)]
+            bar = tqdm(total=len(files), unit="file", desc="prepare", disable=not progress, file=sys.stderr)
+            try:
+                for source, split, task, result in zip(files, splits, tasks, _run(tasks, workers), strict=True):
+                    bar.update(1)
+                    where = {"input": source.input_index, "path": display(source.relative)}
+                    if "skip" in result:
+                        skipped.append({**where, "reason": result["skip"]})
+                        tqdm.write(f"warning: skipped {display(source.path)}: {result['skip']}", file=sys.stderr)
+                        continue
+                    part = Path(task[2])
+                    with open(part, "rb") as handle:
+                        shutil.copyfileobj(handle, handles[split], 1 << 22)
+                    part.unlink()
+                    records.append({**where, **result, "split": split, "first_segment": counts[split]})
+                    counts[split] += result["segments"]
+                    seconds += result["duration_seconds"]
+                    bar.set_postfix(hours=f"{seconds / 3600:.2f}", skipped=len(skipped))
+            finally:
+                bar.close()
+                for handle in handles.values():
+                    handle.close()
+            shutil.rmtree(parts)
+            if not records:
+                raise UserError(
+                    f"no usable audio in {', '.join(display(r) for r in roots)}: all {len(files)} files were "
+                    "skipped (reasons above)"
+                )
+            manifest = _manifest(roots, data, records, skipped, counts, seconds)
+            write_json_atomic(tmp / "manifest.json", manifest)
+    except FileExistsError:
+        raise UserError(f"{display(output)}: already exists; pass --force to replace it") from None
+    return PrepareResult(output, len(records), len(skipped), seconds / 3600, counts, manifest)
+
+
+def _run(tasks: list[tuple], workers: int):
+    """Results in task order, from this process or a pool of worker processes."""
+    if workers == 1:
+        yield from map(process_file, tasks)
+        return
+    # forkserver: workers start from a clean process, safe even when the caller already uses torch threads.
+    context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    with context.Pool(workers) as pool:
+        yield from pool.imap(process_file, tasks, chunksize=1)
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _manifest(roots, data: DataConfig, records, skipped, counts, seconds) -> dict[str, Any]:
+    settings = dataclasses.asdict(data)
+    settings.pop("folder")
+    shape = list(data.item_shape)
+    return {
+        "format": DATASET_FORMAT,
+        "format_version": DATASET_VERSION,
+        "audiovae_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [display(r.resolve()) for r in roots],
+        "settings": settings,
+        "dtype": "float32",
+        "item_shape": shape,
+        "splits": {split: {"file": f"{split}.f32", "shape": [counts[split], *shape]} for split in SPLITS},
+        "totals": {
+            "files": len(records),
+            "skipped": len(skipped),
+            "hours": round(seconds / 3600, 6),
+            "segments": dict(counts),
+        },
+        "files": records,
+        "skipped": skipped,
+    }
