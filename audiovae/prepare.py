@@ -65,7 +65,7 @@ def display(path: str | os.PathLike) -> str:
 
 
 def find_audio(inputs: list[Path]) -> list[SourceFile]:
-    """Audio files under each input (a folder, searched recursively, or a single file), sorted."""
+    """Audio files under each input (a folder, searched recursively, or a single file), in a fixed order."""
     found: list[SourceFile] = []
     for index, root in enumerate(inputs):
         if root.is_file():
@@ -117,7 +117,8 @@ def segment_starts(length: int, segment: int, hop: int) -> list[int]:
     """
     starts = list(range(0, max(length - segment, -1) + 1, hop)) if length >= segment else []
     next_start = starts[-1] + hop if starts else 0
-    if next_start < length and length - next_start >= math.ceil(segment / 2) and next_start + segment > length:
+    covered = starts[-1] + segment if starts else 0
+    if covered < length and length - next_start >= math.ceil(segment / 2):
         starts.append(next_start)
     return starts
 
@@ -220,6 +221,9 @@ def _check_output(inputs: list[Path], output: Path, force: bool) -> None:
         if root.is_dir() and (resolved == base or base in resolved.parents):
             raise UserError(f"{display(output)}: the output folder is inside the input folder {display(root)}; "
                             "audiovae never writes into input folders, choose another -o")
+        if resolved in base.parents:
+            raise UserError(f"{display(output)}: the input {display(root)} is inside the output folder, which "
+                            "--force would replace; choose another -o")
     if output.exists() and not force:
         raise UserError(f"{display(output)}: already exists; pass --force to replace it")
 
