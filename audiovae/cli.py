@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -92,3 +93,185 @@ def prepare(inputs, output, recipe, workers, force, quiet, **flags) -> None:
     click.echo(f"wrote {result.output}: {result.files} files ({result.hours:.3f} h), "
                f"{totals['train']} train / {totals['valid']} valid segments, {result.skipped} skipped")
 
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set train.max_steps=200 (checked like the file).")
+@click.option("--resume", is_flag=True, help="Continue the most recent run of this recipe from its last checkpoint.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Run folder to write (or, with --resume, to continue). Default: runs/<recipe-name>[-N].")
+@click.option("--runs-root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Folder holding the run folders.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train(recipe, overrides, resume, run_dir, runs_root, quiet) -> None:
+    """Train the VAE a recipe describes on the data folder it names.
+
+    CUDA (with bf16 autocast) when present, CPU otherwise. Ctrl-C saves a checkpoint; --resume goes on
+    exactly where it stopped. Under `torchrun --nproc_per_node=N` it trains data-parallel.
+    """
+    from audiovae.train import train as run_train
+
+    result = run_train(recipe, overrides=tuple(overrides), run_dir=run_dir, resume=resume, runs_root=runs_root,
+                       progress=not quiet)
+    if os.environ.get("RANK", "0") == "0":
+        best = f", best validation score {result.best_score:.4f}" if result.best_score is not None else ""
+        click.echo(f"{result.stopped} at step {result.step}{best}: {result.run_dir}")
+
+
+# ---- synthesis ---------------------------------------------------------------------------------------------
+
+_model_options = [
+    click.option("--run", "run", type=click.Path(path_type=Path), default=None,
+                 help="Run folder to use (its best checkpoint). Default: the most recent run under runs/."),
+    click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="A checkpoint file to use."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                 help="Where to run the model."),
+    click.option("--force", is_flag=True, help="Overwrite existing output files."),
+]
+
+
+def model_options(function):
+    for option in reversed(_model_options):
+        function = option(function)
+    return function
+
+
+def _load(run, checkpoint, device):
+    from audiovae.synth import load
+
+    return load(checkpoint or run, device=device)
+
+
+def _outputs(out_dir: Path, names: list[str], force: bool) -> list[Path]:
+    paths = [out_dir / name for name in names]
+    taken = [p for p in paths if p.exists()]
+    if taken and not force:
+        raise UserError(f"{taken[0]}: already exists ({len(taken)} of the outputs do); pass --force to overwrite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def _plot(paths_and_waves, sample_rate: int, inputs=None) -> list[Path]:
+    from audiovae.plot import plot_waves
+
+    written = []
+    for i, (path, wave) in enumerate(paths_and_waves):
+        reference = inputs[i] if inputs is not None else None
+        written.append(plot_waves(path.with_suffix(".png"), wave, sample_rate, reference))
+    return written
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("-n", "count", type=int, default=10, show_default=True, help="Number of sounds to generate.")
+@click.option("--seconds", type=float, default=None, help="Duration of each sound. Default: one training segment.")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Scale of the prior's standard deviation; 0 decodes the prior mean.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sound i uses seed + i: same seed, same bytes.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Sounds decoded at once.")
+@click.option("--plot", is_flag=True, help="Also write a PNG (waveform and log-mel spectrogram) beside each WAV.")
+@model_options
+def generate(out_dir, count, seconds, temperature, seed, batch_size, plot, run, checkpoint, device, force) -> None:
+    """Decode samples of the prior into OUT_DIR/sample_000.wav ... and OUT_DIR/samples.json."""
+    from audiovae.audio import write_wav
+    from audiovae.fileio import write_json_atomic
+
+    if count < 1 or batch_size < 1:
+        raise UserError("-n and --batch-size must be positive")
+    if temperature < 0:
+        raise UserError("--temperature must be >= 0")
+    model = _load(run, checkpoint, device)
+    paths = _outputs(out_dir, [f"sample_{i:03d}.wav" for i in range(count)], force)
+    waves = model.generate(count, seconds, temperature, seed, batch_size, progress=count > batch_size)
+    for path, wave in zip(paths, waves, strict=True):
+        write_wav(path, wave, model.sample_rate)
+    write_json_atomic(out_dir / "samples.json", {
+        "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
+        "sample_rate": model.sample_rate, "temperature": temperature, "seconds": len(waves[0]) / model.sample_rate,
+        "files": [{"file": p.name, "seed": seed + i} for i, p in enumerate(paths)],
+    })
+    if plot:
+        _plot(list(zip(paths, waves, strict=True)), model.sample_rate)
+    click.echo(f"wrote {count} sounds of {len(waves[0]) / model.sample_rate:.2f} s to {out_dir} "
+               f"(from {model.checkpoint})")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--plot", is_flag=True, help="Also write a PNG per file: input above output.")
+@model_options
+def reconstruct(inputs, out_dir, plot, run, checkpoint, device, force) -> None:
+    """Encode and decode whole files of any length (resampled to the model's rate) into OUT_DIR.
+
+    With a model trained on other sounds, this is timbre transfer.
+    """
+    from audiovae.audio import write_wav
+
+    model = _load(run, checkpoint, device)
+    paths = _outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force)
+    waves, originals = [], []
+    for source, path in zip(inputs, paths, strict=True):
+        wave = model.load_audio(source)
+        output = model.reconstruct(wave)
+        write_wav(path, output, model.sample_rate)
+        waves.append(output)
+        originals.append(wave)
+    if plot:
+        _plot(list(zip(paths, waves, strict=True)), model.sample_rate, originals)
+    click.echo(f"wrote {len(paths)} reconstructions to {out_dir}")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@model_options
+def encode(inputs, out_dir, run, checkpoint, device, force) -> None:
+    """Encode files to latent sequences: OUT_DIR/NAME.npy (latent_size, frames) and NAME.json."""
+    from audiovae.latents import save_latents
+
+    model = _load(run, checkpoint, device)
+    paths = _outputs(out_dir, [f"{Path(p).stem}.npy" for p in inputs], force)
+    for source, path in zip(inputs, paths, strict=True):
+        save_latents(path, model.encode(model.load_audio(source)), model, source)
+    click.echo(f"wrote {len(paths)} latent files to {out_dir}; {model.sample_rate} samples/s become "
+               f"{model.latent_size * model.sample_rate / model.hop_samples:.1f} latent values/s "
+               f"(compression {model.compression_ratio():.1f}x)")
+
+
+@main.command()
+@click.argument("latents", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@model_options
+def decode(latents, out_dir, run, checkpoint, device, force) -> None:
+    """Decode latent files written by `audiovae encode` back to WAV files in OUT_DIR."""
+    from audiovae.audio import write_wav
+    from audiovae.latents import load_latents
+
+    model = _load(run, checkpoint, device)
+    paths = _outputs(out_dir, [f"{Path(p).stem}.wav" for p in latents], force)
+    for source, path in zip(latents, paths, strict=True):
+        write_wav(path, model.decode(load_latents(source, model)), model.sample_rate)
+    click.echo(f"wrote {len(paths)} sounds to {out_dir}")
+
+
+@main.command()
+@click.argument("first", type=click.Path(path_type=Path))
+@click.argument("second", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--steps", type=int, default=8, show_default=True, help="Number of sounds, endpoints included.")
+@click.option("--method", type=click.Choice(["slerp", "linear"]), default="slerp", show_default=True,
+              help="Spherical or linear interpolation of the latent sequences.")
+@model_options
+def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, force) -> None:
+    """Move from FIRST's latents to SECOND's in STEPS sounds: OUT_DIR/interp_000.wav ..."""
+    from audiovae.audio import write_wav
+
+    model = _load(run, checkpoint, device)
+    waves = model.interpolate(model.load_audio(first), model.load_audio(second), steps, method)
+    paths = _outputs(out_dir, [f"interp_{i:03d}.wav" for i in range(len(waves))], force)
+    for path, wave in zip(paths, waves, strict=True):
+        write_wav(path, wave, model.sample_rate)
+    click.echo(f"wrote {len(paths)} sounds to {out_dir}")

@@ -432,3 +432,17 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         return recipe_from_dict(raw, name=path.stem)
     except ConfigError as error:
         raise UserError(f"{path}: {error.key}: {error.message}") from None
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML that load_recipe reads back to an equal Recipe."""
+    plain = recipe.to_dict()
+    plain.pop("name")
+    return yaml.safe_dump(plain, sort_keys=False)
+
+
+def recipe_from_saved(plain: dict[str, Any]) -> Recipe:
+    """Rebuild the Recipe saved in a checkpoint by Recipe.to_dict()."""
+    plain = dict(plain)
+    name = str(plain.pop("name", "model"))
+    return recipe_from_dict(plain, name)

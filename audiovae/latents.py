@@ -1,0 +1,52 @@
+"""Latent files: NAME.npy holds (latent_size, frames) float32 means; NAME.json says where they came from."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from audiovae.errors import UserError
+from audiovae.fileio import write_atomic, write_json_atomic
+from audiovae.synth import Latents, Model
+
+LATENT_FORMAT = "audiovae-latents"
+
+
+def save_latents(path: Path, latents: Latents, model: Model, source: str | os.PathLike) -> None:
+    """Write path (.npy) and its JSON header beside it, atomically."""
+    write_atomic(path, lambda tmp: np.save(open(tmp, "wb"), latents.values.astype(np.float32)))
+    write_json_atomic(path.with_suffix(".json"), {
+        "format": LATENT_FORMAT, "format_version": 1, "source": os.fsdecode(source),
+        "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
+        "sample_rate": model.sample_rate, "hop_samples": model.hop_samples, "latent_size": model.latent_size,
+        "frames": int(latents.values.shape[1]), "samples": latents.samples, "gain": latents.gain,
+    })
+
+
+def load_latents(path: str | os.PathLike, model: Model) -> Latents:
+    """Read a latent file (and its header, when present) and check that it fits `model`."""
+    path = Path(path)
+    try:
+        values = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such latent file") from None
+    except (ValueError, OSError) as error:
+        raise UserError(f"{path}: not a latent .npy file ({error})") from None
+    header_path = path.with_suffix(".json")
+    header = {}
+    if header_path.exists():
+        try:
+            header = json.loads(header_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise UserError(f"{header_path}: unreadable header ({error})") from None
+    if values.ndim != 2 or values.shape[0] != model.latent_size:
+        raise UserError(f"{path}: latents of shape {values.shape} do not fit this model "
+                        f"({model.latent_size} x frames)")
+    if header.get("hop_samples", model.hop_samples) != model.hop_samples:
+        raise UserError(f"{path}: encoded with {header['hop_samples']} samples per frame; this model uses "
+                        f"{model.hop_samples} (decode with the model that encoded it)")
+    samples = int(header.get("samples", values.shape[1] * model.hop_samples))
+    return Latents(values.astype(np.float32), samples, float(header.get("gain", 1.0)))

@@ -1,0 +1,87 @@
+"""What every model family shares: the posterior, the reparameterization and the KL, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Posterior:
+    """Diagonal Gaussian q(z|x). mean, logvar: (batch, latent_size, latent_frames)."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+
+    def sample(self, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterized draw z = mean + temperature * std * eps, eps ~ N(0, I)."""
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + temperature * torch.exp(0.5 * self.logvar) * eps
+
+    def kl(self) -> torch.Tensor:
+        """KL(q(z|x) || N(0, I)) per latent value, in nats: (batch, latent_size, latent_frames).
+
+        0.5 * (mean^2 + var - 1 - log var): zero exactly at the prior (mean 0, logvar 0), positive elsewhere.
+        """
+        return 0.5 * (self.mean.square() + self.logvar.exp() - 1.0 - self.logvar)
+
+
+@dataclass
+class VAEOutput:
+    """One forward pass: the reconstruction (same shape as the input), the posterior and the latent drawn."""
+
+    reconstruction: torch.Tensor
+    posterior: Posterior
+    latent: torch.Tensor
+
+
+class VAE(nn.Module):
+    """An encoder to a Gaussian posterior and a decoder back, with lengths handled explicitly.
+
+    Subclasses set `hop` (input steps per latent frame), `latent_size`, `features` ('wave' or 'mel'),
+    `input_channels`, and implement `_encode` / `_decode` for inputs whose length is a multiple of `hop`.
+    """
+
+    hop: int
+    latent_size: int
+    features: str
+    input_channels: int
+
+    def encode(self, x: torch.Tensor) -> Posterior:
+        """x: (batch, channels, time) of any length -> posterior over ceil(time / hop) latent frames.
+
+        The input is zero-padded on the right to a multiple of the hop.
+        """
+        return self._encode(self.pad(x))
+
+    def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """z: (batch, latent_size, frames) -> (batch, channels, frames * hop), cropped to `length` if given."""
+        out = self._decode(z)
+        return out if length is None else out[..., :length]
+
+    def forward(self, x: torch.Tensor, temperature: float = 1.0) -> VAEOutput:
+        posterior = self.encode(x)
+        latent = posterior.sample(temperature) if self.training else posterior.mean
+        return VAEOutput(self.decode(latent, x.shape[-1]), posterior, latent)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        remainder = x.shape[-1] % self.hop
+        return x if remainder == 0 else nn.functional.pad(x, (0, self.hop - remainder))
+
+    def latent_frames(self, length: int) -> int:
+        """Latent frames for an input of `length` steps (samples or mel frames)."""
+        return -(-length // self.hop)
+
+    def _encode(self, x: torch.Tensor) -> Posterior:
+        raise NotImplementedError
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def split_posterior(stats: torch.Tensor) -> Posterior:
+    """(batch, 2 * latent, frames) -> Posterior; log-variance clamped to keep exp() finite."""
+    mean, logvar = stats.chunk(2, dim=1)
+    return Posterior(mean, logvar.clamp(-30.0, 20.0))

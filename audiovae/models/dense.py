@@ -1,0 +1,52 @@
+"""The 'dense' family: the fully connected VAE of the classic example, over whole fixed-length segments."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from audiovae.config import DenseModelConfig
+from audiovae.models.base import VAE, Posterior, split_posterior
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class DenseVAE(VAE):
+    """(batch, 1, segment_samples) -> one latent vector (batch, latent_size, 1) -> (batch, 1, segment_samples).
+
+    The hop is the whole segment: longer inputs are cut into segments, each encoded on its own.
+    """
+
+    features = "wave"
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, segment_samples: int):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.latent_size, self.hop, self.input_channels = latent_size, segment_samples, 1
+
+    def _encode(self, x: torch.Tensor) -> Posterior:
+        batch, _, length = x.shape
+        frames = length // self.hop
+        segments = x.reshape(batch * frames, self.hop)  # (B * frames, hop)
+        stats = self.encoder(segments).reshape(batch, frames, -1).transpose(1, 2)
+        return split_posterior(stats)  # (B, latent, frames)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        batch, latent, frames = z.shape
+        out = self.decoder(z.transpose(1, 2).reshape(batch * frames, latent))
+        return out.reshape(batch, 1, frames * self.hop)
+
+
+def build_dense(config: DenseModelConfig, segment_samples: int) -> VAE:
+    """The documents' example: segment -> hidden[0] -> hidden[1] -> latent, and the mirror."""
+    sizes = [segment_samples, *config.hidden]
+    encoder = _mlp([*sizes, 2 * config.latent_size])
+    decoder = _mlp([config.latent_size, *reversed(sizes)])
+    return DenseVAE(encoder, decoder, config.latent_size, segment_samples)

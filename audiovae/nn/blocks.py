@@ -1,0 +1,99 @@
+"""Convolutional blocks, composed upward: WNConv1d -> ResidualUnit -> EncoderBlock/DecoderBlock."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+class Snake(nn.Module):
+    """x + sin^2(alpha x) / alpha with a learned alpha per channel: periodic, good for audio.
+
+    x: (batch, channels, time).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha
+        return x + torch.sin(alpha * x).square() / (alpha + 1e-9)
+
+
+def activation(name: str, channels: int) -> nn.Module:
+    """The activation named in the recipe: 'snake' or 'leaky_relu'."""
+    if name == "snake":
+        return Snake(channels)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.2)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def wn_conv1d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+              padding: int | None = None) -> nn.Module:
+    """Weight-normalized Conv1d; default padding keeps the length ('same') for odd kernels at stride 1."""
+    if padding is None:
+        padding = dilation * (kernel_size - 1) // 2
+    return weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, stride, padding, dilation))
+
+
+def wn_conv_transpose1d(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """Weight-normalized ConvTranspose1d that multiplies the length by exactly `stride`.
+
+    Kernel 2*stride; padding ceil(stride/2) and output_padding stride % 2 give
+    L_out = (L - 1) * stride - 2 * ceil(stride / 2) + 2 * stride + stride % 2 = L * stride.
+    """
+    padding = (stride + 1) // 2
+    return weight_norm(nn.ConvTranspose1d(in_channels, out_channels, 2 * stride, stride, padding,
+                                          output_padding=stride % 2))
+
+
+def strided_conv1d(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """Weight-normalized Conv1d that divides a length that is a multiple of `stride` exactly by `stride`."""
+    return wn_conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=(stride + 1) // 2)
+
+
+class ResidualUnit(nn.Module):
+    """act -> dilated conv -> act -> 1x1 conv, added to the input. Keeps (batch, channels, time)."""
+
+    def __init__(self, channels: int, dilation: int, kernel_size: int, act: str):
+        super().__init__()
+        self.block = nn.Sequential(
+            activation(act, channels),
+            wn_conv1d(channels, channels, kernel_size, dilation=dilation),
+            activation(act, channels),
+            wn_conv1d(channels, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+def residual_stack(channels: int, layers: int, kernel_size: int, act: str) -> list[nn.Module]:
+    """`layers` residual units with dilations 1, 3, 9, ..."""
+    return [ResidualUnit(channels, 3**i, kernel_size, act) for i in range(layers)]
+
+
+class EncoderBlock(nn.Sequential):
+    """Residual units at the input rate, then a strided conv: (B, C_in, T) -> (B, C_out, T / stride)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, layers: int, kernel_size: int, act: str):
+        super().__init__(
+            *residual_stack(in_channels, layers, kernel_size, act),
+            activation(act, in_channels),
+            strided_conv1d(in_channels, out_channels, stride) if stride > 1 else wn_conv1d(in_channels, out_channels, 1),
+        )
+
+
+class DecoderBlock(nn.Sequential):
+    """An upsampling transposed conv, then residual units: (B, C_in, T) -> (B, C_out, T * stride)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, layers: int, kernel_size: int, act: str):
+        super().__init__(
+            activation(act, in_channels),
+            wn_conv_transpose1d(in_channels, out_channels, stride) if stride > 1
+            else wn_conv1d(in_channels, out_channels, 1),
+            *residual_stack(out_channels, layers, kernel_size, act),
+        )

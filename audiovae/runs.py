@@ -1,0 +1,56 @@
+"""Run folders: `runs/<recipe-name>/`, numbered when taken, and finding the latest run or checkpoint."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from audiovae.errors import UserError
+
+DEFAULT_RUNS = Path("runs")
+
+
+def new_run_dir(root: Path, name: str) -> Path:
+    """`root/name`, or `root/name-2`, `-3`, ... when taken."""
+    candidate = root / name
+    number = 2
+    while candidate.exists():
+        candidate = root / f"{name}-{number}"
+        number += 1
+    return candidate
+
+
+def latest_run_of(root: Path, name: str) -> Path | None:
+    """The most recently written run folder of recipe `name` (plain or numbered) that has a checkpoint."""
+    pattern = re.compile(rf"^{re.escape(name)}(-\d+)?$")
+    runs = [p for p in root.glob(f"{name}*") if pattern.match(p.name) and (p / "checkpoints" / "last.pt").exists()]
+    return max(runs, key=lambda p: (p / "checkpoints" / "last.pt").stat().st_mtime) if runs else None
+
+
+def all_runs(root: Path) -> list[Path]:
+    """Run folders under `root` that hold a checkpoint, newest first."""
+    runs = [p.parent.parent for p in root.glob("*/checkpoints/last.pt")]
+    return sorted(runs, key=lambda p: (p / "checkpoints" / "last.pt").stat().st_mtime, reverse=True)
+
+
+def resolve_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None,
+                       root: Path = DEFAULT_RUNS, which: str = "best") -> Path:
+    """The checkpoint to load: an explicit file, a run folder's best (else last), or the newest run's."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    if run is None:
+        runs = all_runs(root)
+        if not runs:
+            raise UserError(f"no trained run found in {root}/ (train one first: audiovae train recipes/quickstart.yaml)"
+                            if root.exists() else f"no {root}/ folder here; train a model first "
+                            "(audiovae train recipes/quickstart.yaml) or pass --run/--checkpoint")
+        run = runs[0]
+    run = Path(run)
+    if run.is_file():
+        return run
+    folder = run / "checkpoints"
+    for name in (f"{which}.pt", "last.pt"):
+        if (folder / name).exists():
+            return folder / name
+    found = ", ".join(str(p) for p in all_runs(root)[:10]) or "none"
+    raise UserError(f"{run}: no checkpoint in {folder} (runs with checkpoints: {found})")

@@ -1,0 +1,266 @@
+"""Synthesis from a trained run: generate, encode, decode, reconstruct and interpolate.
+
+`load()` returns a `Model`, the Python API that the CLI commands call. Long inputs are processed in
+chunks of latent frames with a margin of context on both sides that is computed and then thrown away,
+so memory stays bounded and chunk joins match a single pass:
+
+    latent frames  |..margin..|=========== kept ===========|..margin..|
+    next chunk                              |..margin..|=========== kept ===========|..margin..|
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiovae.audio import load_for_model, normalize
+from audiovae.checkpoint import load_checkpoint
+from audiovae.config import ConfigError, Recipe, recipe_from_saved
+from audiovae.errors import UserError
+from audiovae.models import VAE, build_model
+from audiovae.runs import DEFAULT_RUNS, resolve_checkpoint
+from audiovae.train import select_device
+
+CHUNK_FRAMES = 256  # latent frames decoded per chunk
+MARGIN_FRAMES = 16  # latent frames of context on each side of a chunk
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Latents:
+    """An encoded signal: posterior means (latent_size, frames), the waveform length it came from, and the
+    gain that brought it to the training loudness (decode divides by it, restoring the input's level)."""
+
+    values: np.ndarray
+    samples: int
+    gain: float = 1.0
+
+
+class Model:
+    """A trained VAE with its recipe, ready for synthesis. Waveforms are float32 numpy arrays (samples,)."""
+
+    def __init__(self, net: VAE, recipe: Recipe, checkpoint: Path, device: torch.device):
+        self.net = net.eval().to(device)
+        self.recipe = recipe
+        self.checkpoint = checkpoint
+        self.device = device
+        self._hash: str | None = None
+
+    # ---- facts ------------------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.recipe.data.sample_rate
+
+    @property
+    def features(self) -> str:
+        return self.recipe.data.features
+
+    @property
+    def hop_samples(self) -> int:
+        """Waveform samples per latent frame."""
+        return self.net.hop * (self.recipe.data.mel.hop_length if self.features == "mel" else 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.net.latent_size
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        if self._hash is None:
+            self._hash = file_sha256(self.checkpoint)
+        return self._hash
+
+    def compression_ratio(self) -> float:
+        """Waveform samples per second over latent values per second."""
+        return self.hop_samples / self.latent_size
+
+    # ---- core ---------------------------------------------------------------------------------------------
+    def _frames_for(self, samples: int) -> int:
+        return max(1, math.ceil(samples / self.hop_samples))
+
+    def _to_features(self, wave: np.ndarray) -> torch.Tensor:
+        """(samples,) -> model input (1, channels, steps)."""
+        x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device).reshape(1, 1, -1)
+        if self.features == "wave":
+            return x
+        from audiovae.dsp import log_mel
+
+        mel = self.recipe.data.mel
+        frames = log_mel(x[:, 0], self.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels, mel.f_min, mel.f_max,
+                         mel.log_floor)
+        return frames[..., : max(1, x.shape[-1] // mel.hop_length)]
+
+    def _to_wave(self, y: torch.Tensor, samples: int) -> np.ndarray:
+        """Model output (batch, channels, steps) -> waveforms (batch, samples)."""
+        if self.features == "mel":
+            from audiovae.dsp import griffin_lim_from_log_mel
+
+            mel = self.recipe.data.mel
+            y = griffin_lim_from_log_mel(y.float(), self.sample_rate, mel.n_fft, mel.hop_length, mel.f_min,
+                                         mel.f_max)
+        else:
+            y = y[:, 0]
+        wave = y.float().cpu().numpy()[:, :samples]
+        if wave.shape[1] < samples:
+            wave = np.pad(wave, ((0, 0), (0, samples - wave.shape[1])))
+        return wave
+
+    def _margin(self) -> int:
+        return 0 if self.recipe.model.family == "dense" else MARGIN_FRAMES
+
+    @torch.no_grad()
+    def _encode_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """Chunked posterior means: (1, channels, steps) -> (1, latent, ceil(steps / net.hop))."""
+        hop, margin = self.net.hop, self._margin()
+        frames = math.ceil(x.shape[-1] / hop)
+        x = self.net.pad(x)
+        out = []
+        for start in range(0, frames, CHUNK_FRAMES):
+            stop = min(start + CHUNK_FRAMES, frames)
+            lo, hi = max(0, start - margin), min(frames, stop + margin)
+            mean = self.net.encode(x[..., lo * hop : hi * hop]).mean
+            out.append(mean[..., start - lo : start - lo + stop - start])
+        return torch.cat(out, dim=-1)
+
+    @torch.no_grad()
+    def _decode_steps(self, z: torch.Tensor) -> torch.Tensor:
+        """Chunked decode: (batch, latent, frames) -> (batch, channels, frames * net.hop)."""
+        hop, margin, frames = self.net.hop, self._margin(), z.shape[-1]
+        out = []
+        for start in range(0, frames, CHUNK_FRAMES):
+            stop = min(start + CHUNK_FRAMES, frames)
+            lo, hi = max(0, start - margin), min(frames, stop + margin)
+            y = self.net.decode(z[..., lo:hi])
+            out.append(y[..., (start - lo) * hop : (stop - lo) * hop])
+        return torch.cat(out, dim=-1)
+
+    def _level(self, wave: np.ndarray) -> np.ndarray:
+        """Generated audio: the training normalization, and never above full scale."""
+        data = self.recipe.data
+        wave = normalize(wave.astype(np.float32), data.normalization, data.target_db)
+        return _peak_safe(wave)
+
+    # ---- public API -------------------------------------------------------------------------------------------
+    def generate(self, n: int, seconds: float | None = None, temperature: float = 1.0, seed: int = 0,
+                 batch_size: int = 8, progress: bool = False) -> list[np.ndarray]:
+        """n waveforms decoded from prior samples. Sample i uses seed + i, whatever the batch size.
+
+        seconds: duration (default: one training segment). temperature scales the prior's standard
+        deviation; 0 decodes the prior mean.
+        """
+        from tqdm import tqdm
+
+        samples = round((seconds or self.recipe.data.segment_samples / self.sample_rate) * self.sample_rate)
+        if samples < 1:
+            raise UserError("--seconds must be positive")
+        frames = self._frames_for(samples)
+        results: list[np.ndarray] = []
+        with tqdm(total=n, unit="sound", desc="generate", disable=not progress) as bar:
+            for first in range(0, n, batch_size):
+                count = min(batch_size, n - first)
+                z = torch.stack([
+                    torch.randn(self.latent_size, frames, generator=torch.Generator().manual_seed(seed + first + i))
+                    for i in range(count)
+                ]) * temperature
+                waves = self._to_wave(self._decode_steps(z.to(self.device)), samples)
+                results.extend(self._level(w) for w in waves)
+                bar.update(count)
+        return results
+
+    def encode(self, wave: np.ndarray) -> Latents:
+        """Waveform (samples,) at the model's rate -> posterior means (latent_size, frames)."""
+        normalized, gain = self._normalized(wave)
+        z = self._encode_steps(self._to_features(normalized))
+        frames = self._frames_for(len(wave))
+        return Latents(z[0, :, :frames].cpu().numpy(), len(wave), gain)
+
+    def decode(self, latents: Latents | np.ndarray, samples: int | None = None) -> np.ndarray:
+        """Latents (latent_size, frames) -> waveform (samples,), peak-safe.
+
+        Latents from `encode` come back at the encoded input's level; bare arrays at the training level.
+        """
+        gain = latents.gain if isinstance(latents, Latents) else 1.0
+        values = latents.values if isinstance(latents, Latents) else np.asarray(latents, np.float32)
+        samples = samples or (latents.samples if isinstance(latents, Latents) else values.shape[-1] * self.hop_samples)
+        if values.ndim != 2 or values.shape[0] != self.latent_size:
+            raise UserError(f"latents of shape {values.shape} do not fit this model ({self.latent_size} x frames)")
+        z = torch.from_numpy(np.ascontiguousarray(values, np.float32)).to(self.device)[None]
+        return _peak_safe(self._to_wave(self._decode_steps(z), samples)[0] / gain)
+
+    def reconstruct(self, wave: np.ndarray) -> np.ndarray:
+        """Encode and decode a waveform of any length, returned at the input's level."""
+        return self.decode(self.encode(wave))
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 8, method: str = "slerp") -> list[np.ndarray]:
+        """`steps` waveforms moving from a's latents to b's (cropped to the shorter), 'slerp' or 'linear'."""
+        if steps < 2:
+            raise UserError("--steps must be at least 2")
+        za, zb = self.encode(a), self.encode(b)
+        frames = min(za.values.shape[1], zb.values.shape[1])
+        samples = min(za.samples, zb.samples)
+        va, vb = za.values[:, :frames], zb.values[:, :frames]
+        outputs = []
+        for t in np.linspace(0.0, 1.0, steps):
+            z = _slerp(va, vb, float(t)) if method == "slerp" else (1 - t) * va + t * vb
+            gain = (1 - t) * za.gain + t * zb.gain
+            outputs.append(self.decode(Latents(z.astype(np.float32), samples, gain)))
+        return outputs
+
+    def load_audio(self, path: str | Path) -> np.ndarray:
+        """A file as mono float32 at the model's sample rate (UserError naming the file if unusable)."""
+        return load_for_model(path, self.sample_rate)
+
+    def _normalized(self, wave: np.ndarray) -> tuple[np.ndarray, float]:
+        """Apply the training normalization; returns (normalized, gain used)."""
+        data = self.recipe.data
+        wave = np.asarray(wave, dtype=np.float32)
+        out = normalize(wave, data.normalization, data.target_db)
+        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+        gain = float(np.max(np.abs(out))) / peak if peak > 0 else 1.0
+        return out, gain
+
+
+def _peak_safe(wave: np.ndarray, ceiling: float = 0.999) -> np.ndarray:
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    return (wave * (ceiling / peak)).astype(np.float32) if peak > ceiling else wave.astype(np.float32)
+
+
+def _slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation of the flattened latent sequences (linear when they are parallel)."""
+    fa, fb = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+    cos = np.dot(fa, fb) / max(np.linalg.norm(fa) * np.linalg.norm(fb), 1e-12)
+    omega = math.acos(float(np.clip(cos, -1.0, 1.0)))
+    if omega < 1e-6:
+        return (1 - t) * a + t * b
+    return ((math.sin((1 - t) * omega) * fa + math.sin(t * omega) * fb) / math.sin(omega)).reshape(a.shape)
+
+
+def load(run_or_checkpoint: str | Path | None = None, device: str = "auto", which: str = "best",
+         runs_root: str | Path = DEFAULT_RUNS) -> Model:
+    """Load a trained model: a checkpoint file, a run folder (its best checkpoint), or the newest run."""
+    path = resolve_checkpoint(run=run_or_checkpoint, root=Path(runs_root), which=which)
+    state = load_checkpoint(path)
+    try:
+        recipe = recipe_from_saved(state["recipe"])
+    except (ConfigError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: the checkpoint's recipe is invalid ({error})") from None
+    net = build_model(recipe)
+    weights = state.get("ema") or state.get("model")
+    try:
+        net.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise UserError(f"{path}: weights do not fit the model its recipe describes ({first[:160]})") from None
+    return Model(net, recipe, path, select_device(device))
