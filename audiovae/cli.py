@@ -275,3 +275,25 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
     for path, wave in zip(paths, waves, strict=True):
         write_wav(path, wave, model.sample_rate)
     click.echo(f"wrote {len(paths)} sounds to {out_dir}")
+
+
+@main.command()
+@click.argument("run", required=False, type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Prepared dataset to evaluate on. Default: the recipe's data folder.")
+@click.option("--split", type=click.Choice(["valid", "train"]), default="valid", show_default=True,
+              help="Which files of the dataset.")
+@click.option("--max-files", type=int, default=None, help="Evaluate on at most this many files (a quick look).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the prior samples.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def evaluate(run, data, split, max_files, seed, device, quiet) -> None:
+    """Measure RUN (default: the most recent run): reconstruction, latent health, generation, speed.
+
+    Writes RUN/eval/metrics.json and metrics.csv and prints a table.
+    """
+    from audiovae.evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(run, data, split, max_files, seed, device, progress=not quiet)
+    click.echo(result.table)
+    click.echo(f"\nwrote {result.json_path} and {result.csv_path}")

@@ -22,7 +22,7 @@ from audiovae.audio import load_for_model, normalize
 from audiovae.checkpoint import load_checkpoint
 from audiovae.config import ConfigError, Recipe, recipe_from_saved
 from audiovae.errors import UserError
-from audiovae.models import VAE, build_model
+from audiovae.models import VAE, Posterior, build_model
 from audiovae.runs import DEFAULT_RUNS, resolve_checkpoint
 from audiovae.train import select_device
 
@@ -52,7 +52,7 @@ class Model:
     """A trained VAE with its recipe, ready for synthesis. Waveforms are float32 numpy arrays (samples,)."""
 
     def __init__(self, net: VAE, recipe: Recipe, checkpoint: Path, device: torch.device):
-        self.net = net.eval().to(device)
+        self.net = _fold_weight_norm(net).eval().to(device)
         self.recipe = recipe
         self.checkpoint = checkpoint
         self.device = device
@@ -121,18 +121,19 @@ class Model:
         return 0 if self.recipe.model.family == "dense" else MARGIN_FRAMES
 
     @torch.no_grad()
-    def _encode_steps(self, x: torch.Tensor) -> torch.Tensor:
-        """Chunked posterior means: (1, channels, steps) -> (1, latent, ceil(steps / net.hop))."""
+    def _encode_steps(self, x: torch.Tensor) -> Posterior:
+        """Chunked posterior: (1, channels, steps) -> mean, logvar (1, latent, ceil(steps / net.hop))."""
         hop, margin = self.net.hop, self._margin()
         frames = math.ceil(x.shape[-1] / hop)
         x = self.net.pad(x)
-        out = []
+        means, logvars = [], []
         for start in range(0, frames, CHUNK_FRAMES):
             stop = min(start + CHUNK_FRAMES, frames)
             lo, hi = max(0, start - margin), min(frames, stop + margin)
-            mean = self.net.encode(x[..., lo * hop : hi * hop]).mean
-            out.append(mean[..., start - lo : start - lo + stop - start])
-        return torch.cat(out, dim=-1)
+            posterior = self.net.encode(x[..., lo * hop : hi * hop])
+            means.append(posterior.mean[..., start - lo : stop - lo])
+            logvars.append(posterior.logvar[..., start - lo : stop - lo])
+        return Posterior(torch.cat(means, dim=-1), torch.cat(logvars, dim=-1))
 
     @torch.no_grad()
     def _decode_steps(self, z: torch.Tensor) -> torch.Tensor:
@@ -181,10 +182,15 @@ class Model:
 
     def encode(self, wave: np.ndarray) -> Latents:
         """Waveform (samples,) at the model's rate -> posterior means (latent_size, frames)."""
+        return self.encode_posterior(wave)[0]
+
+    def encode_posterior(self, wave: np.ndarray) -> tuple[Latents, np.ndarray]:
+        """Like encode, and also the KL to the prior per latent value, (latent_size, frames) in nats."""
         normalized, gain = self._normalized(wave)
-        z = self._encode_steps(self._to_features(normalized))
+        posterior = self._encode_steps(self._to_features(normalized))
         frames = self._frames_for(len(wave))
-        return Latents(z[0, :, :frames].cpu().numpy(), len(wave), gain)
+        kl = posterior.kl()[0, :, :frames].cpu().numpy()
+        return Latents(posterior.mean[0, :, :frames].cpu().numpy(), len(wave), gain), kl
 
     def decode(self, latents: Latents | np.ndarray, samples: int | None = None) -> np.ndarray:
         """Latents (latent_size, frames) -> waveform (samples,), peak-safe.
@@ -230,6 +236,16 @@ class Model:
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
         gain = float(np.max(np.abs(out))) / peak if peak > 0 else 1.0
         return out, gain
+
+
+def _fold_weight_norm(net: VAE) -> VAE:
+    """Replace weight-norm parametrizations by the plain weights they compute: same outputs, less work."""
+    from torch.nn.utils import parametrize
+
+    for module in net.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return net
 
 
 def _peak_safe(wave: np.ndarray, ceiling: float = 0.999) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""Train several recipes for the same wall-clock budget on the same corpus, evaluate each on the same
+held-out files, and print quality next to cost as a markdown table (and write it as CSV).
+
+    python bench/compare.py [--minutes 4.5] [--corpus data/demo] [--recipes quickstart documents-example mel]
+
+Every recipe prepares the corpus with its own audio settings but the same split seed and valid fraction,
+so the held-out files are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from audiovae.config import load_recipe
+from audiovae.evaluate import evaluate
+from audiovae.prepare import prepare
+from audiovae.train import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=4.5, help="Training wall-clock budget per recipe.")
+    parser.add_argument("--corpus", default="data/demo")
+    parser.add_argument("--recipes", nargs="+", default=["quickstart", "documents-example", "mel"])
+    parser.add_argument("--out", default="bench/results", help="Folder for data, runs and the CSV.")
+    args = parser.parse_args()
+    out = Path(args.out)
+    rows = []
+    for name in args.recipes:
+        recipe_path = Path(f"recipes/{name}.yaml")
+        recipe = load_recipe(recipe_path)
+        data_dir = out / "data" / name
+        data = dataclasses.replace(recipe.data, folder=str(data_dir))
+        prepare([args.corpus], data_dir, data, force=True, progress=False)
+        overrides = (f"data.folder={data_dir}", f"train.max_minutes={args.minutes}", "train.max_steps=1000000")
+        started = time.monotonic()
+        result = train(recipe_path, overrides=overrides, runs_root=out / "runs", progress=False)
+        wall = time.monotonic() - started
+        lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+        rates = [x["audio_seconds_per_second"] for x in lines if x["split"] == "train"]
+        metrics = evaluate(result.run_dir, data=data_dir, progress=False, runs_root=out / "runs").metrics
+        from audiovae.synth import load
+
+        model = load(result.run_dir)
+        start = time.perf_counter()
+        model.generate(1, 10.0)
+        generate_rtf = 10.0 / (time.perf_counter() - start)
+        rec = metrics["reconstruction"]
+        rows.append({
+            "recipe": name, "family": recipe.model.family,
+            "parameters": sum(p.numel() for p in model.net.parameters()),
+            "steps": result.step, "train_minutes": round(wall / 60, 2),
+            "train_audio_s_per_s": round(sum(rates) / max(len(rates), 1), 1),
+            "mel_distance": round(rec["model/mel_distance"], 3), "stft_distance": round(rec["model/stft_distance"], 3),
+            "si_sdr_db": round(rec["model/si_sdr"], 2),
+            "frechet": round(metrics["generation"]["frechet_prior_vs_heldout"], 2),
+            "frechet_floor": round(metrics["generation"].get("frechet_heldout_half_vs_half", float("nan")), 2),
+            "mulaw_mel_distance": round(rec["mu-law reference/mel_distance"], 3),
+            "generate_rtf": round(generate_rtf, 1),
+        })
+        print(f"{name}: done ({result.step} steps)", flush=True)
+    keys = list(rows[0])
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "compare.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"{args.minutes:g} min of training each, held-out files of {args.corpus}\n")
+    print("| " + " | ".join(keys) + " |")
+    print("|" + " --- |" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    print(f"\nwrote {out / 'compare.csv'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Training throughput of each recipe family: parameters, audio seconds trained per wall second, steps/s,
+peak memory. CPU always, CUDA (bf16 autocast) when present.
+
+    python bench/train.py [--steps 20] [--recipes quickstart speech mel documents-example]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import time
+
+import torch
+
+from audiovae.config import load_recipe
+from audiovae.losses import vae_loss
+from audiovae.models import build_model
+
+
+def batch_for(recipe, device):
+    length = recipe.training_samples
+    if recipe.data.features == "mel":
+        return torch.randn(recipe.train.batch_size, recipe.data.mel.n_mels, length // recipe.data.mel.hop_length,
+                           device=device) - 5.0
+    t = torch.arange(length, device=device) / recipe.data.sample_rate
+    tone = 0.5 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(recipe.train.batch_size, 1, length,
+                                                                        device=device)
+    return tone.reshape(recipe.train.batch_size, 1, length)
+
+
+def measure(recipe, device: torch.device, steps: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(recipe).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.train.learning_rate)
+    x = batch_for(recipe, device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+
+    def step():
+        with autocast():
+            out = model(x)
+        loss = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate, 1000)
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    audio = steps * recipe.train.batch_size * recipe.training_samples / recipe.data.sample_rate
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"params": sum(p.numel() for p in model.parameters()), "steps_per_second": steps / seconds,
+            "audio_per_second": audio / seconds, "peak_mb": peak / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--recipes", nargs="+", default=["quickstart", "speech", "mel", "documents-example"])
+    args = parser.parse_args()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"))
+    print("\n| recipe | family | device | params | batch x samples | steps/s | audio s / wall s | peak memory MB |")
+    print("| --- | --- | --- | ---: | --- | ---: | ---: | ---: |")
+    for name in args.recipes:
+        recipe = load_recipe(f"recipes/{name}.yaml")
+        for device in devices:
+            r = measure(recipe, device, args.steps)
+            print(f"| {name} | {recipe.model.family} | {device.type} | {r['params'] / 1e6:.2f} M | "
+                  f"{recipe.train.batch_size} x {recipe.training_samples} | {r['steps_per_second']:.2f} | "
+                  f"{r['audio_per_second']:.1f} | {r['peak_mb']:.0f} |", flush=True)
+    print("\nCPU peak memory is the process's maximum resident set so far (it only grows down the table).")
+
+
+if __name__ == "__main__":
+    main()
