@@ -30,13 +30,13 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioReadError(f"not readable as audio ({_short(error)})") from None
+        raise AudioReadError(f"not readable as audio ({error_reason(error)})") from None
     except OSError as error:
         raise AudioReadError(f"cannot open ({error.strerror or error})") from None
     return to_mono(data), int(sample_rate)
 
 
-def _short(error: Exception) -> str:
+def error_reason(error: Exception) -> str:
     text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
     return text.split(": ", 1)[-1] if "Error opening" in text else text
 
@@ -57,25 +57,28 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def normalize(samples: np.ndarray, method: str, target_db: float) -> np.ndarray:
-    """Scale so that the peak (method 'peak') or RMS ('rms') sits at `target_db` dBFS.
+def normalization_gain(peak: float, rms: float, method: str, target_db: float) -> float:
+    """The gain that puts a signal with this peak and RMS at `target_db` dBFS (peak or RMS).
 
-    RMS normalization is followed by a peak limit at 0 dBFS so no sample exceeds 1.0.
-    Silent input is returned unchanged.
+    RMS normalization is limited so that the peak stays at or below 0 dBFS. Silence gets gain 1.
     """
-    if method == "none":
-        return samples
+    if method == "none" or peak == 0.0:
+        return 1.0
     target = 10.0 ** (target_db / 20.0)
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    if peak == 0.0:
-        return samples
     if method == "peak":
-        gain = target / peak
-    elif method == "rms":
-        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-        gain = min(target / rms, 1.0 / peak)
-    else:
-        raise ValueError(f"unknown normalization {method!r}; expected one of {NORMALIZATIONS}")
+        return target / peak
+    if method == "rms":
+        return min(target / rms, 1.0 / peak)
+    raise ValueError(f"unknown normalization {method!r}; expected one of {NORMALIZATIONS}")
+
+
+def normalize(samples: np.ndarray, method: str, target_db: float) -> np.ndarray:
+    """Scale so that the peak (method 'peak') or RMS ('rms') sits at `target_db` dBFS (see normalization_gain)."""
+    if method == "none" or samples.size == 0:
+        return samples
+    peak = float(np.max(np.abs(samples)))
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    gain = normalization_gain(peak, rms, method, target_db)
     return (samples * np.float32(gain)).astype(np.float32, copy=False)
 
 

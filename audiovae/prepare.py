@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from audiovae import __version__
-from audiovae.audio import AUDIO_EXTENSIONS, AudioReadError, db, normalize, read_audio, resample
+from audiovae.audio import AUDIO_EXTENSIONS, db, error_reason, normalization_gain, to_mono
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
 from audiovae.fileio import atomic_directory, write_json_atomic
@@ -36,6 +38,8 @@ from audiovae.fileio import atomic_directory, write_json_atomic
 DATASET_FORMAT = "audiovae-dataset"
 DATASET_VERSION = 1
 SPLITS = ("train", "valid")
+STREAM_SECONDS = 600.0  # longer files are read twice in blocks instead of held in memory
+BLOCK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -123,14 +127,46 @@ def segment_starts(length: int, segment: int, hop: int) -> list[int]:
     return starts
 
 
+class Segmenter:
+    """Cuts a stream of samples into the segments `segment_starts` describes, holding at most about one
+    segment plus one pushed block in memory."""
+
+    def __init__(self, segment: int, hop: int):
+        self.segment, self.hop = segment, hop
+        self.buffer = np.zeros(0, np.float32)
+        self.offset = 0  # stream position of buffer[0]
+        self.next_start = 0
+        self.length = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add samples (time,); return the full segments now complete, (count, segment)."""
+        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
+        self.length += len(samples)
+        out = []
+        while self.next_start + self.segment <= self.length:
+            start = self.next_start - self.offset
+            out.append(self.buffer[start : start + self.segment])
+            self.next_start += self.hop
+        segments = np.stack(out) if out else np.zeros((0, self.segment), np.float32)
+        keep = self.next_start - self.offset
+        self.buffer, self.offset = self.buffer[keep:].copy(), self.next_start
+        return segments
+
+    def finish(self) -> np.ndarray:
+        """The zero-padded last segment, if the tail rule of `segment_starts` keeps one: (0 or 1, segment)."""
+        covered = self.next_start - self.hop + self.segment if self.next_start else 0
+        if covered < self.length and self.length - self.next_start >= math.ceil(self.segment / 2):
+            tail = np.zeros((1, self.segment), np.float32)
+            rest = self.buffer[self.next_start - self.offset :]
+            tail[0, : len(rest)] = rest
+            return tail
+        return np.zeros((0, self.segment), np.float32)
+
+
 def cut_segments(samples: np.ndarray, segment: int, hop: int) -> np.ndarray:
     """samples (time,) -> segments (count, segment), zero-padding the last partial one."""
-    starts = segment_starts(len(samples), segment, hop)
-    out = np.zeros((len(starts), segment), dtype=np.float32)
-    for row, start in enumerate(starts):
-        piece = samples[start : start + segment]
-        out[row, : len(piece)] = piece
-    return out
+    cutter = Segmenter(segment, hop)
+    return np.concatenate([cutter.push(samples), cutter.finish()])
 
 
 def _sha256(path: Path) -> str:
@@ -156,6 +192,20 @@ def process_file(task: tuple[SourceFile, DataConfig, str]) -> dict[str, Any]:
         return {"skip": f"unexpected error: {type(error).__name__}: {error}"}
 
 
+def _resampled_blocks(path: Path, to_rate: int, block_seconds: float):
+    """Yield (source block, resampled block) pairs of mono float32 audio, read in blocks."""
+    info = sf.info(str(path))
+    stream = None
+    if info.samplerate != to_rate:
+        stream = soxr.ResampleStream(info.samplerate, to_rate, 1, dtype="float32", quality="HQ")
+    frames = max(1, int(block_seconds * info.samplerate))
+    for block in sf.blocks(str(path), blocksize=frames, dtype="float32", always_2d=True):
+        mono = to_mono(block)
+        yield mono, (mono if stream is None else stream.resample_chunk(mono))
+    if stream is not None:
+        yield np.zeros(0, np.float32), stream.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
 def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str, Any]:
     try:
         size = source.path.stat().st_size
@@ -164,38 +214,68 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     if size == 0:
         return {"skip": "empty file (0 bytes)"}
     try:
-        samples, found_rate = read_audio(source.path)
+        info = sf.info(str(source.path))
+        if info.frames == 0:
+            return {"skip": "no audio samples (zero-length)"}
+        found_rate = int(info.samplerate)
+        long_file = info.frames / found_rate > STREAM_SECONDS
+        # pass 1: level statistics of the resampled signal (short files keep it for pass 2)
+        peak, squares, resampled, frames, bad, kept = 0.0, 0.0, 0, 0, 0, []
+        for raw, block in _resampled_blocks(source.path, data.sample_rate, BLOCK_SECONDS):
+            frames += len(raw)
+            bad += int(np.count_nonzero(~np.isfinite(raw)))
+            if bad:
+                continue
+            if block.size:
+                peak = max(peak, float(np.max(np.abs(block))))
+                squares += float(np.dot(block.astype(np.float64), block.astype(np.float64)))
+                resampled += len(block)
+            if not long_file:
+                kept.append(block)
+        if bad:
+            return {"skip": f"contains {bad} NaN or infinite samples"}
         content_hash = _sha256(source.path)
-    except AudioReadError as error:
-        return {"skip": str(error)}
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        return {"skip": f"not readable as audio ({error_reason(error)})"}
     except OSError as error:
-        return {"skip": f"cannot read ({error.strerror})"}
-    if samples.size == 0:
+        return {"skip": f"cannot read ({error.strerror or error})"}
+    if frames == 0 or resampled == 0:
         return {"skip": "no audio samples (zero-length)"}
-    bad = int(np.count_nonzero(~np.isfinite(samples)))
-    if bad:
-        return {"skip": f"contains {bad} NaN or infinite samples"}
-    duration = samples.size / found_rate
-    samples = normalize(resample(samples, found_rate, data.sample_rate), data.normalization, data.target_db)
+    duration = frames / found_rate
     segment = data.segment_samples
-    if samples.size < math.ceil(segment / 2):
+    if resampled < math.ceil(segment / 2):
         return {"skip": f"too short ({duration:.3f} s; a segment is {segment / data.sample_rate:.3f} s, "
                         f"at least half of one is needed)"}
-    segments = cut_segments(samples, segment, data.segment_hop)
-    rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))
-    loud = rms >= 10.0 ** (data.silence_db / 20.0)
-    if not loud.any():
-        return {"skip": f"silent (every segment below {data.silence_db:g} dBFS; loudest "
-                        f"{db(float(rms.max())):.1f} dBFS)"}
-    segments = segments[loud]
-    if data.features == "mel":
-        segments = _log_mel_segments(segments, data)
-    segments.astype(np.float32, copy=False).tofile(part_path)
+    gain = np.float32(normalization_gain(peak, math.sqrt(squares / resampled), data.normalization, data.target_db))
+    # pass 2: normalize, cut, drop silent segments, write
+    threshold = 10.0 ** (data.silence_db / 20.0)
+    cutter = Segmenter(segment, data.segment_hop)
+    blocks = iter(kept) if not long_file else (b for _, b in _resampled_blocks(source.path, data.sample_rate,
+                                                                             BLOCK_SECONDS))
+    stored = silent = 0
+    loudest = 0.0
+    with open(part_path, "wb") as part:
+        for segments in (*(cutter.push(b * gain) for b in blocks), cutter.finish()):
+            if not len(segments):
+                continue
+            rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))
+            loudest = max(loudest, float(rms.max()))
+            loud = rms >= threshold
+            silent += int((~loud).sum())
+            if loud.any():
+                chosen = segments[loud]
+                if data.features == "mel":
+                    chosen = _log_mel_segments(chosen, data)
+                chosen.astype(np.float32, copy=False).tofile(part)
+                stored += int(loud.sum())
+    if stored == 0:
+        part_path.unlink(missing_ok=True)
+        return {"skip": f"silent (every segment below {data.silence_db:g} dBFS; loudest {db(loudest):.1f} dBFS)"}
     return {
         "duration_seconds": round(duration, 6),
         "sample_rate": found_rate,
-        "segments": int(segments.shape[0]),
-        "silent_segments": int((~loud).sum()),
+        "segments": stored,
+        "silent_segments": silent,
         "sha256": content_hash,
     }
 
