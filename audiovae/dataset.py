@@ -48,11 +48,20 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def prepare_command(manifest: dict[str, Any], recipe_path: str | None, folder: Path) -> str:
-    """The command line that rebuilds this dataset for the recipe."""
+def prepare_command(manifest: dict[str, Any], data: DataConfig, recipe_path: str | None, folder: Path) -> str:
+    """The command line that rebuilds this dataset with the audio settings `data` asks for.
+
+    `--recipe` when the recipe file itself holds those settings; explicit flags when they came from
+    `--set` overrides (mel analysis settings only exist in recipes, so mel datasets always use --recipe).
+    """
+    from audiovae.config import load_recipe
+
     inputs = " ".join(shlex.quote(p) for p in manifest.get("inputs", ["AUDIO_DIR"]))
-    recipe = f" --recipe {shlex.quote(str(recipe_path))}" if recipe_path else f" -o {shlex.quote(str(folder))}"
-    return f"audiovae prepare {inputs}{recipe} --force"
+    if recipe_path and (data.features == "mel" or load_recipe(recipe_path).data.audio_settings()
+                        == data.audio_settings()):
+        return f"audiovae prepare {inputs} --recipe {shlex.quote(str(recipe_path))} --force"
+    return (f"audiovae prepare {inputs} -o {shlex.quote(str(folder))} --features {data.features} "
+            f"--sample-rate {data.sample_rate} --segment-samples {data.segment_samples} --force")
 
 
 def check_compatible(manifest: dict[str, Any], data: DataConfig, folder: Path, recipe_path: str | None) -> None:
@@ -66,7 +75,7 @@ def check_compatible(manifest: dict[str, Any], data: DataConfig, folder: Path, r
         if have != value:
             raise UserError(
                 f"{folder}: prepared with {key}={_show(have)} but the recipe needs {key}={_show(value)}; "
-                f"re-run: {prepare_command(manifest, recipe_path, folder)}"
+                f"re-run: {prepare_command(manifest, data, recipe_path, folder)}"
             )
 
 

@@ -163,7 +163,7 @@ class Model:
         """
         from tqdm import tqdm
 
-        samples = round((seconds or self.recipe.data.segment_samples / self.sample_rate) * self.sample_rate)
+        samples = (self.recipe.data.segment_samples if seconds is None else round(seconds * self.sample_rate))
         if samples < 1:
             raise UserError("--seconds must be positive")
         frames = self._frames_for(samples)
@@ -213,10 +213,9 @@ class Model:
         """`steps` waveforms moving from a's latents to b's (cropped to the shorter), 'slerp' or 'linear'."""
         if steps < 2:
             raise UserError("--steps must be at least 2")
-        za, zb = self.encode(a), self.encode(b)
-        frames = min(za.values.shape[1], zb.values.shape[1])
-        samples = min(za.samples, zb.samples)
-        va, vb = za.values[:, :frames], zb.values[:, :frames]
+        samples = min(len(a), len(b))  # the longer input is cropped first, so both ends are reconstructions
+        za, zb = self.encode(a[:samples]), self.encode(b[:samples])
+        va, vb = za.values, zb.values
         outputs = []
         for t in np.linspace(0.0, 1.0, steps):
             z = _slerp(va, vb, float(t)) if method == "slerp" else (1 - t) * va + t * vb

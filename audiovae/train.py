@@ -296,10 +296,14 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
             "rng": _rng_state(device), "best_score": best_score, **(extra or {}),
         })
 
+    shadow = None
+    if ema is not None:  # built once, here, so validating never draws from the random state mid-run
+        with torch.random.fork_rng(devices=[]):
+            shadow = build_model(recipe).to(device)
+
     def eval_model() -> VAE:
-        if ema is None:
+        if shadow is None:
             return model
-        shadow = build_model(recipe).to(device)
         shadow.load_state_dict(ema.state)
         return shadow
 
@@ -315,8 +319,10 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         while step < cfg.max_steps and stopped == "finished":
             epoch, offset = divmod(step, batches.steps_per_epoch)
             train_set.epoch = epoch
+            # its own generator: the loader's worker seeds must not draw from (and shift) the global RNG
             loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches.epoch(epoch, offset),
-                                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                                 generator=torch.Generator().manual_seed(cfg.seed + epoch))
             tick = time.monotonic()
             for batch in loader:
                 x = _to_model_input(batch, device)

@@ -104,3 +104,85 @@ def write_signal_fixture(tmp_path):
         return write_signal(tmp_path / path, *args, **kwargs)
 
     return write
+
+
+# ---- a tiny prepared dataset and recipe, shared by the train and synth tests ----------------------------------
+
+TINY_RATE = 16000
+TINY_SEGMENT = 2048  # samples per training segment: 0.128 s at 16 kHz
+
+
+def write_tiny_recipe(path: Path, data_folder: Path, bands: int = 4, sample_rate: int = TINY_RATE, **train) -> Path:
+    """A recipe small enough to train a step on CPU in a fraction of a second; `train` overrides train keys.
+
+    4 PQMF bands x strides 4, 4: 64 samples per latent frame, 32 latent frames per segment.
+    """
+    import yaml
+
+    settings = {"optimizer": "adamw", "learning_rate": 0.002, "batch_size": 4, "max_steps": 4,
+                "valid_every": 2, "valid_batches": 2, "checkpoint_every": 2, "log_every": 1, "seed": 0,
+                "device": "cpu", **train}
+    recipe = {
+        "data": {"folder": str(data_folder), "sample_rate": sample_rate, "features": "wave",
+                 "segment_samples": TINY_SEGMENT, "valid_fraction": 0.34},
+        "model": {"family": "conv", "bands": bands, "channels": 4, "max_channels": 8, "strides": [4, 4],
+                  "latent_size": 4, "residual_layers": 1, "kernel_size": 7, "activation": "snake"},
+        "loss": {"reconstruction": "spectral", "stft_windows": [256, 128], "mel_windows": [256], "beta": 0.01,
+                 "beta_warmup_steps": 0},
+        "train": settings,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def torch_one_thread():
+    """Run torch on one thread for the rest of the session: tiny models train several times faster that way
+    on a small, busy machine (threads fight over cores for kernels too small to split)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, torch_one_thread) -> Path:
+    """Six short tones and chirps (0.5-1.5 s, 16 kHz) prepared into 2048-sample segments, a third held out."""
+    from audiovae.config import DataConfig
+    from audiovae.prepare import prepare
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    sounds = [("sine", 220.0, 0.5), ("chirp", 100.0, 0.75), ("sine", 440.0, 1.0),
+              ("chirp", 300.0, 1.25), ("sine", 880.0, 1.5), ("chirp", 50.0, 0.9)]
+    for i, (kind, frequency, seconds) in enumerate(sounds):
+        write_signal(root / "audio" / f"sound_{i}.wav", seconds, TINY_RATE, kind=kind, frequency=frequency,
+                     stop_frequency=4000.0)
+    data = DataConfig(folder=str(root / "prepared"), segment_samples=TINY_SEGMENT, valid_fraction=0.34)
+    prepare([root / "audio"], root / "prepared", data, workers=1, progress=False)
+    return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tiny_dataset, tmp_path_factory) -> Path:
+    """Path of a recipe named 'tiny' (see `write_tiny_recipe`: 4 steps) training on `tiny_dataset`."""
+    return write_tiny_recipe(tmp_path_factory.mktemp("recipes") / "tiny.yaml", tiny_dataset)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_recipe, tmp_path_factory) -> Path:
+    """Run folder of `tiny_recipe` trained for 4 steps (validation and checkpoints every 2)."""
+    from audiovae.train import train
+
+    result = train(tiny_recipe, runs_root=tmp_path_factory.mktemp("runs"), progress=False)
+    assert result.step == 4 and result.stopped == "finished"
+    return result.run_dir
+
+
+@pytest.fixture(name="write_tiny_recipe")
+def write_tiny_recipe_fixture():
+    """The `write_tiny_recipe` function."""
+    return write_tiny_recipe

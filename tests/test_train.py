@@ -1,0 +1,301 @@
+"""`audiovae train`: run folders, checkpoint round trip, bit-exact resume, user errors, NaN guard, Ctrl-C,
+data-parallel ranks and EMA, all on a tiny model over a tiny prepared dataset (see conftest.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import audiovae.train as train_module
+from audiovae import synth
+from audiovae.checkpoint import load_checkpoint
+from audiovae.cli import main
+from audiovae.config import load_recipe
+from audiovae.dataset import open_dataset
+from audiovae.errors import UserError
+from audiovae.models import build_model
+from audiovae.train import train
+
+# random crop and gain: the augmentation draws must repeat exactly after a resume. Batch 8 over the 31
+# training segments gives 3 steps per epoch, so a 4-step run crosses an epoch boundary after the resume.
+AUGMENTED = ("train.gain_db=6", "train.crop_samples=1024", "train.batch_size=8")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def checkpoint_of(run_dir: Path, name: str = "last") -> dict:
+    return load_checkpoint(run_dir / "checkpoints" / f"{name}.pt")
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def on_training_step(monkeypatch, step: int, action) -> None:
+    """Wrap the loss the training loop calls: at training step `step` (0-based), `action(loss)` replaces it.
+
+    Validation calls the same function under no_grad; those calls pass through untouched.
+    """
+    real = train_module.vae_loss
+
+    def wrapped(x, y, posterior, config, sample_rate, at_step):
+        loss = real(x, y, posterior, config, sample_rate, at_step)
+        return action(loss) if at_step == step and torch.is_grad_enabled() else loss
+
+    monkeypatch.setattr(train_module, "vae_loss", wrapped)
+
+
+def test_run_folder_holds_recipe_metrics_and_checkpoints(tiny_run, tiny_recipe):
+    assert tiny_run.name == "tiny"
+    assert load_recipe(tiny_run / "recipe.yaml") == dataclasses.replace(load_recipe(tiny_recipe), name="recipe")
+    lines = read_metrics(tiny_run)
+    train_lines = [line for line in lines if line["split"] == "train"]
+    valid_lines = [line for line in lines if line["split"] == "valid"]
+    assert [line["step"] for line in train_lines] == [1, 2, 3, 4]  # log_every 1
+    assert [line["step"] for line in valid_lines] == [2, 4]  # valid_every 2
+    for line in lines:
+        numbers = [value for key, value in line.items() if key not in ("split", "step")]
+        assert numbers and all(math.isfinite(value) for value in numbers), line
+    assert all(line["loss"] > 0 and line["grad_norm"] > 0 for line in train_lines)
+    last, best = checkpoint_of(tiny_run, "last"), checkpoint_of(tiny_run, "best")
+    assert last["step"] == 4
+    best_line = min(valid_lines, key=lambda line: line["score"])
+    assert best["step"] == best_line["step"]
+    assert last["best_score"] == pytest.approx(best_line["score"], abs=1e-5)
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.dtype.is_floating_point)
+
+
+def test_second_run_gets_a_numbered_folder(tiny_recipe, tmp_path):
+    one = ("train.max_steps=1",)
+    first = train(tiny_recipe, overrides=one, runs_root=tmp_path, progress=False)
+    second = train(tiny_recipe, overrides=one, runs_root=tmp_path, progress=False)
+    assert (first.run_dir, second.run_dir) == (tmp_path / "tiny", tmp_path / "tiny-2")
+    assert (second.run_dir / "checkpoints" / "last.pt").exists()
+
+
+def test_checkpoint_round_trip_reproduces_outputs_bit_for_bit(tiny_recipe, tmp_path, monkeypatch, synthesize):
+    built = []  # the networks train() builds: the first one is the model it trains
+
+    def build_and_keep(recipe):
+        built.append(build_model(recipe))
+        return built[-1]
+
+    monkeypatch.setattr(train_module, "build_model", build_and_keep)
+    result = train(tiny_recipe, overrides=("train.max_steps=2",), runs_root=tmp_path, progress=False)
+    trained = built[0].eval()
+    loaded = synth.load(result.run_dir / "checkpoints" / "last.pt")
+    assert loaded.recipe == load_recipe(tiny_recipe, ("train.max_steps=2",))
+    for length in (2048, 3001):  # a whole number of latent frames, and not
+        x = torch.from_numpy(synthesize(length / 16000, 16000, kind="mix", seed=length).T.copy())[None]
+        with torch.no_grad():
+            expected, got = trained(x), loaded.net(x)
+        assert got.reconstruction.shape == (1, 1, length)
+        assert torch.equal(got.reconstruction, expected.reconstruction)
+        assert torch.equal(got.posterior.mean, expected.posterior.mean)
+        assert torch.equal(got.posterior.logvar, expected.posterior.logvar)
+
+
+def assert_same_run(got_dir: Path, expected_dir: Path) -> None:
+    """Final weights, EMA, optimizer moments, best score and logged losses are equal bit for bit."""
+    expected, got = checkpoint_of(expected_dir), checkpoint_of(got_dir)
+    assert got["step"] == expected["step"]
+    assert_same_tensors(got["model"], expected["model"])
+    if expected["ema"] is not None:
+        assert_same_tensors(got["ema"], expected["ema"])
+    for slot_got, slot_expected in zip(got["optimizer"]["state"].values(), expected["optimizer"]["state"].values(),
+                                       strict=True):
+        assert_same_tensors(slot_got, slot_expected)
+    assert got["best_score"] == expected["best_score"]
+
+    def losses(run_dir):  # the log of the resumed run reads like the unbroken one (timings aside)
+        return [(line["split"], line["step"], line["loss"]) for line in read_metrics(run_dir)]
+
+    assert losses(got_dir) == losses(expected_dir)
+
+
+def train_halves(recipe: Path, root: Path, augmentation: tuple[str, ...]) -> tuple[Path, Path]:
+    """(run of 4 steps in one go, run of 2 steps resumed to 4)."""
+    whole = train(recipe, overrides=(*augmentation, "train.max_steps=4"), runs_root=root / "a", progress=False)
+    half = train(recipe, overrides=(*augmentation, "train.max_steps=2"), runs_root=root / "b", progress=False)
+    assert half.step == 2
+    resumed = train(recipe, overrides=(*augmentation, "train.max_steps=4"), resume=True, runs_root=root / "b",
+                    progress=False)
+    assert resumed.run_dir == half.run_dir and resumed.step == 4
+    return whole.run_dir, resumed.run_dir
+
+
+@pytest.mark.parametrize("augmentation", [(), AUGMENTED], ids=["plain", "crop-and-gain"])
+def test_resume_equals_an_uninterrupted_run(tiny_recipe, tmp_path, augmentation):
+    whole, resumed = train_halves(tiny_recipe, tmp_path, augmentation)
+    assert_same_run(resumed, whole)
+
+
+def test_resume_without_a_previous_run_is_a_user_error(tiny_recipe, tmp_path):
+    with pytest.raises(UserError, match="no checkpoint to resume from"):
+        train(tiny_recipe, resume=True, runs_root=tmp_path / "runs", progress=False)
+
+
+def test_existing_run_dir_without_resume_is_a_user_error(tiny_recipe, tmp_path):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="--resume"):
+        train(tiny_recipe, run_dir=run_dir, runs_root=tmp_path / "runs", progress=False)
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
+
+
+def copy_dataset(tiny_dataset: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_dataset, tmp_path / "prepared"))
+
+
+def run_suggested_prepare(message: str) -> None:
+    """Run the `audiovae prepare ...` command an error message suggests, as the user would."""
+    command = shlex.split(message.split("re-run: ", 1)[1])
+    assert command[:2] == ["audiovae", "prepare"]
+    result = CliRunner().invoke(main, [*command[1:], "-q", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+
+
+def test_dataset_recipe_mismatch_names_the_prepare_command_that_fixes_it(tiny_dataset, tmp_path, write_tiny_recipe):
+    folder = copy_dataset(tiny_dataset, tmp_path)
+    recipe = write_tiny_recipe(tmp_path / "tiny22k.yaml", folder, sample_rate=22050)
+    with pytest.raises(UserError) as error:
+        train(recipe, runs_root=tmp_path / "runs", progress=False)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "sample_rate=16000" in message and "sample_rate=22050" in message
+    assert "audiovae prepare" in message and f"--recipe {recipe}" in message
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
+    run_suggested_prepare(message)
+    assert open_dataset(folder, load_recipe(recipe).data).sample_rate == 22050
+
+
+def test_mismatch_from_an_override_suggests_a_command_that_fixes_it(tiny_dataset, tmp_path, write_tiny_recipe):
+    folder = copy_dataset(tiny_dataset, tmp_path)
+    recipe = write_tiny_recipe(tmp_path / "tiny.yaml", folder)
+    overrides = ("data.sample_rate=22050",)
+    with pytest.raises(UserError) as error:
+        train(recipe, overrides=overrides, runs_root=tmp_path / "runs", progress=False)
+    run_suggested_prepare(str(error.value))
+    open_dataset(folder, load_recipe(recipe, overrides).data)  # raises the same mismatch again
+
+
+def test_missing_data_folder_says_to_run_prepare(tiny_recipe, tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(UserError, match="audiovae prepare") as error:
+        train(tiny_recipe, overrides=(f"data.folder={missing}",), runs_root=tmp_path / "runs", progress=False)
+    assert str(missing) in str(error.value)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_recipe, tmp_path, monkeypatch):
+    on_training_step(monkeypatch, 3, lambda loss: dataclasses.replace(loss, total=loss.total * float("nan")))
+    with pytest.raises(UserError) as error:
+        train(tiny_recipe, overrides=("train.max_steps=6",), runs_root=tmp_path, progress=False)
+    message = str(error.value)
+    assert message.startswith("step 3: the loss became nan")
+    assert "train.learning_rate" in message and str(tmp_path / "tiny" / "checkpoints" / "last.pt") in message
+    state = checkpoint_of(tmp_path / "tiny")
+    assert state["step"] == 2  # checkpoint_every 2: written before the bad step
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.dtype.is_floating_point)
+    assert synth.load(tmp_path / "tiny").generate(1)[0].shape == (2048,)
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    def interrupt(loss):
+        os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during this step
+        return loss
+
+    on_training_step(monkeypatch, step, interrupt)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_recipe, tmp_path, monkeypatch, capsys):
+    overrides = ("train.max_steps=5",)
+    whole = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "a", progress=False)
+    handler_before = signal.getsignal(signal.SIGINT)
+    interrupt_at(monkeypatch, 2)
+    result = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "b", progress=False)
+    assert (result.stopped, result.step) == ("interrupted", 3)  # the step in flight completes
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    assert checkpoint_of(result.run_dir)["step"] == 3
+    assert "Resume with: audiovae train" in capsys.readouterr().err
+    valid_steps = [line["step"] for line in read_metrics(result.run_dir) if line["split"] == "valid"]
+    assert valid_steps == [2, 3]  # the weights at the stop are scored too
+    on_training_step(monkeypatch, 2, lambda loss: loss)
+    resumed = train(tiny_recipe, overrides=overrides, resume=True, runs_root=tmp_path / "b", progress=False)
+    assert (resumed.run_dir, resumed.step, resumed.stopped) == (result.run_dir, 5, "finished")
+    assert checkpoint_of(result.run_dir)["step"] == 5
+    train_steps = [line["step"] for line in read_metrics(result.run_dir) if line["split"] == "train"]
+    assert train_steps == [1, 2, 3, 4, 5]
+    model_whole, model_resumed = checkpoint_of(whole.run_dir)["model"], checkpoint_of(resumed.run_dir)["model"]
+    assert_same_tensors(model_resumed, model_whole)
+
+
+def test_ctrl_c_with_ema_then_resume_equals_an_uninterrupted_run(tiny_recipe, tmp_path, monkeypatch):
+    overrides = ("train.max_steps=4", "train.ema_decay=0.9")
+    whole = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "a", progress=False)
+    interrupt_at(monkeypatch, 2)
+    stopped = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "b", progress=False)
+    assert (stopped.stopped, stopped.step) == ("interrupted", 3)
+    on_training_step(monkeypatch, 2, lambda loss: loss)
+    resumed = train(tiny_recipe, overrides=overrides, resume=True, runs_root=tmp_path / "b", progress=False)
+    assert_same_tensors(checkpoint_of(resumed.run_dir)["model"], checkpoint_of(whole.run_dir)["model"])
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available")
+def test_two_process_data_parallel_ranks_end_with_the_same_weights(tiny_recipe, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "audiovae", "train", str(tiny_recipe), "--runs-root", str(tmp_path / "runs"), "-q",
+               "--set", "train.max_steps=2"]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("finished at step 2") == 1  # rank 0 alone reports
+    lines = read_metrics(tmp_path / "runs" / "tiny")
+    (ranks,) = [line for line in lines if line["split"] == "ranks"]
+    assert ranks["step"] == 2
+    assert ranks["weights_checksum_rank0"] == ranks["weights_checksum_rank1"]
+    assert ranks["weights_checksum_rank0"] != 0.0
+    assert [line["step"] for line in lines if line["split"] == "train"] == [1, 2]  # one writer
+    assert checkpoint_of(tmp_path / "runs" / "tiny")["step"] == 2
+
+
+def test_ema_weights_are_saved_and_used_for_synthesis(tiny_recipe, tmp_path):
+    result = train(tiny_recipe, overrides=("train.max_steps=1", "train.ema_decay=0.9"), runs_root=tmp_path,
+                   progress=False)
+    state = checkpoint_of(result.run_dir)
+    model, ema = state["model"], state["ema"]
+    assert ema.keys() == model.keys()
+    assert any(not torch.equal(ema[k], model[k]) for k in model)
+    recipe = load_recipe(tiny_recipe)
+    # after one step, ema = 0.9 * initial + 0.1 * trained; train seeds torch with train.seed before building
+    torch.manual_seed(0)
+    initial = build_model(recipe).state_dict()
+    for key, value in model.items():
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(ema[key], 0.9 * initial[key] + 0.1 * value, rtol=1e-5, atol=1e-6)
+    nets = {}
+    for name in ("model", "ema"):
+        nets[name] = build_model(recipe).eval()
+        nets[name].load_state_dict(state[name])
+    x = torch.linspace(-0.5, 0.5, 2048).sin()[None, None]
+    with torch.no_grad():
+        got = synth.load(result.run_dir / "checkpoints" / "last.pt").net(x).reconstruction
+        assert torch.equal(got, nets["ema"](x).reconstruction)
+        assert not torch.allclose(got, nets["model"](x).reconstruction)
