@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -80,6 +81,34 @@ def normalize(samples: np.ndarray, method: str, target_db: float) -> np.ndarray:
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     gain = normalization_gain(peak, rms, method, target_db)
     return (samples * np.float32(gain)).astype(np.float32, copy=False)
+
+
+def read_blocks(path: str | os.PathLike, to_rate: int, block_seconds: float = 30.0):
+    """Yield (source block, resampled block) pairs of mono float32 audio, reading `block_seconds` at a time.
+
+    The resampler is streamed, so the concatenated output equals resampling the whole file at once.
+    Errors from soundfile propagate (callers turn them into reasons or UserErrors).
+    """
+    info = sf.info(str(path))
+    stream = None
+    if info.samplerate != to_rate:
+        stream = soxr.ResampleStream(info.samplerate, to_rate, 1, dtype="float32", quality="HQ")
+    frames = max(1, int(block_seconds * info.samplerate))
+    for block in sf.blocks(str(path), blocksize=frames, dtype="float32", always_2d=True):
+        mono = to_mono(block)
+        yield mono, (mono if stream is None else stream.resample_chunk(mono))
+    if stream is not None:
+        yield np.zeros(0, np.float32), stream.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+def level_stats(samples: np.ndarray, block: int = 1 << 20) -> tuple[float, float]:
+    """(peak, RMS) of a possibly memory-mapped array, read a block at a time."""
+    peak, squares = 0.0, 0.0
+    for start in range(0, len(samples), block):
+        part = np.asarray(samples[start : start + block], dtype=np.float64)
+        peak = max(peak, float(np.max(np.abs(part))))
+        squares += float(np.dot(part, part))
+    return peak, (math.sqrt(squares / len(samples)) if len(samples) else 0.0)
 
 
 def db(value: float) -> float:

@@ -208,20 +208,23 @@ def reconstruct(inputs, out_dir, plot, run, checkpoint, device, force) -> None:
 
     With a model trained on other sounds, this is timbre transfer.
     """
-    from audiovae.audio import write_wav
-
     model = _load(run, checkpoint, device)
     paths = _outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force)
-    waves, originals = [], []
+    done, failed = [], []
     for source, path in zip(inputs, paths, strict=True):
-        wave = model.load_audio(source)
-        output = model.reconstruct(wave)
-        write_wav(path, output, model.sample_rate)
-        waves.append(output)
-        originals.append(wave)
-    if plot:
-        _plot(list(zip(paths, waves, strict=True)), model.sample_rate, originals)
-    click.echo(f"wrote {len(paths)} reconstructions to {out_dir}")
+        try:
+            done.append((source, model.reconstruct_file(source, path)))
+        except UserError as error:  # one bad file does not stop the others
+            if len(inputs) == 1:
+                raise
+            failed.append(str(error))
+            click.echo(f"warning: skipped {error}", err=True)
+    if plot and done:
+        _plot([(path, model.load_audio(path)) for _, path in done], model.sample_rate,
+              [model.load_audio(source) for source, _ in done])
+    click.echo(f"wrote {len(done)} reconstructions to {out_dir}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(inputs)} inputs could not be reconstructed (reasons above)")
 
 
 @main.command()

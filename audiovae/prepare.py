@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from audiovae import __version__
-from audiovae.audio import AUDIO_EXTENSIONS, db, error_reason, normalization_gain, to_mono
+from audiovae.audio import AUDIO_EXTENSIONS, db, error_reason, normalization_gain, read_blocks
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
 from audiovae.fileio import atomic_directory, write_json_atomic
@@ -192,20 +191,6 @@ def process_file(task: tuple[SourceFile, DataConfig, str]) -> dict[str, Any]:
         return {"skip": f"unexpected error: {type(error).__name__}: {error}"}
 
 
-def _resampled_blocks(path: Path, to_rate: int, block_seconds: float):
-    """Yield (source block, resampled block) pairs of mono float32 audio, read in blocks."""
-    info = sf.info(str(path))
-    stream = None
-    if info.samplerate != to_rate:
-        stream = soxr.ResampleStream(info.samplerate, to_rate, 1, dtype="float32", quality="HQ")
-    frames = max(1, int(block_seconds * info.samplerate))
-    for block in sf.blocks(str(path), blocksize=frames, dtype="float32", always_2d=True):
-        mono = to_mono(block)
-        yield mono, (mono if stream is None else stream.resample_chunk(mono))
-    if stream is not None:
-        yield np.zeros(0, np.float32), stream.resample_chunk(np.zeros(0, np.float32), last=True)
-
-
 def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str, Any]:
     try:
         size = source.path.stat().st_size
@@ -221,7 +206,7 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
         long_file = info.frames / found_rate > STREAM_SECONDS
         # pass 1: level statistics of the resampled signal (short files keep it for pass 2)
         peak, squares, resampled, frames, bad, kept = 0.0, 0.0, 0, 0, 0, []
-        for raw, block in _resampled_blocks(source.path, data.sample_rate, BLOCK_SECONDS):
+        for raw, block in read_blocks(source.path, data.sample_rate, BLOCK_SECONDS):
             frames += len(raw)
             bad += int(np.count_nonzero(~np.isfinite(raw)))
             if bad:
@@ -250,8 +235,7 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     # pass 2: normalize, cut, drop silent segments, write
     threshold = 10.0 ** (data.silence_db / 20.0)
     cutter = Segmenter(segment, data.segment_hop)
-    blocks = iter(kept) if not long_file else (b for _, b in _resampled_blocks(source.path, data.sample_rate,
-                                                                             BLOCK_SECONDS))
+    blocks = iter(kept) if not long_file else (b for _, b in read_blocks(source.path, data.sample_rate, BLOCK_SECONDS))
     stored = silent = 0
     loudest = 0.0
     with open(part_path, "wb") as part:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio import load_for_model, normalize
+from audiovae.audio import error_reason, level_stats, load_for_model, normalization_gain, normalize
 from audiovae.checkpoint import load_checkpoint
 from audiovae.config import ConfigError, Recipe, recipe_from_saved
 from audiovae.errors import UserError
@@ -26,7 +26,7 @@ from audiovae.models import VAE, Posterior, build_model
 from audiovae.runs import DEFAULT_RUNS, resolve_checkpoint
 from audiovae.train import select_device
 
-CHUNK_FRAMES = 256  # latent frames decoded per chunk
+CHUNK_FRAMES = 1024  # latent frames per chunk (16 s at 256 samples per frame)
 MARGIN_FRAMES = 16  # latent frames of context on each side of a chunk
 
 
@@ -102,8 +102,8 @@ class Model:
                          mel.log_floor)
         return frames[..., : max(1, x.shape[-1] // mel.hop_length)]
 
-    def _to_wave(self, y: torch.Tensor, samples: int) -> np.ndarray:
-        """Model output (batch, channels, steps) -> waveforms (batch, samples)."""
+    def _chunk_to_wave(self, y: torch.Tensor) -> np.ndarray:
+        """Model output (batch, channels, steps) -> waveforms (batch, steps * samples per step)."""
         if self.features == "mel":
             from audiovae.dsp import griffin_lim_from_log_mel
 
@@ -112,40 +112,46 @@ class Model:
                                          mel.f_max)
         else:
             y = y[:, 0]
-        wave = y.float().cpu().numpy()[:, :samples]
-        if wave.shape[1] < samples:
-            wave = np.pad(wave, ((0, 0), (0, samples - wave.shape[1])))
-        return wave
+        return y.float().cpu().numpy()
 
     def _margin(self) -> int:
         return 0 if self.recipe.model.family == "dense" else MARGIN_FRAMES
 
-    @torch.no_grad()
-    def _encode_steps(self, x: torch.Tensor) -> Posterior:
-        """Chunked posterior: (1, channels, steps) -> mean, logvar (1, latent, ceil(steps / net.hop))."""
-        hop, margin = self.net.hop, self._margin()
-        frames = math.ceil(x.shape[-1] / hop)
-        x = self.net.pad(x)
-        means, logvars = [], []
+    def _chunks(self, frames: int):
+        """(start, stop, lo, hi) latent-frame ranges: keep [start, stop), compute [lo, hi) for context."""
+        margin = self._margin()
         for start in range(0, frames, CHUNK_FRAMES):
             stop = min(start + CHUNK_FRAMES, frames)
-            lo, hi = max(0, start - margin), min(frames, stop + margin)
-            posterior = self.net.encode(x[..., lo * hop : hi * hop])
+            yield start, stop, max(0, start - margin), min(frames, stop + margin)
+
+    @torch.no_grad()
+    def _encode_wave(self, wave: np.ndarray, gain: float) -> Posterior:
+        """Chunked posterior of wave * gain: mean, logvar (1, latent, frames).
+
+        `wave` may be a memory map: only one chunk and its margins are read at a time.
+        """
+        hop = self.hop_samples
+        means, logvars = [], []
+        for start, stop, lo, hi in self._chunks(self._frames_for(len(wave))):
+            piece = np.zeros((hi - lo) * hop, np.float32)
+            source = np.asarray(wave[lo * hop : hi * hop], dtype=np.float32)
+            piece[: len(source)] = source * np.float32(gain)
+            posterior = self.net.encode(self._to_features(piece))
             means.append(posterior.mean[..., start - lo : stop - lo])
             logvars.append(posterior.logvar[..., start - lo : stop - lo])
         return Posterior(torch.cat(means, dim=-1), torch.cat(logvars, dim=-1))
 
     @torch.no_grad()
-    def _decode_steps(self, z: torch.Tensor) -> torch.Tensor:
-        """Chunked decode: (batch, latent, frames) -> (batch, channels, frames * net.hop)."""
-        hop, margin, frames = self.net.hop, self._margin(), z.shape[-1]
-        out = []
-        for start in range(0, frames, CHUNK_FRAMES):
-            stop = min(start + CHUNK_FRAMES, frames)
-            lo, hi = max(0, start - margin), min(frames, stop + margin)
-            y = self.net.decode(z[..., lo:hi])
-            out.append(y[..., (start - lo) * hop : (stop - lo) * hop])
-        return torch.cat(out, dim=-1)
+    def _decode_pieces(self, z: torch.Tensor):
+        """Chunked decode of z (batch, latent, frames): yields waveform pieces (batch, samples) in order."""
+        hop = self.hop_samples
+        for start, stop, lo, hi in self._chunks(z.shape[-1]):
+            wave = self._chunk_to_wave(self.net.decode(z[..., lo:hi]))
+            yield wave[:, (start - lo) * hop : (stop - lo) * hop]
+
+    def _decode_all(self, z: torch.Tensor, samples: int) -> np.ndarray:
+        wave = np.concatenate(list(self._decode_pieces(z)), axis=1)[:, :samples]
+        return np.pad(wave, ((0, 0), (0, samples - wave.shape[1]))) if wave.shape[1] < samples else wave
 
     def _level(self, wave: np.ndarray) -> np.ndarray:
         """Generated audio: the training normalization, and never above full scale."""
@@ -175,7 +181,7 @@ class Model:
                     torch.randn(self.latent_size, frames, generator=torch.Generator().manual_seed(seed + first + i))
                     for i in range(count)
                 ]) * temperature
-                waves = self._to_wave(self._decode_steps(z.to(self.device)), samples)
+                waves = self._decode_all(z.to(self.device), samples)
                 results.extend(self._level(w) for w in waves)
                 bar.update(count)
         return results
@@ -186,8 +192,8 @@ class Model:
 
     def encode_posterior(self, wave: np.ndarray) -> tuple[Latents, np.ndarray]:
         """Like encode, and also the KL to the prior per latent value, (latent_size, frames) in nats."""
-        normalized, gain = self._normalized(wave)
-        posterior = self._encode_steps(self._to_features(normalized))
+        gain = self._gain(wave)
+        posterior = self._encode_wave(wave, gain)
         frames = self._frames_for(len(wave))
         kl = posterior.kl()[0, :, :frames].cpu().numpy()
         return Latents(posterior.mean[0, :, :frames].cpu().numpy(), len(wave), gain), kl
@@ -203,7 +209,7 @@ class Model:
         if values.ndim != 2 or values.shape[0] != self.latent_size:
             raise UserError(f"latents of shape {values.shape} do not fit this model ({self.latent_size} x frames)")
         z = torch.from_numpy(np.ascontiguousarray(values, np.float32)).to(self.device)[None]
-        return _peak_safe(self._to_wave(self._decode_steps(z), samples)[0] / gain)
+        return _peak_safe(self._decode_all(z, samples)[0] / gain)
 
     def reconstruct(self, wave: np.ndarray) -> np.ndarray:
         """Encode and decode a waveform of any length, returned at the input's level."""
@@ -227,14 +233,60 @@ class Model:
         """A file as mono float32 at the model's sample rate (UserError naming the file if unusable)."""
         return load_for_model(path, self.sample_rate)
 
-    def _normalized(self, wave: np.ndarray) -> tuple[np.ndarray, float]:
-        """Apply the training normalization; returns (normalized, gain used)."""
+    def _gain(self, wave: np.ndarray) -> float:
+        """The gain the training normalization would apply to this waveform (read blockwise)."""
         data = self.recipe.data
-        wave = np.asarray(wave, dtype=np.float32)
-        out = normalize(wave, data.normalization, data.target_db)
-        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-        gain = float(np.max(np.abs(out))) / peak if peak > 0 else 1.0
-        return out, gain
+        peak, rms = level_stats(wave)
+        return normalization_gain(peak, rms, data.normalization, data.target_db)
+
+    def reconstruct_file(self, source: str | Path, destination: str | Path, block_seconds: float = 30.0) -> Path:
+        """Reconstruct an audio file of any length into a 16-bit WAV, holding only blocks in memory.
+
+        The input is resampled into a temporary memory-mapped file, encoded chunk by chunk, decoded into a
+        second one, and written at the input's level (peak-safe), atomically.
+        """
+        import tempfile
+
+        import soundfile as sf
+
+        from audiovae.audio import AudioReadError, read_blocks
+        from audiovae.fileio import atomic_path
+
+        with tempfile.TemporaryDirectory(prefix="audiovae-") as tmp:
+            raw = Path(tmp) / "input.f32"
+            count, bad = 0, 0
+            try:
+                with open(raw, "wb") as handle:
+                    for block, resampled in read_blocks(source, self.sample_rate, block_seconds):
+                        bad += int(np.count_nonzero(~np.isfinite(block)))
+                        resampled.astype(np.float32).tofile(handle)
+                        count += len(resampled)
+            except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, AudioReadError) as error:
+                raise UserError(f"{source}: not readable as audio ({error_reason(error)})") from None
+            except OSError as error:
+                raise UserError(f"{source}: cannot read ({error.strerror or error})") from None
+            if count == 0:
+                raise UserError(f"{source}: the file has no samples")
+            if bad:
+                raise UserError(f"{source}: the file contains {bad} NaN or infinite samples")
+            wave = np.memmap(raw, np.float32, "r", shape=(count,))
+            latents = self.encode(wave)
+            output = np.memmap(Path(tmp) / "output.f32", np.float32, "w+", shape=(count,))
+            z = torch.from_numpy(latents.values).to(self.device)[None]
+            position, peak = 0, 0.0
+            for piece in self._decode_pieces(z):
+                piece = piece[0, : count - position] / np.float32(latents.gain)
+                output[position : position + len(piece)] = piece
+                peak = max(peak, float(np.max(np.abs(piece))) if len(piece) else 0.0)
+                position += len(piece)
+            scale = np.float32(0.999 / peak if peak > 0.999 else 1.0)
+            block = int(block_seconds * self.sample_rate)
+            with atomic_path(destination) as target:
+                with sf.SoundFile(str(target), "w", self.sample_rate, 1, "PCM_16", format="WAV") as out:
+                    for start in range(0, count, block):
+                        out.write(np.asarray(output[start : start + block]) * scale)
+            del wave, output
+        return Path(destination)
 
 
 def _fold_weight_norm(net: VAE) -> VAE:
