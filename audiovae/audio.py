@@ -23,13 +23,25 @@ class AudioReadError(Exception):
     """A file could not be read as audio; the message says why (used for skip reasons)."""
 
 
+def open_binary(path: str | os.PathLike):
+    """Open a file for reading through Python, so names that are not valid UTF-8 work with soundfile too."""
+    return open(path, "rb")
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int]:
+    """(sample rate, frames) from a file's header."""
+    with open_binary(path) as handle, sf.SoundFile(handle) as sound:
+        return int(sound.samplerate), int(sound.frames)
+
+
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read a file as float32 mono.
 
     Returns (samples: (time,), sample_rate). Raises AudioReadError with a short reason.
     """
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with open_binary(path) as handle:
+            data, sample_rate = sf.read(handle, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise AudioReadError(f"not readable as audio ({error_reason(error)})") from None
     except OSError as error:
@@ -89,19 +101,19 @@ def read_blocks(path: str | os.PathLike, to_rate: int, block_seconds: float = 30
     The resampler is streamed, so the concatenated output equals resampling the whole file at once.
     Errors from soundfile propagate (callers turn them into reasons or UserErrors).
     """
-    info = sf.info(str(path))
-    stream = None
-    if info.samplerate != to_rate:
-        stream = soxr.ResampleStream(info.samplerate, to_rate, 1, dtype="float32", quality="HQ")
-    frames = max(1, int(block_seconds * info.samplerate))
-    for block in sf.blocks(str(path), blocksize=frames, dtype="float32", always_2d=True):
-        mono = to_mono(block)
-        yield mono, (mono if stream is None else stream.resample_chunk(mono))
+    with open_binary(path) as handle, sf.SoundFile(handle) as sound:
+        stream = None
+        if sound.samplerate != to_rate:
+            stream = soxr.ResampleStream(sound.samplerate, to_rate, 1, dtype="float32", quality="HQ")
+        frames = max(1, int(block_seconds * sound.samplerate))
+        for block in sound.blocks(blocksize=frames, dtype="float32", always_2d=True):
+            mono = to_mono(block)
+            yield mono, (mono if stream is None else stream.resample_chunk(mono))
     if stream is not None:
         yield np.zeros(0, np.float32), stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
-def level_stats(samples: np.ndarray, block: int = 1 << 20) -> tuple[float, float]:
+def level_stats(samples: np.ndarray, block: int = 1 << 18) -> tuple[float, float]:
     """(peak, RMS) of a possibly memory-mapped array, read a block at a time."""
     peak, squares = 0.0, 0.0
     for start in range(0, len(samples), block):
@@ -120,7 +132,8 @@ def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, su
     """Write mono float samples (time,) in [-1, 1] as a WAV file, atomically."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
+        with open(tmp, "wb") as handle:  # through Python: any file name works
+            sf.write(handle, np.clip(samples, -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
     return Path(path)
 
 

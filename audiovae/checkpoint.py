@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +42,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise UserError(f"{path}: refused: the file contains Python objects that would run code when loaded "
                             "(only plain data and tensors are allowed)") from None
         raise UserError(f"{path}: not an audiovae checkpoint ({first[:120]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever a damaged or foreign file makes torch raise
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        kind = "truncated or damaged" if path.stat().st_size and "zip" in text.lower() or isinstance(
-            error, EOFError) else "not an audiovae checkpoint"
+        with open(path, "rb") as handle:
+            looks_like_torch = handle.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        kind = "truncated or damaged" if looks_like_torch else "not an audiovae checkpoint"
         raise UserError(f"{path}: {kind} ({text[:120]})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not an audiovae checkpoint")

@@ -241,6 +241,8 @@ class Recipe:
 
     def __post_init__(self):
         family = self.model.family
+        _require(self.train.crop_samples is None or self.train.crop_samples <= self.data.segment_samples,
+                 "train.crop_samples", "must not exceed data.segment_samples")
         if family == "mel":
             _require(self.data.features == "mel", "data.features", "the 'mel' model family needs features: mel")
             frames = self.train.crop_samples or self.data.segment_samples
@@ -255,8 +257,6 @@ class Recipe:
             return
         _require(self.data.features == "wave", "data.features", f"the '{family}' model family needs features: wave")
         length = self.train.crop_samples or self.data.segment_samples
-        _require(self.train.crop_samples is None or self.train.crop_samples <= self.data.segment_samples,
-                 "train.crop_samples", "must not exceed data.segment_samples")
         if family == "conv":
             _require(
                 length % self.model.total_stride == 0, "model.strides",
@@ -403,7 +403,9 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         parts = key.strip().split(".")
         node = raw
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            child = node.get(part)
+            if child is None:  # a missing or empty section
+                child = node[part] = {}
             if not isinstance(child, dict):
                 raise ConfigError(key, f"'{part}' is a value, not a section")
             node = child
@@ -428,7 +430,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
     try:
-        raw = apply_overrides(raw if isinstance(raw, dict) else raw, overrides) if overrides else raw
+        if overrides and isinstance(raw, dict | None):
+            raw = apply_overrides(raw, overrides)
         return recipe_from_dict(raw, name=path.stem)
     except ConfigError as error:
         raise UserError(f"{path}: {error.key}: {error.message}") from None

@@ -64,7 +64,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = scipy.linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = scipy.linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():
         offset = np.eye(len(mu_a)) * 1e-6
         root = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))

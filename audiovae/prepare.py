@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from audiovae import __version__
-from audiovae.audio import AUDIO_EXTENSIONS, db, error_reason, normalization_gain, read_blocks
+from audiovae.audio import AUDIO_EXTENSIONS, audio_info, db, error_reason, normalization_gain, read_blocks
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
 from audiovae.fileio import atomic_directory, write_json_atomic
@@ -162,6 +162,13 @@ class Segmenter:
         return np.zeros((0, self.segment), np.float32)
 
 
+def _cut_stream(cutter: Segmenter, blocks, gain: np.float32):
+    """Segments block by block, then the padded tail: only one block's segments exist at a time."""
+    for block in blocks:
+        yield cutter.push(block * gain)
+    yield cutter.finish()
+
+
 def cut_segments(samples: np.ndarray, segment: int, hop: int) -> np.ndarray:
     """samples (time,) -> segments (count, segment), zero-padding the last partial one."""
     cutter = Segmenter(segment, hop)
@@ -199,11 +206,10 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     if size == 0:
         return {"skip": "empty file (0 bytes)"}
     try:
-        info = sf.info(str(source.path))
-        if info.frames == 0:
+        found_rate, header_frames = audio_info(source.path)
+        if header_frames == 0:
             return {"skip": "no audio samples (zero-length)"}
-        found_rate = int(info.samplerate)
-        long_file = info.frames / found_rate > STREAM_SECONDS
+        long_file = header_frames / found_rate > STREAM_SECONDS
         # pass 1: level statistics of the resampled signal (short files keep it for pass 2)
         peak, squares, resampled, frames, bad, kept = 0.0, 0.0, 0, 0, 0, []
         for raw, block in read_blocks(source.path, data.sample_rate, BLOCK_SECONDS):
@@ -223,7 +229,7 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         return {"skip": f"not readable as audio ({error_reason(error)})"}
     except OSError as error:
-        return {"skip": f"cannot read ({error.strerror or error})"}
+        return {"skip": f"cannot open ({error.strerror or error})"}
     if frames == 0 or resampled == 0:
         return {"skip": "no audio samples (zero-length)"}
     duration = frames / found_rate
@@ -239,7 +245,7 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     stored = silent = 0
     loudest = 0.0
     with open(part_path, "wb") as part:
-        for segments in (*(cutter.push(b * gain) for b in blocks), cutter.finish()):
+        for segments in _cut_stream(cutter, blocks, gain):
             if not len(segments):
                 continue
             rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))

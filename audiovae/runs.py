@@ -20,11 +20,19 @@ def new_run_dir(root: Path, name: str) -> Path:
     return candidate
 
 
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The most recently written of a run's last.pt and best.pt: either holds the full training state, so a
+    run killed while writing one resumes from the other."""
+    found = [p for p in (run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt") if p.exists()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
 def latest_run_of(root: Path, name: str) -> Path | None:
     """The most recently written run folder of recipe `name` (plain or numbered) that has a checkpoint."""
     pattern = re.compile(rf"^{re.escape(name)}(-\d+)?$")
-    runs = [p for p in root.glob(f"{name}*") if pattern.match(p.name) and (p / "checkpoints" / "last.pt").exists()]
-    return max(runs, key=lambda p: (p / "checkpoints" / "last.pt").stat().st_mtime) if runs else None
+    runs = [(p, newest_checkpoint(p)) for p in root.glob(f"{name}*") if pattern.match(p.name)]
+    runs = [(p, c) for p, c in runs if c is not None]
+    return max(runs, key=lambda item: item[1].stat().st_mtime_ns)[0] if runs else None
 
 
 def all_runs(root: Path) -> list[Path]:
@@ -46,8 +54,10 @@ def resolve_checkpoint(run: str | Path | None = None, checkpoint: str | Path | N
                             "(audiovae train recipes/quickstart.yaml) or pass --run/--checkpoint")
         run = runs[0]
     run = Path(run)
-    if run.is_file():
+    if run.is_file() or run.suffix == ".pt":
         return run
+    if not run.exists():
+        raise UserError(f"{run}: no such run folder or checkpoint file")
     folder = run / "checkpoints"
     for name in (f"{which}.pt", "last.pt"):
         if (folder / name).exists():

@@ -281,8 +281,8 @@ class Model:
                 position += len(piece)
             scale = np.float32(0.999 / peak if peak > 0.999 else 1.0)
             block = int(block_seconds * self.sample_rate)
-            with atomic_path(destination) as target:
-                with sf.SoundFile(str(target), "w", self.sample_rate, 1, "PCM_16", format="WAV") as out:
+            with atomic_path(destination) as target, open(target, "wb") as handle:
+                with sf.SoundFile(handle, "w", self.sample_rate, 1, "PCM_16", format="WAV") as out:
                     for start in range(0, count, block):
                         out.write(np.asarray(output[start : start + block]) * scale)
             del wave, output

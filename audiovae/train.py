@@ -28,7 +28,7 @@ from audiovae.errors import UserError
 from audiovae.fileio import write_atomic
 from audiovae.losses import mel_distance, reconstruction_loss, vae_loss
 from audiovae.models import VAE, build_model
-from audiovae.runs import DEFAULT_RUNS, latest_run_of, new_run_dir
+from audiovae.runs import DEFAULT_RUNS, latest_run_of, new_run_dir, newest_checkpoint
 
 
 @dataclass(frozen=True)
@@ -201,10 +201,11 @@ def _prepare_run_dir(recipe: Recipe, runs_root: Path, run_dir: Path | None, resu
     """(run folder, checkpoint to resume from or None)."""
     if resume:
         run_dir = run_dir or latest_run_of(runs_root, recipe.name)
-        if run_dir is None or not (run_dir / "checkpoints" / "last.pt").exists():
+        saved = newest_checkpoint(run_dir) if run_dir is not None else None
+        if saved is None:
             where = run_dir or runs_root / recipe.name
             raise UserError(f"{where}: no checkpoint to resume from (start without --resume)")
-        return run_dir, run_dir / "checkpoints" / "last.pt"
+        return run_dir, saved
     if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"{run_dir}: run folder exists; pass --resume to continue it or choose another")
     return run_dir or new_run_dir(runs_root, recipe.name), None
@@ -277,6 +278,8 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
+        for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a run killed mid-write
+            stale.unlink()
         write_atomic(run_dir / "recipe.yaml", lambda tmp: tmp.write_text(dump_recipe(recipe)))
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
     if device.type == "cuda":
