@@ -32,7 +32,7 @@ from audiovae import __version__
 from audiovae.audio import AUDIO_EXTENSIONS, audio_info, db, error_reason, normalization_gain, read_blocks
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
-from audiovae.fileio import atomic_directory, write_json_atomic
+from audiovae.fileio import atomic_directory, file_sha256, write_json_atomic
 
 DATASET_FORMAT = "audiovae-dataset"
 DATASET_VERSION = 1
@@ -175,14 +175,6 @@ def cut_segments(samples: np.ndarray, segment: int, hop: int) -> np.ndarray:
     return np.concatenate([cutter.push(samples), cutter.finish()])
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def process_file(task: tuple[SourceFile, DataConfig, str]) -> dict[str, Any]:
     """Worker: read, resample, normalize, segment, drop silence, write a part file.
 
@@ -225,7 +217,7 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
                 kept.append(block)
         if bad:
             return {"skip": f"contains {bad} NaN or infinite samples"}
-        content_hash = _sha256(source.path)
+        content_hash = file_sha256(source.path)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         return {"skip": f"not readable as audio ({error_reason(error)})"}
     except OSError as error:

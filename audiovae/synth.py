@@ -10,7 +10,6 @@ so memory stays bounded and chunk joins match a single pass:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +21,13 @@ from audiovae.audio import error_reason, level_stats, load_for_model, normalizat
 from audiovae.checkpoint import load_checkpoint
 from audiovae.config import ConfigError, Recipe, recipe_from_saved
 from audiovae.errors import UserError
+from audiovae.fileio import file_sha256
 from audiovae.models import VAE, Posterior, build_model
 from audiovae.runs import DEFAULT_RUNS, resolve_checkpoint
 from audiovae.train import select_device
 
 CHUNK_FRAMES = 1024  # latent frames per chunk (16 s at 256 samples per frame)
 MARGIN_FRAMES = 16  # latent frames of context on each side of a chunk
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

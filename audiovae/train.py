@@ -313,6 +313,7 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
     # ---- the loop -------------------------------------------------------------------------------------------
     log = RunLog(run_dir, is_main, step if resume_from else None)
     started = time.monotonic()
+    logged_step, logged_time = step, started
     stopped = "finished"
     bar = tqdm(total=cfg.max_steps, initial=step, unit="step", desc=f"train {recipe.name}",
                disable=not (progress and is_main), file=sys.stderr, dynamic_ncols=True)
@@ -326,7 +327,6 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
             loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches.epoch(epoch, offset),
                                                  num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                                                  generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            tick = time.monotonic()
             for batch in loader:
                 x = _to_model_input(batch, device)
                 if not torch.isfinite(x).all():
@@ -350,9 +350,9 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
                 step += 1
                 bar.update(1)
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    elapsed = max(time.monotonic() - tick, 1e-9)
-                    tick = time.monotonic()
-                    rate = (cfg.log_every if step % cfg.log_every == 0 else 1) / elapsed
+                    now = time.monotonic()
+                    rate = (step - logged_step) / max(now - logged_time, 1e-9)  # steps/s since the last log
+                    logged_step, logged_time = step, now
                     values = {"loss": loss.total.item(), "reconstruction": loss.reconstruction.item(),
                               "kl": loss.kl.item(), "beta": loss.beta, "grad_norm": float(grad_norm),
                               "steps_per_second": rate,

@@ -137,10 +137,10 @@ def write_tiny_recipe(path: Path, data_folder: Path, bands: int = 4, sample_rate
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def torch_one_thread():
-    """Run torch on one thread for the rest of the session: tiny models train several times faster that way
-    on a small, busy machine (threads fight over cores for kernels too small to split)."""
+    """Run torch on one thread in every test: tiny models train several times faster that way on a small,
+    busy machine (threads fight over cores for kernels too small to split)."""
     import torch
 
     threads = torch.get_num_threads()

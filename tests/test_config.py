@@ -240,9 +240,9 @@ def test_overrides_are_applied():
 
 def test_overrides_do_not_touch_the_file():
     before = QUICKSTART.read_bytes()
-    load_recipe(QUICKSTART, overrides=("train.max_steps=5",))
+    assert load_recipe(QUICKSTART, overrides=("train.max_steps=5",)).train.max_steps == 5
     assert QUICKSTART.read_bytes() == before
-    assert load_recipe(QUICKSTART).train.max_steps == 1500
+    assert load_recipe(QUICKSTART).train.max_steps != 5
 
 
 def test_override_can_add_a_key_missing_from_the_file():

@@ -15,15 +15,6 @@ SAMPLE_RATE = 16000
 WINDOWS = (512, 256, 128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine two threads stall every op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def signal(kind: str = "mix", frames: int = 4096, seed: int = 0, **kwargs) -> torch.Tensor:
     """(1, 1, frames) made by the shared test helper."""
     samples = synthesize(0, SAMPLE_RATE, kind=kind, frames=frames, seed=seed, **kwargs)  # (frames, 1)

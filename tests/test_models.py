@@ -36,15 +36,6 @@ TINY = {
 HOPS = {"conv1": 6, "conv4": 16, "mel": 4, "dense": 256}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine two threads stall every op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_recipe(name: str) -> Recipe:
     return recipe_from_dict(TINY[name], name)
 
