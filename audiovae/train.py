@@ -188,9 +188,25 @@ class RunLog:
             for key, value in values.items():
                 self.writer.add_scalar(f"{split}/{key}", value, step)
 
-    def audio(self, tag: str, wave: torch.Tensor, step: int, sample_rate: int) -> None:
-        if self.writer is not None:
-            self.writer.add_audio(tag, wave.float().cpu().reshape(1, -1).clamp(-1, 1), step, sample_rate)
+    @torch.no_grad()
+    def listen(self, model: VAE, example: torch.Tensor, step: int, sample_rate: int, seed: int) -> None:
+        """Write one held-out input, its reconstruction and one prior sample to samples/*.wav (replaced at
+        each validation) and to TensorBoard, so a run can be heard while it trains. Waveform models only."""
+        if not self.enabled or model.features != "wave":
+            return
+        from audiovae.audio import write_wav
+
+        x = example[None].to(next(model.parameters()).device)
+        latent = model.encode(x).mean
+        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(latent.device)
+        sounds = {"input": x, "reconstruction": model.decode(latent, x.shape[-1]),
+                  "prior": model.decode(noise, x.shape[-1])}
+        folder = self.path.parent / "samples"
+        for name, wave in sounds.items():
+            wave = wave.float().cpu().reshape(-1).clamp(-1, 1)
+            write_wav(folder / f"{name}.wav", wave.numpy(), sample_rate)
+            if self.writer is not None:
+                self.writer.add_audio(f"samples/{name}", wave[None], step, sample_rate)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -312,6 +328,19 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
 
     # ---- the loop -------------------------------------------------------------------------------------------
     log = RunLog(run_dir, is_main, step if resume_from else None)
+
+    def run_validation() -> None:
+        nonlocal best_score
+        evaluated = eval_model()
+        scores = validate(evaluated, valid_batches, recipe, step, device, autocast)
+        log.write("valid", step, scores)
+        log.listen(evaluated, valid_batches[0][0], step, recipe.data.sample_rate, cfg.seed)
+        if is_main:
+            bar.write(f"step {step}: valid loss {scores['loss']:.4f}, score {scores['score']:.4f}", file=sys.stderr)
+        if best_score is None or scores["score"] < best_score:
+            best_score = scores["score"]
+            checkpoint("best")
+
     started = time.monotonic()
     logged_step, logged_time = step, started
     stopped = "finished"
@@ -360,14 +389,7 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
                     log.write("train", step, values)
                     bar.set_postfix(loss=f"{values['loss']:.3f}", kl=f"{values['kl']:.2f}", it_s=f"{rate:.2f}")
                 if step % cfg.valid_every == 0 or step == cfg.max_steps:
-                    scores = validate(eval_model(), valid_batches, recipe, step, device, autocast)
-                    log.write("valid", step, scores)
-                    if is_main:
-                        bar.write(f"step {step}: valid loss {scores['loss']:.4f}, score {scores['score']:.4f}",
-                                  file=sys.stderr)
-                    if best_score is None or scores["score"] < best_score:
-                        best_score = scores["score"]
-                        checkpoint("best")
+                    run_validation()
                 if step % cfg.checkpoint_every == 0:
                     checkpoint("last")
                 timed_out = cfg.max_minutes is not None and time.monotonic() - started > cfg.max_minutes * 60
@@ -376,12 +398,7 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
                     break
     bar.close()
     if step % cfg.valid_every and step != cfg.max_steps and step > 0:
-        # stopped between validations (time limit, Ctrl-C): score the final weights too
-        scores = validate(eval_model(), valid_batches, recipe, step, device, autocast)
-        log.write("valid", step, scores)
-        if best_score is None or scores["score"] < best_score:
-            best_score = scores["score"]
-            checkpoint("best")
+        run_validation()  # stopped between validations (time limit, Ctrl-C): score the final weights too
     checkpoint("last")
     if distributed:
         _record_rank_checksums(model, log, step)
