@@ -51,7 +51,7 @@ def main() -> None:
 @click.option("--normalize", "normalization", type=click.Choice(["peak", "rms", "none"]), default=None,
               help="Per-file loudness normalization. Default: peak.")
 @click.option("--target-db", type=float, default=None,
-              help="Peak or RMS level after normalization, dBFS. Default: -1 (peak).")
+              help="Peak or RMS level after normalization, dBFS. Default: -1 for peak, -20 for rms.")
 @click.option("--silence-db", type=float, default=None,
               help="Drop segments whose RMS is below this level, dBFS. Default: -60.")
 @click.option("--valid-fraction", type=float, default=None,
@@ -144,12 +144,28 @@ def _load(run, checkpoint, device):
     return load(checkpoint or run, device=device)
 
 
-def _outputs(out_dir: Path, names: list[str], force: bool) -> list[Path]:
+def _outputs(out_dir: Path, names: list[str], force: bool, companions: tuple[str, ...] = ()) -> list[Path]:
+    """The output paths for `names` in out_dir, refusing clashes and (without --force) existing files.
+
+    companions: suffixes of files written beside each output (e.g. '.json', '.png'), checked too.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder (the last argument is the output folder)")
     paths = [out_dir / name for name in names]
-    taken = [p for p in paths if p.exists()]
+    seen: dict[Path, int] = {}
+    for i, path in enumerate(paths):
+        if path in seen:
+            raise UserError(f"inputs {seen[path] + 1} and {i + 1} would both be written to {path}; "
+                            "rename one or reconstruct them into different folders")
+        seen[path] = i
+    everything = paths + [p.with_suffix(suffix) for p in paths for suffix in companions]
+    taken = [p for p in everything if p.exists()]
     if taken and not force:
         raise UserError(f"{taken[0]}: already exists ({len(taken)} of the outputs do); pass --force to overwrite")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{out_dir}: cannot create the output folder ({error.strerror})") from None
     return paths
 
 
@@ -183,7 +199,9 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, plot, run, 
     if temperature < 0:
         raise UserError("--temperature must be >= 0")
     model = _load(run, checkpoint, device)
-    paths = _outputs(out_dir, [f"sample_{i:03d}.wav" for i in range(count)], force)
+    paths = _outputs(out_dir, [f"sample_{i:03d}.wav" for i in range(count)], force, (".png",) if plot else ())
+    if (out_dir / "samples.json").exists() and not force:
+        raise UserError(f"{out_dir / 'samples.json'}: already exists; pass --force to overwrite")
     waves = model.generate(count, seconds, temperature, seed, batch_size, progress=count > batch_size)
     for path, wave in zip(paths, waves, strict=True):
         write_wav(path, wave, model.sample_rate)
@@ -209,7 +227,7 @@ def reconstruct(inputs, out_dir, plot, run, checkpoint, device, force) -> None:
     With a model trained on other sounds, this is timbre transfer.
     """
     model = _load(run, checkpoint, device)
-    paths = _outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force)
+    paths = _outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force, (".png",) if plot else ())
     done, failed = [], []
     for source, path in zip(inputs, paths, strict=True):
         try:
@@ -236,7 +254,7 @@ def encode(inputs, out_dir, run, checkpoint, device, force) -> None:
     from audiovae.latents import save_latents
 
     model = _load(run, checkpoint, device)
-    paths = _outputs(out_dir, [f"{Path(p).stem}.npy" for p in inputs], force)
+    paths = _outputs(out_dir, [f"{Path(p).stem}.npy" for p in inputs], force, (".json",))
     for source, path in zip(inputs, paths, strict=True):
         save_latents(path, model.encode(model.load_audio(source)), model, source)
     click.echo(f"wrote {len(paths)} latent files to {out_dir}; {model.sample_rate} samples/s become "
@@ -286,7 +304,8 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
               help="Prepared dataset to evaluate on. Default: the recipe's data folder.")
 @click.option("--split", type=click.Choice(["valid", "train"]), default="valid", show_default=True,
               help="Which files of the dataset.")
-@click.option("--max-files", type=int, default=None, help="Evaluate on at most this many files (a quick look).")
+@click.option("--max-files", type=click.IntRange(min=1), default=None,
+              help="Evaluate on at most this many files (a quick look).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the prior samples.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

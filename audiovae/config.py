@@ -69,7 +69,7 @@ class DataConfig:
     segment_samples: int = 16384
     hop_samples: int | None = None  # hop between segment starts; None: segment_samples (no overlap)
     normalization: str = "peak"  # peak | rms | none, per file
-    target_db: float = -1.0  # peak or RMS level after normalization, dBFS
+    target_db: float | None = None  # peak or RMS level after normalization, dBFS; None: -1 (peak), -20 (rms)
     silence_db: float = -60.0  # segments whose RMS is below this (dBFS) are dropped
     valid_fraction: float = 0.1  # share of source files held out for validation
     split_seed: int = 0
@@ -84,13 +84,20 @@ class DataConfig:
             "hop_samples", "must be in 1..segment_samples",
         )
         _choice("normalization", self.normalization, ("peak", "rms", "none"))
-        _require(self.target_db <= 0, "target_db", "must be <= 0 dBFS")
+        _require(self.target_db is None or self.target_db <= 0, "target_db", "must be <= 0 dBFS")
         _require(0.0 <= self.valid_fraction < 1.0, "valid_fraction", "must be in [0, 1)")
         if self.features == "mel":
             _require(
                 self.segment_samples % self.mel.hop_length == 0,
                 "segment_samples", f"must be a multiple of mel.hop_length ({self.mel.hop_length}) for mel features",
             )
+
+    @property
+    def level_db(self) -> float:
+        """The normalization target in dBFS: target_db, or the method's default (-1 peak, -20 RMS)."""
+        if self.target_db is not None:
+            return self.target_db
+        return -20.0 if self.normalization == "rms" else -1.0
 
     @property
     def segment_hop(self) -> int:
@@ -257,6 +264,13 @@ class Recipe:
             return
         _require(self.data.features == "wave", "data.features", f"the '{family}' model family needs features: wave")
         length = self.train.crop_samples or self.data.segment_samples
+        if self.loss.reconstruction == "spectral":
+            for key in ("stft_windows", "mel_windows"):
+                windows = getattr(self.loss, key)
+                _require(bool(windows) and min(windows) <= length, f"loss.{key}",
+                         f"needs a window no longer than the training length ({length} samples)")
+            _require(self.data.segment_samples >= 512, "data.segment_samples",
+                     "must be at least 512 for the validation mel distance")
         if family == "conv":
             _require(
                 length % self.model.total_stride == 0, "model.strides",
@@ -328,6 +342,11 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value

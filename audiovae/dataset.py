@@ -61,7 +61,10 @@ def prepare_command(manifest: dict[str, Any], data: DataConfig, recipe_path: str
                         == data.audio_settings()):
         return f"audiovae prepare {inputs} --recipe {shlex.quote(str(recipe_path))} --force"
     return (f"audiovae prepare {inputs} -o {shlex.quote(str(folder))} --features {data.features} "
-            f"--sample-rate {data.sample_rate} --segment-samples {data.segment_samples} --force")
+            f"--sample-rate {data.sample_rate} --segment-samples {data.segment_samples} "
+            f"--hop-samples {data.segment_hop} --normalize {data.normalization} --target-db {data.level_db:g} "
+            f"--silence-db {data.silence_db:g} --valid-fraction {data.valid_fraction:g} --seed {data.split_seed} "
+            "--force")
 
 
 def check_compatible(manifest: dict[str, Any], data: DataConfig, folder: Path, recipe_path: str | None) -> None:

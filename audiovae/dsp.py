@@ -71,12 +71,16 @@ def griffin_lim_from_log_mel(
         n_stft=n_fft // 2 + 1, n_mels=n_mels, sample_rate=sample_rate, f_min=f_min, f_max=f_max,
         norm="slaney", mel_scale="slaney",
     ).to(device)
+    # Our frames drop the last centred frame (frames = samples // hop_length); repeating the final frame
+    # restores it, so the inversion spans exactly frames * hop_length samples.
+    frames = log_mel_frames.shape[-1]
+    log_mel_frames = torch.cat([log_mel_frames, log_mel_frames[..., -1:]], dim=-1)
     griffin_lim = torchaudio.transforms.GriffinLim(
-        n_fft=n_fft, hop_length=hop_length, power=1.0, n_iter=iterations, rand_init=False
+        n_fft=n_fft, hop_length=hop_length, power=1.0, n_iter=iterations, rand_init=False,
+        length=frames * hop_length,
     ).to(device)
     magnitude = inverse(torch.exp(log_mel_frames.float())).clamp_min(0.0)
-    frames = log_mel_frames.shape[-1]
-    return griffin_lim(magnitude)[..., : frames * hop_length]
+    return griffin_lim(magnitude)
 
 
 def resample(wave: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

@@ -90,7 +90,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
             tqdm.write(f"warning: skipped {error}", file=sys.stderr)
             continue
         data_cfg = model.recipe.data
-        wave = normalize(wave, data_cfg.normalization, data_cfg.target_db)
+        wave = normalize(wave, data_cfg.normalization, data_cfg.level_db)
         start = time.perf_counter()
         latents, kl = model.encode_posterior(wave)
         middle = time.perf_counter()

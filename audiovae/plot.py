@@ -27,6 +27,7 @@ def _log_mel_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     from audiovae.dsp import log_mel
 
     n_fft = 1024 if sample_rate >= 16000 else 512
+    wave = np.pad(wave, (0, max(0, n_fft + 1 - len(wave))))  # the centred STFT needs more than n_fft / 2
     frames = log_mel(torch.from_numpy(np.ascontiguousarray(wave, np.float32)), sample_rate, n_fft, n_fft // 4,
                      80 if sample_rate >= 16000 else 40)
     return (frames.numpy() * 20 / np.log(10)).clip(-100, None)  # natural log magnitude -> dB

@@ -229,7 +229,7 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     if resampled < math.ceil(segment / 2):
         return {"skip": f"too short ({duration:.3f} s; a segment is {segment / data.sample_rate:.3f} s, "
                         f"at least half of one is needed)"}
-    gain = np.float32(normalization_gain(peak, math.sqrt(squares / resampled), data.normalization, data.target_db))
+    gain = np.float32(normalization_gain(peak, math.sqrt(squares / resampled), data.normalization, data.level_db))
     # pass 2: normalize, cut, drop silent segments, write
     threshold = 10.0 ** (data.silence_db / 20.0)
     cutter = Segmenter(segment, data.segment_hop)

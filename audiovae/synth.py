@@ -148,7 +148,7 @@ class Model:
     def _level(self, wave: np.ndarray) -> np.ndarray:
         """Generated audio: the training normalization, and never above full scale."""
         data = self.recipe.data
-        wave = normalize(wave.astype(np.float32), data.normalization, data.target_db)
+        wave = normalize(wave.astype(np.float32), data.normalization, data.level_db)
         return _peak_safe(wave)
 
     # ---- public API -------------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ class Model:
         """The gain the training normalization would apply to this waveform (read blockwise)."""
         data = self.recipe.data
         peak, rms = level_stats(wave)
-        return normalization_gain(peak, rms, data.normalization, data.target_db)
+        return normalization_gain(peak, rms, data.normalization, data.level_db)
 
     def reconstruct_file(self, source: str | Path, destination: str | Path, block_seconds: float = 30.0) -> Path:
         """Reconstruct an audio file of any length into a 16-bit WAV, holding only blocks in memory.

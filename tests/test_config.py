@@ -337,3 +337,23 @@ def test_derived_properties_follow_their_inputs():
     assert data.item_shape == (10, 3)
     assert DataConfig(segment_samples=1000, hop_samples=250).segment_hop == 250
     assert DataConfig(segment_samples=1000).segment_hop == 1000
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 reads 1e-4 as a string; a learning rate written that way must still load
+    assert load_recipe(QUICKSTART, overrides=("train.learning_rate=1e-4",)).train.learning_rate == 1e-4
+    with pytest.raises(UserError, match="train.learning_rate: must be a number"):
+        load_recipe(QUICKSTART, overrides=("train.learning_rate=fast",))
+
+
+def test_spectral_windows_longer_than_the_training_crop_are_refused():
+    with pytest.raises(UserError, match=r"loss.stft_windows: needs a window no longer than the training length \(256"):
+        load_recipe(QUICKSTART, overrides=("train.crop_samples=256", "loss.stft_windows=[2048]"))
+    with pytest.raises(UserError, match=r"loss.mel_windows: needs a window no longer than the training length \(256"):
+        load_recipe(QUICKSTART, overrides=("train.crop_samples=256",))
+
+
+def test_the_normalization_level_defaults_to_the_method():
+    assert DataConfig(normalization="peak").level_db == -1.0
+    assert DataConfig(normalization="rms").level_db == -20.0
+    assert DataConfig(normalization="rms", target_db=-14.0).level_db == -14.0

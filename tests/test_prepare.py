@@ -52,7 +52,7 @@ def file_segments(manifest: dict, arrays: dict, relative: str) -> np.ndarray:
 def expected_wave(path: Path, data: DataConfig) -> np.ndarray:
     """What prepare should store for a file before cutting: mono, resampled, normalized, (time,)."""
     samples, rate = read_audio(path)
-    return normalize(resample(samples, rate, data.sample_rate), data.normalization, data.target_db)
+    return normalize(resample(samples, rate, data.sample_rate), data.normalization, data.level_db)
 
 
 def sha256(path: Path) -> str:

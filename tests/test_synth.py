@@ -297,3 +297,37 @@ def test_cli_prepare_train_generate(tmp_path, write_signal, write_tiny_recipe, t
         sound = read_wav(tmp_path / "out" / f"sample_{i:03d}.wav")
         assert sound.shape == (2048,) and np.isfinite(sound).all()
         assert np.abs(sound).max() == pytest.approx(PEAK, abs=2 * PCM16)
+
+
+def test_cli_refuses_two_inputs_that_would_share_an_output(tiny_run, tmp_path, write_signal):
+    first = write_signal("x/a.wav", 0.3, 16000)
+    second = write_signal("y/a.wav", 0.3, 16000, frequency=220.0)
+    result = CliRunner().invoke(main, ["reconstruct", str(first), str(second), str(tmp_path / "out"),
+                                       "--run", str(tiny_run)])
+    assert "would both be written to" in one_line_error(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_output_folder_that_is_a_file_is_one_line(tiny_run, tmp_path, write_signal):
+    source = write_signal("a.wav", 0.3, 16000)
+    other = write_signal("b.wav", 0.3, 16000)
+    result = CliRunner().invoke(main, ["reconstruct", str(source), str(other), "--run", str(tiny_run)])
+    assert "is not a folder" in one_line_error(result)
+
+
+def test_cli_plot_of_a_very_short_sound(tiny_run, tmp_path):
+    result = CliRunner().invoke(main, ["generate", "-n", "1", "--seconds", "0.02", "--plot", str(tmp_path / "o"),
+                                       "--run", str(tiny_run)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "sample_000.png").stat().st_size > 0
+
+
+def test_outputs_get_the_usual_permissions_not_the_temp_files_private_ones(tiny_run, tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    result = CliRunner().invoke(main, ["generate", "-n", "1", str(tmp_path / "o"), "--run", str(tiny_run)])
+    assert result.exit_code == 0, result.output
+    for name in ("sample_000.wav", "samples.json"):
+        assert (tmp_path / "o" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
