@@ -21,7 +21,8 @@ def _pyplot():
     return plt
 
 
-def _log_mel_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+def log_mel_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Log-mel spectrogram in dB, (mel bands, frames), floored at -100 dB, for pictures."""
     import torch
 
     from audiovae.dsp import log_mel
@@ -45,7 +46,7 @@ def plot_waves(path: Path, wave: np.ndarray, sample_rate: int, reference: np.nda
         axes[2 * i, 0].set_xlim(0, max(time[-1], 1e-3) if len(time) else 1)
         axes[2 * i, 0].set_ylim(-1, 1)
         axes[2 * i, 0].set_ylabel(f"{label} amplitude".strip())
-        spectrum = _log_mel_db(signal, sample_rate)
+        spectrum = log_mel_db(signal, sample_rate)
         axes[2 * i + 1, 0].imshow(spectrum, origin="lower", aspect="auto", cmap="magma",
                                   extent=(0, len(signal) / sample_rate, 0, spectrum.shape[0]), vmin=-80)
         axes[2 * i + 1, 0].set_ylabel("mel band")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -206,7 +207,12 @@ class RunLog:
             wave = wave.float().cpu().reshape(-1).clamp(-1, 1)
             write_wav(folder / f"{name}.wav", wave.numpy(), sample_rate)
             if self.writer is not None:
+                from audiovae.plot import log_mel_db
+
                 self.writer.add_audio(f"samples/{name}", wave[None], step, sample_rate)
+                spectrum = log_mel_db(wave.numpy(), sample_rate)  # (mels, frames), dB in [-100, ...]
+                image = np.clip((spectrum + 80.0) / 80.0, 0.0, 1.0)[::-1].copy()  # low bands at the bottom
+                self.writer.add_image(f"spectrogram/{name}", image[None], step, dataformats="CHW")
 
     def close(self) -> None:
         if self.writer is not None:

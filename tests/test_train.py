@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from click.testing import CliRunner
 
@@ -299,3 +300,17 @@ def test_ema_weights_are_saved_and_used_for_synthesis(tiny_recipe, tmp_path):
         got = synth.load(result.run_dir / "checkpoints" / "last.pt").net(x).reconstruction
         assert torch.equal(got, nets["ema"](x).reconstruction)
         assert not torch.allclose(got, nets["model"](x).reconstruction)
+
+
+def test_tensorboard_gets_scalars_audio_and_spectrograms(tiny_recipe, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(tiny_recipe, runs_root=tmp_path, progress=False).run_dir
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"audio": 0, "images": 0}).Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/grad_norm", "valid/mel_distance"} <= set(tags["scalars"])
+    assert {"samples/input", "samples/reconstruction", "samples/prior"} <= set(tags["audio"])
+    assert "spectrogram/reconstruction" in tags["images"]
+    assert [e.step for e in events.Scalars("valid/mel_distance")] == [2, 4]
+    for name in ("input", "reconstruction", "prior"):  # and the same sounds as WAVs in the run folder
+        assert sf.info(str(run / "samples" / f"{name}.wav")).frames == 2048
