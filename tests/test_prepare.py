@@ -508,3 +508,14 @@ def test_demo_corpus(tmp_path):
     assert {r["sample_rate"] for r in manifest["files"]} == {16000}
     assert result.hours == pytest.approx(sum(sf.info(str(p)).duration for p in DEMO.glob("*.wav")) / 3600,
                                          abs=1e-5)
+
+
+def test_mp3_is_read_where_libsndfile_decodes_it(tmp_path, write_signal):
+    if "MP3" not in sf.available_formats():
+        pytest.skip(f"libsndfile {sf.__libsndfile_version__} has no MP3 support")
+    write_signal("in/song.mp3", 1.0, 22050, subtype="MPEG_LAYER_III", frequency=330.0)
+    result = prep.prepare([tmp_path / "in"], tmp_path / "out", DataConfig(segment_samples=4096), workers=1,
+                          progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert result.files == 1 and manifest["files"][0]["sample_rate"] == 22050
+    assert manifest["files"][0]["duration_seconds"] == pytest.approx(1.0, abs=0.1)  # MP3 pads a little
