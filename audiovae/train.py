@@ -8,7 +8,6 @@ loop runs data-parallel; rank 0 alone writes logs and checkpoints.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,6 +27,7 @@ from audiovae.errors import UserError
 from audiovae.fileio import write_atomic
 from audiovae.losses import mel_distance, reconstruction_loss, vae_loss
 from audiovae.models import VAE, build_model
+from audiovae.runlog import RunLog
 from audiovae.runs import DEFAULT_RUNS, latest_run_of, new_run_dir, newest_checkpoint
 
 
@@ -156,67 +155,6 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-class RunLog:
-    """metrics.jsonl (and TensorBoard when installed), written by rank 0 only."""
-
-    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None):
-        self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.writer = None
-        if not enabled:
-            return
-        if resume_step is not None and self.path.exists():
-            # drop lines logged after the checkpoint we resume from, so the log matches an unbroken run
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            write_atomic(self.path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            self.writer = None
-
-    def write(self, split: str, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"split": split, "step": step, **{k: round(v, 6) for k, v in values.items()}})
-                         + "\n")
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(f"{split}/{key}", value, step)
-
-    @torch.no_grad()
-    def listen(self, model: VAE, example: torch.Tensor, step: int, sample_rate: int, seed: int) -> None:
-        """Write one held-out input, its reconstruction and one prior sample to samples/*.wav (replaced at
-        each validation) and to TensorBoard, so a run can be heard while it trains. Waveform models only."""
-        if not self.enabled or model.features != "wave":
-            return
-        from audiovae.audio import write_wav
-
-        x = example[None].to(next(model.parameters()).device)
-        latent = model.encode(x).mean
-        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(latent.device)
-        sounds = {"input": x, "reconstruction": model.decode(latent, x.shape[-1]),
-                  "prior": model.decode(noise, x.shape[-1])}
-        folder = self.path.parent / "samples"
-        for name, wave in sounds.items():
-            wave = wave.float().cpu().reshape(-1).clamp(-1, 1)
-            write_wav(folder / f"{name}.wav", wave.numpy(), sample_rate)
-            if self.writer is not None:
-                from audiovae.plot import log_mel_db
-
-                self.writer.add_audio(f"samples/{name}", wave[None], step, sample_rate)
-                spectrum = log_mel_db(wave.numpy(), sample_rate)  # (mels, frames), dB in [-100, ...]
-                image = np.clip((spectrum + 80.0) / 80.0, 0.0, 1.0)[::-1].copy()  # low bands at the bottom
-                self.writer.add_image(f"spectrogram/{name}", image[None], step, dataformats="CHW")
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def _prepare_run_dir(recipe: Recipe, runs_root: Path, run_dir: Path | None, resume: bool) -> tuple[Path, Path | None]:
