@@ -225,6 +225,27 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AdversarialConfig:
+    """The optional second stage: a multi-scale STFT discriminator with feature matching (waveform models)."""
+
+    enabled: bool = False
+    start_step: int = 0  # first step of the adversarial stage, usually once the VAE reconstructs well
+    weight: float = 0.1  # of the generator's hinge loss
+    feature_weight: float = 1.0  # of the relative feature-matching distance
+    learning_rate: float = 1e-4  # of the discriminator (Adam, betas 0.5 / 0.9)
+    windows: tuple[int, ...] = (2048, 1024, 512)  # one sub-discriminator per STFT window
+    channels: int = 16
+
+    def __post_init__(self):
+        _require(self.start_step >= 0, "start_step", "must be >= 0")
+        _require(self.weight >= 0 and self.feature_weight >= 0, "weight", "weights must be >= 0")
+        _require(self.learning_rate > 0, "learning_rate", "must be positive")
+        _require(len(self.windows) >= 1 and all(w >= 16 for w in self.windows), "windows",
+                 "needs at least one window of >= 16 samples")
+        _require(self.channels >= 1, "channels", "must be positive")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole recipe. `name` comes from the file name and names the run folder."""
 
@@ -233,9 +254,14 @@ class Recipe:
     model: ConvModelConfig | DenseModelConfig
     loss: LossConfig
     train: TrainConfig
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def __post_init__(self):
         family = self.model.family
+        _require(not self.adversarial.enabled or family != "mel", "adversarial.enabled",
+                 "the adversarial stage is for waveform models (conv, dense)")
+        _require(not self.adversarial.enabled or max(self.adversarial.windows) <= self.training_samples,
+                 "adversarial.windows", f"must not exceed the training length ({self.training_samples} samples)")
         _require(self.train.crop_samples is None or self.train.crop_samples <= self.data.segment_samples,
                  "train.crop_samples", "must not exceed data.segment_samples")
         if family == "mel":
@@ -284,7 +310,8 @@ def recipe_from_dict(raw: Any, name: str) -> Recipe:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("(top level)", "a recipe must be a mapping with data, model, loss and train sections")
-    sections = {"data": DataConfig, "model": None, "loss": LossConfig, "train": TrainConfig}
+    sections = {"data": DataConfig, "model": None, "loss": LossConfig, "train": TrainConfig,
+                "adversarial": AdversarialConfig}
     for key in raw:
         if key not in sections:
             close = difflib.get_close_matches(str(key), list(sections), n=1)
@@ -303,6 +330,7 @@ def recipe_from_dict(raw: Any, name: str) -> Recipe:
             model=build_dataclass(MODEL_CONFIGS[family], model_raw, "model"),
             loss=build_dataclass(LossConfig, raw.get("loss"), "loss"),
             train=build_dataclass(TrainConfig, raw.get("train"), "train"),
+            adversarial=build_dataclass(AdversarialConfig, raw.get("adversarial"), "adversarial"),
         )
     except ConfigError as error:
         raise error from None

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from audiovae.adversarial import Adversary
 from audiovae.checkpoint import load_checkpoint, save_checkpoint
 from audiovae.config import Recipe, dump_recipe, load_recipe, recipe_from_saved
 from audiovae.dataset import SegmentDataset, open_dataset
@@ -222,6 +223,7 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
     optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    adversary = Adversary(recipe.adversarial, device) if recipe.adversarial.enabled else None
     step, best_score = 0, None
     if resume_from is not None:
         state = load_checkpoint(resume_from, map_location=device)
@@ -233,6 +235,8 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.state = {k: v.to(device) for k, v in state["ema"].items()}
+        if adversary is not None and state.get("adversary") is not None:
+            adversary.load_state_dict(state["adversary"])
         step, best_score = int(state["step"]), state.get("best_score")
         _set_rng_state(state["rng"], device)
     if is_main:
@@ -256,7 +260,8 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         save_checkpoint(run_dir / "checkpoints" / f"{name}.pt", {
             "recipe": recipe.to_dict(), "step": step, "model": model.state_dict(),
             "ema": ema.state if ema is not None else None, "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(device), "best_score": best_score, **(extra or {}),
+            "rng": _rng_state(device), "best_score": best_score,
+            "adversary": adversary.state_dict() if adversary is not None else None, **(extra or {}),
         })
 
     shadow = None
@@ -309,6 +314,10 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
                     out = net(x)
                 loss = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate,
                                 step)
+                adversarial_logs: dict[str, float] = {}
+                if adversary is not None and step >= recipe.adversarial.start_step:
+                    extra, adversarial_logs = adversary.step(x, out.reconstruction.float())
+                    loss.total = loss.total + extra
                 if not torch.isfinite(loss.total):
                     last = run_dir / "checkpoints" / "last.pt" if run_dir else None
                     raise UserError(f"step {step}: the loss became {loss.total.item()} (reconstruction "
@@ -329,7 +338,8 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
                     values = {"loss": loss.total.item(), "reconstruction": loss.reconstruction.item(),
                               "kl": loss.kl.item(), "beta": loss.beta, "grad_norm": float(grad_norm),
                               "steps_per_second": rate,
-                              "audio_seconds_per_second": rate * samples_per_step / recipe.data.sample_rate}
+                              "audio_seconds_per_second": rate * samples_per_step / recipe.data.sample_rate,
+                              **adversarial_logs}
                     log.write("train", step, values)
                     bar.set_postfix(loss=f"{values['loss']:.3f}", kl=f"{values['kl']:.2f}", it_s=f"{rate:.2f}")
                 if step % cfg.valid_every == 0 or step == cfg.max_steps:

@@ -357,3 +357,15 @@ def test_the_normalization_level_defaults_to_the_method():
     assert DataConfig(normalization="peak").level_db == -1.0
     assert DataConfig(normalization="rms").level_db == -20.0
     assert DataConfig(normalization="rms", target_db=-14.0).level_db == -14.0
+
+
+def test_adversarial_section_is_checked_like_the_rest():
+    recipe = load_recipe(QUICKSTART, overrides=("adversarial.enabled=true", "adversarial.windows=[1024, 512]"))
+    assert recipe.adversarial.enabled and recipe.adversarial.windows == (1024, 512)
+    assert not load_recipe(QUICKSTART).adversarial.enabled
+    with pytest.raises(UserError, match=r"adversarial.windows: must not exceed the training length \(8192"):
+        load_recipe(QUICKSTART, overrides=("adversarial.enabled=true", "adversarial.windows=[16384]"))
+    with pytest.raises(UserError, match="adversarial.enabled: the adversarial stage is for waveform models"):
+        load_recipe(RECIPES_DIR / "mel.yaml", overrides=("adversarial.enabled=true",))
+    with pytest.raises(UserError, match="adversarial.wieght: unknown key \\(did you mean 'weight'\\?\\)"):
+        load_recipe(QUICKSTART, overrides=("adversarial.wieght=1",))

@@ -252,7 +252,9 @@ def shrink_overrides(recipe: Recipe) -> tuple[str, ...]:
         return (*common, "data.mel.n_mels=8", f"data.segment_samples={segment}", "train.crop_samples=null")
     segment = recipe.model.total_stride * 4
     crop = f"train.crop_samples={segment // 2}" if recipe.train.crop_samples else "train.crop_samples=null"
-    return (*common, f"data.segment_samples={segment}", crop)
+    adversarial = (("adversarial.windows=[128]", "adversarial.channels=2", "adversarial.start_step=0")
+                   if recipe.adversarial.enabled else ())
+    return (*common, f"data.segment_samples={segment}", crop, *adversarial)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -290,6 +292,12 @@ def test_every_recipe_shrinks_and_trains_one_step(path):
     optimizer.step()
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
     assert not unchanged
+    if recipe.adversarial.enabled:  # and the second stage runs a step of both players
+        from audiovae.adversarial import Adversary
+
+        adversary = Adversary(recipe.adversarial, torch.device("cpu"))
+        extra, logs = adversary.step(x, model(x).reconstruction)
+        assert torch.isfinite(extra) and logs["discriminator"] > 0
 
 
 def test_griffin_lim_fills_every_sample_of_the_frames_it_inverts():

@@ -14,9 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 from click.testing import CliRunner
 
 import audiovae.train as train_module
@@ -314,3 +316,21 @@ def test_tensorboard_gets_scalars_audio_and_spectrograms(tiny_recipe, tmp_path):
     assert [e.step for e in events.Scalars("valid/mel_distance")] == [2, 4]
     for name in ("input", "reconstruction", "prior"):  # and the same sounds as WAVs in the run folder
         assert sf.info(str(run / "samples" / f"{name}.wav")).frames == 2048
+
+
+def test_adversarial_stage_starts_at_its_step_is_checkpointed_and_resumes_exactly(tiny_dataset, tmp_path,
+                                                                                 write_tiny_recipe):
+    adversarial = {"enabled": True, "start_step": 2, "windows": [256, 128], "channels": 4}
+    recipe = write_tiny_recipe(tmp_path / "tiny.yaml", tiny_dataset)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["adversarial"] = adversarial
+    recipe.write_text(yaml.safe_dump(raw))
+    whole, resumed = train_halves(recipe, tmp_path, ())
+    lines = [x for x in read_metrics(whole) if x["split"] == "train"]
+    assert [("discriminator" in x) for x in lines] == [False, False, True, True]  # steps 1-2 before the stage
+    assert all(np.isfinite(x["adversarial"]) and x["feature_matching"] > 0 for x in lines[2:])
+    state = checkpoint_of(whole)
+    assert state["adversary"]["discriminator"] and state["adversary"]["optimizer"]["state"]
+    assert_same_run(resumed, whole)
+    for key, value in state["adversary"]["discriminator"].items():
+        assert torch.equal(checkpoint_of(resumed)["adversary"]["discriminator"][key], value), key
