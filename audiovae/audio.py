@@ -119,7 +119,7 @@ def level_stats(samples: np.ndarray, block: int = 1 << 18) -> tuple[float, float
     for start in range(0, len(samples), block):
         part = np.asarray(samples[start : start + block], dtype=np.float64)
         peak = max(peak, float(np.max(np.abs(part))))
-        squares += float(np.dot(part, part))
+        squares += float(np.square(part).sum())  # not np.dot: no BLAS threads
     return peak, (math.sqrt(squares / len(samples)) if len(samples) else 0.0)
 
 

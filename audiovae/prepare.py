@@ -211,7 +211,8 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
                 continue
             if block.size:
                 peak = max(peak, float(np.max(np.abs(block))))
-                squares += float(np.dot(block.astype(np.float64), block.astype(np.float64)))
+                # np.square + sum, not np.dot: BLAS threads in every worker process fight over the cores
+                squares += float(np.square(block, dtype=np.float64).sum())
                 resampled += len(block)
             if not long_file:
                 kept.append(block)
