@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,22 +36,28 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int]:
         return int(sound.samplerate), int(sound.frames)
 
 
+@contextmanager
+def audio_errors() -> Iterator[None]:
+    """Turn what soundfile or the OS raises while reading audio into AudioReadError with a short reason."""
+    try:
+        yield
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioReadError(f"not readable as audio ({_error_reason(error)})") from None
+    except OSError as error:
+        raise AudioReadError(f"cannot open ({error.strerror or error})") from None
+
+
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read a file as float32 mono.
 
     Returns (samples: (time,), sample_rate). Raises AudioReadError with a short reason.
     """
-    try:
-        with open_binary(path) as handle:
-            data, sample_rate = sf.read(handle, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioReadError(f"not readable as audio ({error_reason(error)})") from None
-    except OSError as error:
-        raise AudioReadError(f"cannot open ({error.strerror or error})") from None
+    with audio_errors(), open_binary(path) as handle:
+        data, sample_rate = sf.read(handle, dtype="float32", always_2d=True)
     return to_mono(data), int(sample_rate)
 
 
-def error_reason(error: Exception) -> str:
+def _error_reason(error: Exception) -> str:
     text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
     return text.split(": ", 1)[-1] if "Error opening" in text else text
 

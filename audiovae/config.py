@@ -266,7 +266,7 @@ class Recipe:
                  "train.crop_samples", "must not exceed data.segment_samples")
         if family == "mel":
             _require(self.data.features == "mel", "data.features", "the 'mel' model family needs features: mel")
-            frames = self.train.crop_samples or self.data.segment_samples
+            frames = self.training_samples
             _require(
                 (frames // self.data.mel.hop_length) % self.model.total_stride == 0,
                 "model.strides",
@@ -277,7 +277,7 @@ class Recipe:
                      "train.crop_samples", "must be a multiple of data.mel.hop_length")
             return
         _require(self.data.features == "wave", "data.features", f"the '{family}' model family needs features: wave")
-        length = self.train.crop_samples or self.data.segment_samples
+        length = self.training_samples
         if self.loss.reconstruction == "spectral":
             for key in ("stft_windows", "mel_windows"):
                 windows = getattr(self.loss, key)

@@ -26,10 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from audiovae import __version__
-from audiovae.audio import AUDIO_EXTENSIONS, audio_info, db, error_reason, normalization_gain, read_blocks
+from audiovae.audio import (
+    AUDIO_EXTENSIONS,
+    AudioReadError,
+    audio_errors,
+    audio_info,
+    db,
+    normalization_gain,
+    read_blocks,
+)
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
 from audiovae.fileio import atomic_directory, file_sha256, write_json_atomic
@@ -198,30 +205,31 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     if size == 0:
         return {"skip": "empty file (0 bytes)"}
     try:
-        found_rate, header_frames = audio_info(source.path)
-        if header_frames == 0:
-            return {"skip": "no audio samples (zero-length)"}
-        long_file = header_frames / found_rate > STREAM_SECONDS
-        # pass 1: level statistics of the resampled signal (short files keep it for pass 2)
-        peak, squares, resampled, frames, bad, kept = 0.0, 0.0, 0, 0, 0, []
-        for raw, block in read_blocks(source.path, data.sample_rate, BLOCK_SECONDS):
-            frames += len(raw)
-            bad += int(np.count_nonzero(~np.isfinite(raw)))
+        with audio_errors():
+            found_rate, header_frames = audio_info(source.path)
+            if header_frames == 0:
+                return {"skip": "no audio samples (zero-length)"}
+            long_file = header_frames / found_rate > STREAM_SECONDS
+            # pass 1: level statistics of the resampled signal (short files keep it for pass 2)
+            peak, squares, resampled, frames, bad, kept = 0.0, 0.0, 0, 0, 0, []
+            for raw, block in read_blocks(source.path, data.sample_rate, BLOCK_SECONDS):
+                frames += len(raw)
+                bad += int(np.count_nonzero(~np.isfinite(raw)))
+                if bad:
+                    continue
+                if block.size:
+                    peak = max(peak, float(np.max(np.abs(block))))
+                    # np.square + sum, not np.dot: BLAS threads in every worker process fight over the cores
+                    squares += float(np.square(block, dtype=np.float64).sum())
+                    resampled += len(block)
+                if not long_file:
+                    kept.append(block)
             if bad:
-                continue
-            if block.size:
-                peak = max(peak, float(np.max(np.abs(block))))
-                # np.square + sum, not np.dot: BLAS threads in every worker process fight over the cores
-                squares += float(np.square(block, dtype=np.float64).sum())
-                resampled += len(block)
-            if not long_file:
-                kept.append(block)
-        if bad:
-            return {"skip": f"contains {bad} NaN or infinite samples"}
+                return {"skip": f"contains {bad} NaN or infinite samples"}
         content_hash = file_sha256(source.path)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        return {"skip": f"not readable as audio ({error_reason(error)})"}
-    except OSError as error:
+    except AudioReadError as error:
+        return {"skip": str(error)}
+    except OSError as error:  # reading the bytes for the hash
         return {"skip": f"cannot open ({error.strerror or error})"}
     if frames == 0 or resampled == 0:
         return {"skip": "no audio samples (zero-length)"}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio import error_reason, level_stats, load_for_model, normalization_gain, normalize
+from audiovae.audio import level_stats, load_for_model, normalization_gain, normalize
 from audiovae.checkpoint import load_checkpoint
 from audiovae.config import ConfigError, Recipe, recipe_from_saved
 from audiovae.errors import UserError
@@ -241,22 +241,20 @@ class Model:
 
         import soundfile as sf
 
-        from audiovae.audio import AudioReadError, read_blocks
+        from audiovae.audio import AudioReadError, audio_errors, read_blocks
         from audiovae.fileio import atomic_path
 
         with tempfile.TemporaryDirectory(prefix="audiovae-") as tmp:
             raw = Path(tmp) / "input.f32"
             count, bad = 0, 0
             try:
-                with open(raw, "wb") as handle:
+                with open(raw, "wb") as handle, audio_errors():
                     for block, resampled in read_blocks(source, self.sample_rate, block_seconds):
                         bad += int(np.count_nonzero(~np.isfinite(block)))
                         resampled.astype(np.float32).tofile(handle)
                         count += len(resampled)
-            except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, AudioReadError) as error:
-                raise UserError(f"{source}: not readable as audio ({error_reason(error)})") from None
-            except OSError as error:
-                raise UserError(f"{source}: cannot read ({error.strerror or error})") from None
+            except AudioReadError as error:
+                raise UserError(f"{source}: {error}") from None
             if count == 0:
                 raise UserError(f"{source}: the file has no samples")
             if bad:

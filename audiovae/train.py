@@ -26,7 +26,7 @@ from audiovae.config import Recipe, dump_recipe, load_recipe, recipe_from_saved
 from audiovae.dataset import SegmentDataset, open_dataset
 from audiovae.errors import UserError
 from audiovae.fileio import write_atomic
-from audiovae.losses import mel_distance, reconstruction_loss, vae_loss
+from audiovae.losses import mel_distance, vae_loss
 from audiovae.models import VAE, build_model
 from audiovae.runlog import RunLog
 from audiovae.runs import DEFAULT_RUNS, latest_run_of, new_run_dir, newest_checkpoint
@@ -372,4 +372,3 @@ def _record_rank_checksums(model: nn.Module, log: RunLog, step: int) -> None:
     log.write("ranks", step, {f"weights_checksum_rank{i}": g.item() for i, g in enumerate(gathered)})
 
 
-__all__ = ["TrainResult", "train", "validate", "select_device", "reconstruction_loss"]
