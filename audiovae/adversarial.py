@@ -75,8 +75,10 @@ class Adversary:
         self.discriminator = MultiScaleSTFTDiscriminator(config.windows, config.channels).to(device)
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.learning_rate, betas=(0.5, 0.9))
 
-    def step(self, real: torch.Tensor, generated: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Update the discriminator on (real, generated.detach()); return the generator's extra loss and logs.
+    def step(self, real: torch.Tensor, generated: torch.Tensor
+             ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, float]]:
+        """Update the discriminator on (real, generated.detach()); return the generator's terms, their weights
+        and the discriminator's loss as a note, for LossResult.plus.
 
         real, generated: (batch, 1, samples).
         """
@@ -95,13 +97,12 @@ class Adversary:
             with torch.no_grad():
                 real_features = self.discriminator(real)
             fake_features = self.discriminator(generated)
-            adversarial = generator_loss(fake_features)
-            matching = feature_matching(real_features, fake_features)
+            terms = {"adversarial": generator_loss(fake_features),
+                     "feature_matching": feature_matching(real_features, fake_features)}
         finally:
             self.discriminator.requires_grad_(True)
-        extra = self.config.weight * adversarial + self.config.feature_weight * matching
-        return extra, {"discriminator": d_loss.item(), "adversarial": adversarial.item(),
-                       "feature_matching": matching.item()}
+        weights = {"adversarial": self.config.weight, "feature_matching": self.config.feature_weight}
+        return terms, weights, {"discriminator": d_loss.item()}
 
     def state_dict(self) -> dict:
         return {"discriminator": self.discriminator.state_dict(), "optimizer": self.optimizer.state_dict()}

@@ -10,6 +10,7 @@ import click
 
 from audiovae import __version__
 from audiovae.errors import UserError
+from audiovae.representation import REPRESENTATIONS
 
 
 def fatal(message: str) -> None:
@@ -42,7 +43,7 @@ def main() -> None:
               help="Dataset folder to write. Default: the recipe's data.folder, else data/prepared.")
 @click.option("--recipe", type=click.Path(path_type=Path), default=None,
               help="Take the audio settings (sample rate, segments, features, mel) from this recipe.")
-@click.option("--features", type=click.Choice(["wave", "mel"]), default=None,
+@click.option("--features", type=click.Choice(list(REPRESENTATIONS)), default=None,
               help="wave: normalized waveform segments; mel: log-mel frames. Default: wave.")
 @click.option("--sample-rate", type=int, default=None, help="Target sample rate in Hz. Default: 16000.")
 @click.option("--segment-samples", type=int, default=None, help="Segment length in samples. Default: 16384.")
@@ -141,6 +142,8 @@ def model_options(function):
 def _load(run, checkpoint, device):
     from audiovae.synth import load
 
+    if run is not None and checkpoint is not None:
+        raise UserError("--run and --checkpoint both name a model; pass one of them")
     return load(checkpoint or run, device=device)
 
 
@@ -258,7 +261,7 @@ def encode(inputs, out_dir, run, checkpoint, device, force) -> None:
     for source, path in zip(inputs, paths, strict=True):
         save_latents(path, model.encode(model.load_audio(source)), model, source)
     click.echo(f"wrote {len(paths)} latent files to {out_dir}; {model.sample_rate} samples/s become "
-               f"{model.latent_size * model.sample_rate / model.hop_samples:.1f} latent values/s "
+               f"{model.latent_size * model.sample_rate / model.frame_samples:.1f} latent values/s "
                f"(compression {model.compression_ratio():.1f}x)")
 
 
@@ -282,7 +285,8 @@ def decode(latents, out_dir, run, checkpoint, device, force) -> None:
 @click.argument("first", type=click.Path(path_type=Path))
 @click.argument("second", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--steps", type=int, default=8, show_default=True, help="Number of sounds, endpoints included.")
+@click.option("--steps", type=click.IntRange(min=2), default=8, show_default=True,
+              help="Number of sounds, endpoints included.")
 @click.option("--method", type=click.Choice(["slerp", "linear"]), default="slerp", show_default=True,
               help="Spherical or linear interpolation of the latent sequences.")
 @model_options
@@ -290,9 +294,9 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
     """Move from FIRST's latents to SECOND's in STEPS sounds: OUT_DIR/interp_000.wav ..."""
     from audiovae.audio import write_wav
 
+    paths = _outputs(out_dir, [f"interp_{i:03d}.wav" for i in range(steps)], force)  # before any work
     model = _load(run, checkpoint, device)
     waves = model.interpolate(model.load_audio(first), model.load_audio(second), steps, method)
-    paths = _outputs(out_dir, [f"interp_{i:03d}.wav" for i in range(len(waves))], force)
     for path, wave in zip(paths, waves, strict=True):
         write_wav(path, wave, model.sample_rate)
     click.echo(f"wrote {len(paths)} sounds to {out_dir}")

@@ -15,16 +15,7 @@ from typing import Any
 import yaml
 
 from audiovae.errors import UserError
-from audiovae.schema import ConfigError, build_dataclass, to_plain
-
-
-def _require(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(key, message)
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    _require(value in choices, name, f"must be one of {', '.join(choices)} (got {value!r})")
+from audiovae.schema import ConfigError, build_dataclass, choice, require, to_plain
 
 
 @dataclass(frozen=True)
@@ -39,12 +30,12 @@ class MelConfig:
     log_floor: float = 1e-5
 
     def __post_init__(self):
-        _require(self.n_fft >= 16, "n_fft", "must be at least 16")
-        _require(0 < self.hop_length <= self.n_fft, "hop_length", "must be in 1..n_fft")
-        _require(self.n_mels >= 1, "n_mels", "must be positive")
-        _require(self.f_min >= 0, "f_min", "must be >= 0")
-        _require(self.f_max is None or self.f_max > self.f_min, "f_max", "must be above f_min")
-        _require(self.log_floor > 0, "log_floor", "must be positive")
+        require(self.n_fft >= 16, "n_fft", "must be at least 16")
+        require(0 < self.hop_length <= self.n_fft, "hop_length", "must be in 1..n_fft")
+        require(self.n_mels >= 1, "n_mels", "must be positive")
+        require(self.f_min >= 0, "f_min", "must be >= 0")
+        require(self.f_max is None or self.f_max > self.f_min, "f_max", "must be above f_min")
+        require(self.log_floor > 0, "log_floor", "must be positive")
 
 
 @dataclass(frozen=True)
@@ -53,7 +44,7 @@ class DataConfig:
 
     folder: str = "data/prepared"
     sample_rate: int = 16000
-    features: str = "wave"  # wave: waveform segments; mel: log-mel frames
+    features: str = "wave"  # the input representation (audiovae/representation.py): wave | mel
     segment_samples: int = 16384
     hop_samples: int | None = None  # hop between segment starts; None: segment_samples (no overlap)
     normalization: str = "peak"  # peak | rms | none, per file
@@ -64,21 +55,19 @@ class DataConfig:
     mel: MelConfig = field(default_factory=MelConfig)
 
     def __post_init__(self):
-        _require(4000 <= self.sample_rate <= 192000, "sample_rate", "must be in 4000..192000 Hz")
-        _choice("features", self.features, ("wave", "mel"))
-        _require(self.segment_samples >= 64, "segment_samples", "must be at least 64")
-        _require(
+        require(4000 <= self.sample_rate <= 192000, "sample_rate", "must be in 4000..192000 Hz")
+        from audiovae.representation import REPRESENTATIONS
+
+        choice("features", self.features, tuple(REPRESENTATIONS))
+        require(self.segment_samples >= 64, "segment_samples", "must be at least 64")
+        require(
             self.hop_samples is None or 0 < self.hop_samples <= self.segment_samples,
             "hop_samples", "must be in 1..segment_samples",
         )
-        _choice("normalization", self.normalization, ("peak", "rms", "none"))
-        _require(self.target_db is None or self.target_db <= 0, "target_db", "must be <= 0 dBFS")
-        _require(0.0 <= self.valid_fraction < 1.0, "valid_fraction", "must be in [0, 1)")
-        if self.features == "mel":
-            _require(
-                self.segment_samples % self.mel.hop_length == 0,
-                "segment_samples", f"must be a multiple of mel.hop_length ({self.mel.hop_length}) for mel features",
-            )
+        choice("normalization", self.normalization, ("peak", "rms", "none"))
+        require(self.target_db is None or self.target_db <= 0, "target_db", "must be <= 0 dBFS")
+        require(0.0 <= self.valid_fraction < 1.0, "valid_fraction", "must be in [0, 1)")
+        self.representation.check_data()
 
     @property
     def level_db(self) -> float:
@@ -97,92 +86,77 @@ class DataConfig:
         return self.segment_samples // self.mel.hop_length
 
     @property
+    def representation(self):
+        """The input representation `features` names (audiovae.representation.Representation)."""
+        from audiovae.representation import representation_for
+
+        return representation_for(self)
+
+    @property
     def item_shape(self) -> tuple[int, ...]:
-        """Shape of one stored segment: (segment_samples,) or (n_mels, mel_frames)."""
-        if self.features == "mel":
-            return (self.mel.n_mels, self.mel_frames)
-        return (self.segment_samples,)
+        """Shape of one stored segment, e.g. (segment_samples,) or (n_mels, mel_frames)."""
+        return self.representation.item_shape
 
     def audio_settings(self) -> dict[str, Any]:
         """The settings a dataset must share with a recipe for training to make sense."""
-        settings = {"sample_rate": self.sample_rate, "features": self.features, "segment_samples": self.segment_samples}
-        if self.features == "mel":
-            settings["mel"] = dataclasses.asdict(self.mel)
-        return settings
+        return self.representation.settings()
 
 
-@dataclass(frozen=True)
-class ConvModelConfig:
-    """1-D convolutional encoder/decoder over waveforms (family 'conv') or log-mel frames (family 'mel')."""
-
-    family: str = "conv"
-    channels: int = 32  # width after the input convolution; doubles at each downsampling
-    max_channels: int = 256
-    strides: tuple[int, ...] = (4, 4, 4, 4)
-    latent_size: int = 16
-    residual_layers: int = 3  # dilated residual units per block, dilations 1, 3, 9, ...
-    kernel_size: int = 7
-    activation: str = "snake"  # snake | leaky_relu
-    bands: int = 1  # PQMF sub-bands for waveform models (1: off); the convolutions run bands x slower
-
-    def __post_init__(self):
-        _require(self.channels >= 1, "channels", "must be positive")
-        _require(self.max_channels >= self.channels, "max_channels", "must be >= channels")
-        _require(len(self.strides) >= 1, "strides", "needs at least one stride")
-        _require(all(s >= 1 for s in self.strides), "strides", "must all be positive")
-        _require(self.latent_size >= 1, "latent_size", "must be positive")
-        _require(self.residual_layers >= 0, "residual_layers", "must be >= 0")
-        _require(self.kernel_size % 2 == 1 and self.kernel_size >= 1, "kernel_size", "must be odd and positive")
-        _choice("activation", self.activation, ("snake", "leaky_relu"))
-        _require(self.bands >= 1 and (self.bands & (self.bands - 1)) == 0, "bands", "must be a power of two")
-        _require(self.family != "mel" or self.bands == 1, "bands", "sub-bands apply to waveform models only")
-
-    @property
-    def total_stride(self) -> int:
-        """Input samples (or frames) per latent frame."""
-        total = self.bands
-        for stride in self.strides:
-            total *= stride
-        return total
-
-
-@dataclass(frozen=True)
-class DenseModelConfig:
-    """Fully connected VAE over whole fixed-length segments (the documents' example)."""
-
-    family: str = "dense"
-    hidden: tuple[int, ...] = (256, 128)
-    latent_size: int = 16
-
-    def __post_init__(self):
-        _require(all(h >= 1 for h in self.hidden), "hidden", "sizes must be positive")
-        _require(self.latent_size >= 1, "latent_size", "must be positive")
-
-
-MODEL_CONFIGS: dict[str, type] = {"conv": ConvModelConfig, "mel": ConvModelConfig, "dense": DenseModelConfig}
+LOSS_ALIASES = ("reconstruction", "stft_weight", "mel_weight")  # the 0.1 keys, folded into `terms`
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Reconstruction terms, the KL weight schedule and free bits."""
+    """Named reconstruction terms and their weights, the KL weight schedule and free bits.
 
-    reconstruction: str = "spectral"  # spectral (multi-resolution STFT + mel) | mse | l1
-    stft_weight: float = 1.0
-    mel_weight: float = 1.0
+    `terms` maps names registered in audiovae/losses.py (stft, log_mel, mse, l1) to weights. The 0.1 keys still
+    work: `reconstruction: spectral` with `stft_weight` / `mel_weight` means {stft: .., log_mel: ..}, and
+    `reconstruction: mse` (or l1) means {mse: 1}.
+    """
+
+    terms: dict[str, float] | None = None  # None: {stft: 1.0, log_mel: 1.0}
     stft_windows: tuple[int, ...] = (2048, 1024, 512, 256, 128)
     mel_windows: tuple[int, ...] = (2048, 1024, 512)
     beta: float = 0.1  # KL weight after warm-up
     beta_warmup_steps: int = 1000  # linear ramp of the KL weight from 0 to beta
     free_bits: float = 0.0  # nats per latent dimension (per frame) below which the KL is not penalized
+    reconstruction: str | None = None  # 0.1 alias: spectral | mse | l1
+    stft_weight: float | None = None  # 0.1 alias: weight of the stft term
+    mel_weight: float | None = None  # 0.1 alias: weight of the mel term
 
     def __post_init__(self):
-        _choice("reconstruction", self.reconstruction, ("spectral", "mse", "l1"))
-        _require(self.stft_weight >= 0 and self.mel_weight >= 0, "stft_weight", "weights must be >= 0")
-        _require(all(w >= 16 for w in self.stft_windows), "stft_windows", "windows must be >= 16 samples")
-        _require(all(w >= 64 for w in self.mel_windows), "mel_windows", "windows must be >= 64 samples")
-        _require(self.beta >= 0, "beta", "must be >= 0")
-        _require(self.beta_warmup_steps >= 0, "beta_warmup_steps", "must be >= 0")
-        _require(self.free_bits >= 0, "free_bits", "must be >= 0")
+        from audiovae.losses import LOSS_TERMS
+
+        if any(getattr(self, key) is not None for key in LOSS_ALIASES):
+            require(self.terms is None, "terms", "give either terms or the 0.1 keys "
+                    "(reconstruction, stft_weight, mel_weight), not both")
+            object.__setattr__(self, "terms", self._terms_from_aliases())
+            for key in LOSS_ALIASES:
+                object.__setattr__(self, key, None)
+        elif self.terms is None:
+            object.__setattr__(self, "terms", {"stft": 1.0, "log_mel": 1.0})
+        require(bool(self.terms), "terms", f"needs at least one of {', '.join(LOSS_TERMS)}")
+        for name, weight in self.terms.items():
+            require(name in LOSS_TERMS, f"terms.{name}", f"unknown loss term (known: {', '.join(LOSS_TERMS)})")
+            require(weight >= 0, f"terms.{name}", "weights must be >= 0")
+        require(all(w >= 16 for w in self.stft_windows), "stft_windows", "windows must be >= 16 samples")
+        require(all(w >= 64 for w in self.mel_windows), "mel_windows", "windows must be >= 64 samples")
+        require(self.beta >= 0, "beta", "must be >= 0")
+        require(self.beta_warmup_steps >= 0, "beta_warmup_steps", "must be >= 0")
+        require(self.free_bits >= 0, "free_bits", "must be >= 0")
+
+    def _terms_from_aliases(self) -> dict[str, float]:
+        reconstruction = self.reconstruction or "spectral"
+        choice("reconstruction", reconstruction, ("spectral", "mse", "l1"))
+        if reconstruction != "spectral":
+            return {reconstruction: 1.0}
+        terms = {}
+        for key, name in (("stft_weight", "stft"), ("mel_weight", "log_mel")):
+            weight = getattr(self, key)
+            weight = 1.0 if weight is None else weight
+            require(weight >= 0, key, "must be >= 0")
+            terms[name] = weight
+        return terms
 
 
 @dataclass(frozen=True)
@@ -208,20 +182,20 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self):
-        _choice("optimizer", self.optimizer, ("adamw", "adam"))
-        _require(self.learning_rate > 0, "learning_rate", "must be positive")
-        _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        _require(self.batch_size >= 1, "batch_size", "must be positive")
-        _require(self.max_steps >= 1, "max_steps", "must be positive")
-        _require(self.max_minutes is None or self.max_minutes > 0, "max_minutes", "must be positive")
-        _require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
-        _require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
+        choice("optimizer", self.optimizer, ("adamw", "adam"))
+        require(self.learning_rate > 0, "learning_rate", "must be positive")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(self.batch_size >= 1, "batch_size", "must be positive")
+        require(self.max_steps >= 1, "max_steps", "must be positive")
+        require(self.max_minutes is None or self.max_minutes > 0, "max_minutes", "must be positive")
+        require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+        require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
         for name in ("valid_every", "valid_batches", "checkpoint_every", "log_every"):
-            _require(getattr(self, name) >= 1, name, "must be positive")
-        _require(self.num_workers >= 0, "num_workers", "must be >= 0")
-        _require(self.gain_db >= 0, "gain_db", "must be >= 0")
-        _require(self.crop_samples is None or self.crop_samples >= 64, "crop_samples", "must be at least 64")
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
+            require(getattr(self, name) >= 1, name, "must be positive")
+        require(self.num_workers >= 0, "num_workers", "must be >= 0")
+        require(self.gain_db >= 0, "gain_db", "must be >= 0")
+        require(self.crop_samples is None or self.crop_samples >= 64, "crop_samples", "must be at least 64")
+        choice("device", self.device, ("auto", "cpu", "cuda"))
 
 
 @dataclass(frozen=True)
@@ -237,12 +211,12 @@ class AdversarialConfig:
     channels: int = 16
 
     def __post_init__(self):
-        _require(self.start_step >= 0, "start_step", "must be >= 0")
-        _require(self.weight >= 0 and self.feature_weight >= 0, "weight", "weights must be >= 0")
-        _require(self.learning_rate > 0, "learning_rate", "must be positive")
-        _require(len(self.windows) >= 1 and all(w >= 16 for w in self.windows), "windows",
+        require(self.start_step >= 0, "start_step", "must be >= 0")
+        require(self.weight >= 0 and self.feature_weight >= 0, "weight", "weights must be >= 0")
+        require(self.learning_rate > 0, "learning_rate", "must be positive")
+        require(len(self.windows) >= 1 and all(w >= 16 for w in self.windows), "windows",
                  "needs at least one window of >= 16 samples")
-        _require(self.channels >= 1, "channels", "must be positive")
+        require(self.channels >= 1, "channels", "must be positive")
 
 
 @dataclass(frozen=True)
@@ -251,48 +225,29 @@ class Recipe:
 
     name: str
     data: DataConfig
-    model: ConvModelConfig | DenseModelConfig
+    model: Any  # the config dataclass of the model family it names (audiovae/models/)
     loss: LossConfig
     train: TrainConfig
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def __post_init__(self):
-        family = self.model.family
-        _require(not self.adversarial.enabled or family != "mel", "adversarial.enabled",
-                 "the adversarial stage is for waveform models (conv, dense)")
-        _require(not self.adversarial.enabled or max(self.adversarial.windows) <= self.training_samples,
-                 "adversarial.windows", f"must not exceed the training length ({self.training_samples} samples)")
-        _require(self.train.crop_samples is None or self.train.crop_samples <= self.data.segment_samples,
-                 "train.crop_samples", "must not exceed data.segment_samples")
-        if family == "mel":
-            _require(self.data.features == "mel", "data.features", "the 'mel' model family needs features: mel")
-            frames = self.training_samples
-            _require(
-                (frames // self.data.mel.hop_length) % self.model.total_stride == 0,
-                "model.strides",
-                f"product {self.model.total_stride} must divide the mel frames per segment "
-                f"({frames // self.data.mel.hop_length})",
-            )
-            _require(self.train.crop_samples is None or self.train.crop_samples % self.data.mel.hop_length == 0,
-                     "train.crop_samples", "must be a multiple of data.mel.hop_length")
-            return
-        _require(self.data.features == "wave", "data.features", f"the '{family}' model family needs features: wave")
-        length = self.training_samples
-        if self.loss.reconstruction == "spectral":
-            for key in ("stft_windows", "mel_windows"):
-                windows = getattr(self.loss, key)
-                _require(bool(windows) and min(windows) <= length, f"loss.{key}",
-                         f"needs a window no longer than the training length ({length} samples)")
-            _require(self.data.segment_samples >= 512, "data.segment_samples",
-                     "must be at least 512 for the validation mel distance")
-        if family == "conv":
-            _require(
-                length % self.model.total_stride == 0, "model.strides",
-                f"total stride {self.model.total_stride} (strides x bands) must divide the training length {length}",
-            )
-        if family == "dense":
-            _require(self.train.crop_samples is None, "train.crop_samples", "the dense model needs whole segments")
-            _require(self.loss.reconstruction in ("mse", "l1", "spectral"), "loss.reconstruction", "unsupported")
+        from audiovae.losses import LOSS_TERMS
+        from audiovae.models import get_family
+
+        family = get_family(self.model.family)
+        representation = self.data.representation
+        require(not self.adversarial.enabled or representation.is_waveform, "adversarial.enabled",
+                "the adversarial stage is for waveform models (data.features: wave)")
+        require(not self.adversarial.enabled or max(self.adversarial.windows) <= self.training_samples,
+                "adversarial.windows", f"must not exceed the training length ({self.training_samples} samples)")
+        require(self.train.crop_samples is None or self.train.crop_samples <= self.data.segment_samples,
+                "train.crop_samples", "must not exceed data.segment_samples")
+        require(self.data.features == family.features, "data.features",
+                f"the '{family.name}' model family needs features: {family.features}")
+        representation.check(self)
+        for name in self.loss.terms:
+            LOSS_TERMS[name].check(self)
+        family.check(self)
 
     @property
     def training_samples(self) -> int:
@@ -301,7 +256,10 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts, numbers, strings), as saved in runs and checkpoints."""
-        return to_plain(dataclasses.asdict(self))
+        plain = to_plain(dataclasses.asdict(self))
+        for key in LOSS_ALIASES:  # always folded into loss.terms by now
+            del plain["loss"][key]
+        return plain
 
 
 def recipe_from_dict(raw: Any, name: str) -> Recipe:
@@ -317,17 +275,19 @@ def recipe_from_dict(raw: Any, name: str) -> Recipe:
             close = difflib.get_close_matches(str(key), list(sections), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (valid sections: {', '.join(sections)})"
             raise ConfigError(str(key), f"unknown key{hint}")
+    from audiovae.models import FAMILIES
+
     model_raw = raw.get("model") or {}
     if not isinstance(model_raw, dict):
         raise ConfigError("model", "must be a mapping")
     family = model_raw.get("family", "conv")
-    if family not in MODEL_CONFIGS:
-        raise ConfigError("model.family", f"must be one of {', '.join(MODEL_CONFIGS)} (got {family!r})")
+    if family not in FAMILIES:
+        raise ConfigError("model.family", f"must be one of {', '.join(FAMILIES)} (got {family!r})")
     try:
         return Recipe(
             name=name,
             data=build_dataclass(DataConfig, raw.get("data"), "data"),
-            model=build_dataclass(MODEL_CONFIGS[family], model_raw, "model"),
+            model=build_dataclass(FAMILIES[family].config, model_raw, "model"),
             loss=build_dataclass(LossConfig, raw.get("loss"), "loss"),
             train=build_dataclass(TrainConfig, raw.get("train"), "train"),
             adversarial=build_dataclass(AdversarialConfig, raw.get("adversarial"), "adversarial"),

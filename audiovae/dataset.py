@@ -14,6 +14,7 @@ import torch
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
 from audiovae.prepare import DATASET_FORMAT, DATASET_VERSION
+from audiovae.representation import Representation
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,14 @@ def prepare_command(manifest: dict[str, Any], data: DataConfig, recipe_path: str
     """The command line that rebuilds this dataset with the audio settings `data` asks for.
 
     `--recipe` when the recipe file itself holds those settings; explicit flags when they came from
-    `--set` overrides (mel analysis settings only exist in recipes, so mel datasets always use --recipe).
+    `--set` overrides (feature analysis settings, e.g. mel's, only exist in recipes, so datasets of
+    non-waveform representations always use --recipe).
     """
     from audiovae.config import load_recipe
 
     inputs = " ".join(shlex.quote(p) for p in manifest.get("inputs", ["AUDIO_DIR"]))
-    if recipe_path and (data.features == "mel" or load_recipe(recipe_path).data.audio_settings()
-                        == data.audio_settings()):
+    if recipe_path and (not data.representation.is_waveform
+                        or load_recipe(recipe_path).data.audio_settings() == data.audio_settings()):
         return f"audiovae prepare {inputs} --recipe {shlex.quote(str(recipe_path))} --force"
     return (f"audiovae prepare {inputs} -o {shlex.quote(str(folder))} --features {data.features} "
             f"--sample-rate {data.sample_rate} --segment-samples {data.segment_samples} "
@@ -73,7 +75,7 @@ def check_compatible(manifest: dict[str, Any], data: DataConfig, folder: Path, r
     wanted = data.audio_settings()
     for key, value in wanted.items():
         have = found.get(key)
-        if key == "mel" and isinstance(have, dict):
+        if isinstance(value, dict) and isinstance(have, dict):  # nested settings: compare the ones asked for
             have = {k: have.get(k) for k in value}
         if have != value:
             raise UserError(
@@ -111,38 +113,32 @@ def open_dataset(folder: str | Path, data: DataConfig | None = None, recipe_path
 class SegmentDataset(torch.utils.data.Dataset):
     """Segments from one split, with optional random crop and random gain for training.
 
-    Items are float tensors of the stored item shape: waveforms (1, samples) or mel frames (n_mels, frames).
-    Randomness comes from a generator seeded by (seed, epoch, index), so runs and resumes repeat exactly.
+    Items are float tensors (channels, steps) of the representation (e.g. waveforms (1, samples), mel
+    frames (n_mels, frames)). Randomness comes from a generator seeded by (seed, epoch, index), so runs and
+    resumes repeat exactly.
     """
 
-    def __init__(self, array: np.ndarray, features: str, crop: int | None = None, gain_db: float = 0.0,
-                 seed: int = 0, hop_length: int = 1):
+    def __init__(self, array: np.ndarray, representation: Representation, crop_samples: int | None = None,
+                 gain_db: float = 0.0, seed: int = 0):
         self.array = array
-        self.features = features
-        self.crop = crop
+        self.representation = representation
+        self.crop_samples = crop_samples
         self.gain_db = gain_db
         self.seed = seed
-        self.hop_length = hop_length  # samples per mel frame; crops are in samples
         self.epoch = 0
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        item = torch.from_numpy(np.array(self.array[index], dtype=np.float32))
-        if self.features == "wave":
-            item = item.unsqueeze(0)  # (1, samples)
-        if not self.crop and not self.gain_db:
+        item = self.representation.item(self.array[index])
+        if not self.crop_samples and not self.gain_db:
             return item
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.crop:
-            length = self.crop // self.hop_length
+        if self.crop_samples:
+            length = self.crop_samples // self.representation.samples_per_step
             start = int(rng.integers(0, item.shape[-1] - length + 1))
             item = item[..., start : start + length]
         if self.gain_db:
-            gain_db = float(rng.uniform(-self.gain_db, self.gain_db))
-            if self.features == "wave":
-                item = item * (10.0 ** (gain_db / 20.0))
-            else:
-                item = item + gain_db * np.log(10.0) / 20.0  # a gain is an offset of natural-log magnitudes
+            item = self.representation.with_gain(item, float(rng.uniform(-self.gain_db, self.gain_db)))
         return item.contiguous()

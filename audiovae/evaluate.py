@@ -77,7 +77,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     if max_files:
         paths = paths[:max_files]
     rate = model.sample_rate
-    latent_bits = model.latent_size * rate / model.hop_samples * 32  # float32 latents
+    latent_bits = model.latent_size * rate / model.frame_samples * 32  # float32 latents
     rows: dict[str, list[float]] = {}
     kl_sums, means, originals = [], [], []
     encode_seconds = decode_seconds = audio_seconds = 0.0

@@ -17,11 +17,17 @@ LATENT_FORMAT = "audiovae-latents"
 
 def save_latents(path: Path, latents: Latents, model: Model, source: str | os.PathLike) -> None:
     """Write path (.npy) and its JSON header beside it, atomically."""
-    write_atomic(path, lambda tmp: np.save(open(tmp, "wb"), latents.values.astype(np.float32)))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # np.save(path) would append .npy to the temporary name
+            np.save(handle, latents.values.astype(np.float32), allow_pickle=False)
+
+    write_atomic(path, write)
     write_json_atomic(path.with_suffix(".json"), {
-        "format": LATENT_FORMAT, "format_version": 1, "source": os.fsdecode(source),
+        "format": LATENT_FORMAT, "format_version": 2,  # 2: hop_samples became frame_samples
+        "source": os.fsdecode(source),
         "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
-        "sample_rate": model.sample_rate, "hop_samples": model.hop_samples, "latent_size": model.latent_size,
+        "sample_rate": model.sample_rate, "frame_samples": model.frame_samples, "latent_size": model.latent_size,
         "frames": int(latents.values.shape[1]), "samples": latents.samples, "gain": latents.gain,
     })
 
@@ -45,8 +51,9 @@ def load_latents(path: str | os.PathLike, model: Model) -> Latents:
     if values.ndim != 2 or values.shape[0] != model.latent_size:
         raise UserError(f"{path}: latents of shape {values.shape} do not fit this model "
                         f"({model.latent_size} x frames)")
-    if header.get("hop_samples", model.hop_samples) != model.hop_samples:
-        raise UserError(f"{path}: encoded with {header['hop_samples']} samples per frame; this model uses "
-                        f"{model.hop_samples} (decode with the model that encoded it)")
-    samples = int(header.get("samples", values.shape[1] * model.hop_samples))
+    frame_samples = header.get("frame_samples", header.get("hop_samples", model.frame_samples))  # 0.1: hop_samples
+    if frame_samples != model.frame_samples:
+        raise UserError(f"{path}: encoded with {frame_samples} samples per frame; this model uses "
+                        f"{model.frame_samples} (decode with the model that encoded it)")
+    samples = int(header.get("samples", values.shape[1] * model.frame_samples))
     return Latents(values.astype(np.float32), samples, float(header.get("gain", 1.0)))

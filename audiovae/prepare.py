@@ -243,6 +243,7 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     threshold = 10.0 ** (data.silence_db / 20.0)
     cutter = Segmenter(segment, data.segment_hop)
     blocks = iter(kept) if not long_file else (b for _, b in read_blocks(source.path, data.sample_rate, BLOCK_SECONDS))
+    representation = data.representation
     stored = silent = 0
     loudest = 0.0
     with open(part_path, "wb") as part:
@@ -255,8 +256,7 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
             silent += int((~loud).sum())
             if loud.any():
                 chosen = segments[loud]
-                if data.features == "mel":
-                    chosen = _log_mel_segments(chosen, data)
+                chosen = representation.items_from_audio(chosen)
                 chosen.astype(np.float32, copy=False).tofile(part)
                 stored += int(loud.sum())
     if stored == 0:
@@ -269,20 +269,6 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
         "silent_segments": silent,
         "sha256": content_hash,
     }
-
-
-def _log_mel_segments(segments: np.ndarray, data: DataConfig) -> np.ndarray:
-    """(count, segment_samples) -> (count, n_mels, mel_frames) natural-log mel magnitudes."""
-    import torch
-
-    from audiovae.dsp import log_mel
-
-    torch.set_num_threads(1)
-    mel = data.mel
-    with torch.no_grad():
-        frames = log_mel(torch.from_numpy(segments), data.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels,
-                         mel.f_min, mel.f_max, mel.log_floor)
-    return frames[..., : data.mel_frames].numpy()
 
 
 def _check_output(inputs: list[Path], output: Path, force: bool) -> None:

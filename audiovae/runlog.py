@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiovae.config import Recipe
 from audiovae.fileio import write_atomic
 from audiovae.models import VAE
+from audiovae.priors import GAUSSIAN
 
 
 class RunLog:
@@ -44,16 +46,17 @@ class RunLog:
                 self.writer.add_scalar(f"{split}/{key}", value, step)
 
     @torch.no_grad()
-    def listen(self, model: VAE, example: torch.Tensor, step: int, sample_rate: int, seed: int) -> None:
+    def listen(self, model: VAE, example: torch.Tensor, step: int, recipe: Recipe, seed: int) -> None:
         """Write one held-out input, its reconstruction and one prior sample to samples/*.wav (replaced at
         each validation) and to TensorBoard, so a run can be heard while it trains. Waveform models only."""
-        if not self.enabled or model.features != "wave":
+        if not self.enabled or not recipe.data.representation.is_waveform:
             return
         from audiovae.audio import write_wav
 
+        sample_rate = recipe.data.sample_rate
         x = example[None].to(next(model.parameters()).device)
         latent = model.encode(x).mean
-        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(latent.device)
+        noise = GAUSSIAN.sample(tuple(latent.shape), 1.0, torch.Generator().manual_seed(seed)).to(latent.device)
         sounds = {"input": x, "reconstruction": model.decode(latent, x.shape[-1]),
                   "prior": model.decode(noise, x.shape[-1])}
         folder = self.path.parent / "samples"

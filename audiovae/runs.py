@@ -37,8 +37,9 @@ def latest_run_of(root: Path, name: str) -> Path | None:
 
 def all_runs(root: Path) -> list[Path]:
     """Run folders under `root` that hold a checkpoint, newest first."""
-    runs = [p.parent.parent for p in root.glob("*/checkpoints/last.pt")]
-    return sorted(runs, key=lambda p: (p / "checkpoints" / "last.pt").stat().st_mtime, reverse=True)
+    runs = [(p, newest_checkpoint(p)) for p in root.glob("*/") if p.is_dir()]
+    runs = [(p, c) for p, c in runs if c is not None]  # last.pt or best.pt: either holds the full state
+    return [p for p, _ in sorted(runs, key=lambda item: item[1].stat().st_mtime_ns, reverse=True)]
 
 
 def resolve_checkpoint(run: str | Path | None = None, checkpoint: str | Path | None = None,

@@ -18,6 +18,17 @@ class ConfigError(ValueError):
         self.message = message
 
 
+def require(condition: bool, key: str, message: str) -> None:
+    """Raise ConfigError(key, message) unless `condition` holds: the one form of every recipe check."""
+    if not condition:
+        raise ConfigError(key, message)
+
+
+def choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    """Require `value` to be one of `choices`, naming them in the error."""
+    require(value in choices, name, f"must be one of {', '.join(choices)} (got {value!r})")
+
+
 def to_plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: to_plain(item) for key, item in value.items()}
@@ -32,6 +43,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(arg) for arg in typing.get_args(tp))
     if origin is tuple:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of names to {_type_name(typing.get_args(tp)[1])}"
     if tp is type(None):
         return "null"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
@@ -56,6 +69,11 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(path, f"must be {_type_name(tp)} (got {value!r})")
         return tuple(_convert(item, item_type, f"{path}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        key_type, item_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be {_type_name(tp)} (got {value!r})")
+        return {_convert(key, key_type, path): _convert(item, item_type, f"{path}.{key}") for key, item in value.items()}
     if dataclasses.is_dataclass(tp):
         return build_dataclass(tp, value, path)
     if tp is bool:

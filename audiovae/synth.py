@@ -23,8 +23,9 @@ from audiovae.config import ConfigError, Recipe, recipe_from_saved
 from audiovae.errors import UserError
 from audiovae.fileio import file_sha256
 from audiovae.models import VAE, Posterior, build_model
+from audiovae.priors import GAUSSIAN, Prior
 from audiovae.runs import DEFAULT_RUNS, resolve_checkpoint
-from audiovae.train import select_device
+from audiovae.trainer import select_device
 
 CHUNK_FRAMES = 1024  # latent frames per chunk (16 s at 256 samples per frame)
 MARGIN_FRAMES = 16  # latent frames of context on each side of a chunk
@@ -46,6 +47,7 @@ class Model:
     def __init__(self, net: VAE, recipe: Recipe, checkpoint: Path, device: torch.device):
         self.net = _fold_weight_norm(net).eval().to(device)
         self.recipe = recipe
+        self.representation = recipe.data.representation
         self.checkpoint = checkpoint
         self.device = device
         self._hash: str | None = None
@@ -56,13 +58,9 @@ class Model:
         return self.recipe.data.sample_rate
 
     @property
-    def features(self) -> str:
-        return self.recipe.data.features
-
-    @property
-    def hop_samples(self) -> int:
-        """Waveform samples per latent frame."""
-        return self.net.hop * (self.recipe.data.mel.hop_length if self.features == "mel" else 1)
+    def frame_samples(self) -> int:
+        """Waveform samples per latent frame (not to be confused with data.hop_samples, between segments)."""
+        return self.net.hop * self.representation.samples_per_step
 
     @property
     def latent_size(self) -> int:
@@ -76,38 +74,23 @@ class Model:
 
     def compression_ratio(self) -> float:
         """Waveform samples per second over latent values per second."""
-        return self.hop_samples / self.latent_size
+        return self.frame_samples / self.latent_size
 
     # ---- core ---------------------------------------------------------------------------------------------
     def _frames_for(self, samples: int) -> int:
-        return max(1, math.ceil(samples / self.hop_samples))
+        return max(1, math.ceil(samples / self.frame_samples))
 
     def _to_features(self, wave: np.ndarray) -> torch.Tensor:
         """(samples,) -> model input (1, channels, steps)."""
-        x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device).reshape(1, 1, -1)
-        if self.features == "wave":
-            return x
-        from audiovae.dsp import log_mel
-
-        mel = self.recipe.data.mel
-        frames = log_mel(x[:, 0], self.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels, mel.f_min, mel.f_max,
-                         mel.log_floor)
-        return frames[..., : max(1, x.shape[-1] // mel.hop_length)]
+        x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device).reshape(1, -1)
+        return self.representation.from_audio(x)
 
     def _chunk_to_wave(self, y: torch.Tensor) -> np.ndarray:
         """Model output (batch, channels, steps) -> waveforms (batch, steps * samples per step)."""
-        if self.features == "mel":
-            from audiovae.dsp import griffin_lim_from_log_mel
-
-            mel = self.recipe.data.mel
-            y = griffin_lim_from_log_mel(y.float(), self.sample_rate, mel.n_fft, mel.hop_length, mel.f_min,
-                                         mel.f_max)
-        else:
-            y = y[:, 0]
-        return y.float().cpu().numpy()
+        return self.representation.to_audio(y).float().cpu().numpy()
 
     def _margin(self) -> int:
-        return 0 if self.recipe.model.family == "dense" else MARGIN_FRAMES
+        return MARGIN_FRAMES if self.net.frames_see_neighbours else 0
 
     def _chunks(self, frames: int):
         """(start, stop, lo, hi) latent-frame ranges: keep [start, stop), compute [lo, hi) for context."""
@@ -122,7 +105,7 @@ class Model:
 
         `wave` may be a memory map: only one chunk and its margins are read at a time.
         """
-        hop = self.hop_samples
+        hop = self.frame_samples
         means, logvars = [], []
         for start, stop, lo, hi in self._chunks(self._frames_for(len(wave))):
             piece = np.zeros((hi - lo) * hop, np.float32)
@@ -136,7 +119,7 @@ class Model:
     @torch.no_grad()
     def _decode_pieces(self, z: torch.Tensor):
         """Chunked decode of z (batch, latent, frames): yields waveform pieces (batch, samples) in order."""
-        hop = self.hop_samples
+        hop = self.frame_samples
         for start, stop, lo, hi in self._chunks(z.shape[-1]):
             wave = self._chunk_to_wave(self.net.decode(z[..., lo:hi]))
             yield wave[:, (start - lo) * hop : (stop - lo) * hop]
@@ -153,7 +136,7 @@ class Model:
 
     # ---- public API -------------------------------------------------------------------------------------------
     def generate(self, n: int, seconds: float | None = None, temperature: float = 1.0, seed: int = 0,
-                 batch_size: int = 8, progress: bool = False) -> list[np.ndarray]:
+                 batch_size: int = 8, progress: bool = False, prior: Prior = GAUSSIAN) -> list[np.ndarray]:
         """n waveforms decoded from prior samples. Sample i uses seed + i, whatever the batch size.
 
         seconds: duration (default: one training segment). temperature scales the prior's standard
@@ -169,10 +152,8 @@ class Model:
         with tqdm(total=n, unit="sound", desc="generate", disable=not progress) as bar:
             for first in range(0, n, batch_size):
                 count = min(batch_size, n - first)
-                z = torch.stack([
-                    torch.randn(self.latent_size, frames, generator=torch.Generator().manual_seed(seed + first + i))
-                    for i in range(count)
-                ]) * temperature
+                z = torch.cat([prior.sample((1, self.latent_size, frames), temperature,
+                                            torch.Generator().manual_seed(seed + first + i)) for i in range(count)])
                 waves = self._decode_all(z.to(self.device), samples)
                 results.extend(self._level(w) for w in waves)
                 bar.update(count)
@@ -197,7 +178,7 @@ class Model:
         """
         gain = latents.gain if isinstance(latents, Latents) else 1.0
         values = latents.values if isinstance(latents, Latents) else np.asarray(latents, np.float32)
-        samples = samples or (latents.samples if isinstance(latents, Latents) else values.shape[-1] * self.hop_samples)
+        samples = samples or (latents.samples if isinstance(latents, Latents) else values.shape[-1] * self.frame_samples)
         if values.ndim != 2 or values.shape[0] != self.latent_size:
             raise UserError(f"latents of shape {values.shape} do not fit this model ({self.latent_size} x frames)")
         z = torch.from_numpy(np.ascontiguousarray(values, np.float32)).to(self.device)[None]

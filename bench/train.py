@@ -20,9 +20,10 @@ from audiovae.models import build_model
 
 def batch_for(recipe, device):
     length = recipe.training_samples
-    if recipe.data.features == "mel":
-        return torch.randn(recipe.train.batch_size, recipe.data.mel.n_mels, length // recipe.data.mel.hop_length,
-                           device=device) - 5.0
+    representation = recipe.data.representation
+    if not representation.is_waveform:  # log-mel-like frames
+        return torch.randn(recipe.train.batch_size, representation.channels,
+                           length // representation.samples_per_step, device=device) - 5.0
     t = torch.arange(length, device=device) / recipe.data.sample_rate
     tone = 0.5 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(recipe.train.batch_size, 1, length,
                                                                         device=device)

@@ -10,9 +10,7 @@ import pytest
 import yaml
 
 from audiovae.config import (
-    ConvModelConfig,
     DataConfig,
-    DenseModelConfig,
     MelConfig,
     Recipe,
     dump_recipe,
@@ -21,6 +19,8 @@ from audiovae.config import (
     recipe_from_saved,
 )
 from audiovae.errors import UserError
+from audiovae.models.conv import ConvModelConfig
+from audiovae.models.dense import DenseModelConfig
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
@@ -369,3 +369,42 @@ def test_adversarial_section_is_checked_like_the_rest():
         load_recipe(RECIPES_DIR / "mel.yaml", overrides=("adversarial.enabled=true",))
     with pytest.raises(UserError, match="adversarial.wieght: unknown key \\(did you mean 'weight'\\?\\)"):
         load_recipe(QUICKSTART, overrides=("adversarial.wieght=1",))
+
+
+# ---- loss terms and the 0.1 keys ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("old", "terms"), [
+    ({"reconstruction": "spectral"}, {"stft": 1.0, "log_mel": 1.0}),
+    ({"reconstruction": "spectral", "stft_weight": 2.0, "mel_weight": 0.5}, {"stft": 2.0, "log_mel": 0.5}),
+    ({"stft_weight": 0.0}, {"stft": 0.0, "log_mel": 1.0}),
+    ({"reconstruction": "mse"}, {"mse": 1.0}),
+    ({"reconstruction": "l1"}, {"l1": 1.0}),
+    ({}, {"stft": 1.0, "log_mel": 1.0}),
+])
+def test_0_1_loss_keys_are_aliases_of_terms(old, terms):
+    recipe = recipe_from_dict({"loss": old}, "r")
+    assert recipe.loss.terms == terms
+    assert recipe == recipe_from_dict({"loss": {"terms": terms}}, "r")
+    assert "reconstruction" not in recipe.to_dict()["loss"]  # saved in the new form only
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("loss.mel_weight=-1", "loss.mel_weight: must be >= 0"),  # 0.1 blamed stft_weight
+    ("loss.stft_weight=-1", "loss.stft_weight: must be >= 0"),
+    ("loss.terms.log_mel=-1", "loss.terms.log_mel: weights must be >= 0"),
+    ("loss.terms.msse=1", "loss.terms.msse: unknown loss term (known: stft, log_mel, mse, l1)"),
+    ("loss.reconstruction=mse", "loss.terms: give either terms or the 0.1 keys"),
+])
+def test_loss_term_mistakes_name_their_key(tmp_path, override, expected):
+    raw = raw_recipe(QUICKSTART)
+    if "weight" in override:  # a recipe written for 0.1
+        del raw["loss"]["terms"]
+        raw["loss"].update(reconstruction="spectral", stft_weight=1.0, mel_weight=1.0)
+    path = write_raw(tmp_path, raw)
+    assert load_error(path, (override,)).startswith(f"{path}: {expected}")
+
+
+def test_spectral_terms_need_a_waveform_representation():
+    message = load_error(MEL, ("loss.terms={stft: 1.0}",))
+    assert message == f"{MEL}: loss.terms.stft: needs waveform features (data.features: wave)"

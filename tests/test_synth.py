@@ -59,7 +59,7 @@ def read_wav(path: Path) -> np.ndarray:
 
 
 def test_model_facts(model):
-    assert (model.sample_rate, model.hop_samples, model.latent_size) == (RATE, HOP, LATENT)
+    assert (model.sample_rate, model.frame_samples, model.latent_size) == (RATE, HOP, LATENT)
     assert model.compression_ratio() == HOP / LATENT
 
 
@@ -209,7 +209,7 @@ def test_cli_encode_and_decode_round_trip(model, tiny_run, tmp_path, write_signa
     assert values.shape == (LATENT, -(-4800 // HOP)) and values.dtype == np.float32
     np.testing.assert_allclose(values, model.encode(wave).values, atol=1e-7)
     header = json.loads((tmp_path / "latents" / "voice.json").read_text())
-    assert (header["samples"], header["hop_samples"], header["latent_size"]) == (4800, HOP, LATENT)
+    assert (header["samples"], header["frame_samples"], header["latent_size"]) == (4800, HOP, LATENT)
     assert header["checkpoint_sha256"] == model.checkpoint_sha256
 
     assert_ok(invoke("decode", tmp_path / "latents" / "voice.npy", tmp_path / "decoded", "--run", tiny_run))

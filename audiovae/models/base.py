@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from audiovae.config import Recipe
 
 
 @dataclass
@@ -23,9 +28,11 @@ class Posterior:
     def kl(self) -> torch.Tensor:
         """KL(q(z|x) || N(0, I)) per latent value, in nats: (batch, latent_size, latent_frames).
 
-        0.5 * (mean^2 + var - 1 - log var): zero exactly at the prior (mean 0, logvar 0), positive elsewhere.
+        Zero exactly at the prior (mean 0, logvar 0), positive elsewhere; see audiovae.priors.GaussianPrior.
         """
-        return 0.5 * (self.mean.square() + self.logvar.exp() - 1.0 - self.logvar)
+        from audiovae.priors import GAUSSIAN
+
+        return GAUSSIAN.kl(self)
 
 
 @dataclass
@@ -37,17 +44,39 @@ class VAEOutput:
     latent: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Family:
+    """A model family's registry entry: everything the rest of the package needs to know about it.
+
+    config: the frozen dataclass of a recipe's `model:` section (with a `family` field defaulting to `name`);
+    build(recipe) -> VAE; check(recipe) raises ConfigError for recipes the family cannot serve; features: the
+    input representation it reads (a key of audiovae.representation.REPRESENTATIONS).
+    """
+
+    name: str
+    config: type
+    build: Callable[[Recipe], VAE]
+    features: str
+    check: Callable[[Recipe], None] = lambda recipe: None
+
+
 class VAE(nn.Module):
     """An encoder to a Gaussian posterior and a decoder back, with lengths handled explicitly.
 
-    Subclasses set `hop` (input steps per latent frame), `latent_size`, `features` ('wave' or 'mel'),
-    `input_channels`, and implement `_encode` / `_decode` for inputs whose length is a multiple of `hop`.
+    Subclasses set `hop` (input steps per latent frame), `latent_size`, `input_channels`, and implement
+    `_encode` / `_decode` for inputs whose length is a multiple of `hop`. Inputs are padded with
+    `pad_value(x)` (the representation's silence); `frames_see_neighbours` says whether a latent frame's
+    output depends on its neighbours, so that chunked synthesis needs context around each chunk.
     """
 
     hop: int
     latent_size: int
-    features: str
     input_channels: int
+    frames_see_neighbours: bool = True
+
+    @staticmethod
+    def pad_value(x: torch.Tensor) -> float:
+        return 0.0
 
     def encode(self, x: torch.Tensor) -> Posterior:
         """x: (batch, channels, time) of any length -> posterior over ceil(time / hop) latent frames.
@@ -68,7 +97,7 @@ class VAE(nn.Module):
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         remainder = x.shape[-1] % self.hop
-        return x if remainder == 0 else nn.functional.pad(x, (0, self.hop - remainder))
+        return x if remainder == 0 else nn.functional.pad(x, (0, self.hop - remainder), value=self.pad_value(x))
 
     def latent_frames(self, length: int) -> int:
         """Latent frames for an input of `length` steps (samples or mel frames)."""

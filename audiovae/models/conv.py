@@ -1,14 +1,55 @@
-"""The 'conv' and 'mel' families: strided 1-D convolutions with dilated residual blocks, and a mirror."""
+"""The 'conv' family: a waveform VAE of strided 1-D convolutions with dilated residual blocks, and a mirror,
+optionally behind a PQMF filter bank."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from audiovae.config import ConvModelConfig
-from audiovae.models.base import VAE, Posterior, split_posterior
+from audiovae.models.base import VAE, Family, Posterior, split_posterior
 from audiovae.nn.blocks import DecoderBlock, EncoderBlock, activation, wn_conv1d
 from audiovae.nn.pqmf import PQMF
+from audiovae.schema import choice, require
+
+if TYPE_CHECKING:
+    from audiovae.config import Recipe
+
+
+@dataclass(frozen=True)
+class ConvModelConfig:
+    """1-D convolutional encoder/decoder (family 'conv'; the 'mel' family shares the design)."""
+
+    family: str = "conv"
+    channels: int = 32  # width after the input convolution; doubles at each downsampling
+    max_channels: int = 256
+    strides: tuple[int, ...] = (4, 4, 4, 4)
+    latent_size: int = 16
+    residual_layers: int = 3  # dilated residual units per block, dilations 1, 3, 9, ...
+    kernel_size: int = 7
+    activation: str = "snake"  # snake | leaky_relu
+    bands: int = 1  # PQMF sub-bands for waveform models (1: off); the convolutions run at a bands x lower rate
+
+    def __post_init__(self):
+        require(self.channels >= 1, "channels", "must be positive")
+        require(self.max_channels >= self.channels, "max_channels", "must be >= channels")
+        require(len(self.strides) >= 1, "strides", "needs at least one stride")
+        require(all(s >= 1 for s in self.strides), "strides", "must all be positive")
+        require(self.latent_size >= 1, "latent_size", "must be positive")
+        require(self.residual_layers >= 0, "residual_layers", "must be >= 0")
+        require(self.kernel_size % 2 == 1 and self.kernel_size >= 1, "kernel_size", "must be odd and positive")
+        choice("activation", self.activation, ("snake", "leaky_relu"))
+        require(self.bands >= 1 and (self.bands & (self.bands - 1)) == 0, "bands", "must be a power of two")
+
+    @property
+    def total_stride(self) -> int:
+        """Input samples (or frames) per latent frame."""
+        total = self.bands
+        for stride in self.strides:
+            total *= stride
+        return total
 
 
 def _widths(config: ConvModelConfig) -> list[int]:
@@ -45,8 +86,6 @@ class ConvDecoder(nn.Sequential):
 class ConvVAE(VAE):
     """Waveform VAE, optionally on PQMF sub-bands. Input and output: (batch, 1, samples), in [-1, 1]."""
 
-    features = "wave"
-
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, pqmf: PQMF | None = None):
         super().__init__()
         self.encoder, self.decoder, self.pqmf = encoder, decoder, pqmf
@@ -64,39 +103,19 @@ class ConvVAE(VAE):
         return torch.tanh(y)
 
 
-class MelVAE(VAE):
-    """Log-mel frame VAE. Input and output: (batch, n_mels, frames) of natural-log mel magnitudes."""
-
-    features = "mel"
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, n_mels: int,
-                 offset: float = -5.0):
-        super().__init__()
-        self.encoder, self.decoder = encoder, decoder
-        self.latent_size, self.hop, self.input_channels = latent_size, hop, n_mels
-        self.offset = offset  # log-mels sit far below zero; centring them makes the start of training easier
-
-    def _encode(self, x: torch.Tensor) -> Posterior:
-        return split_posterior(self.encoder(x - self.offset))
-
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z) + self.offset
-
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        remainder = x.shape[-1] % self.hop
-        # pad log-mel frames with the floor value (silence), not zero (which is loud in log units)
-        return x if remainder == 0 else nn.functional.pad(x, (0, self.hop - remainder), value=float(x.min()))
-
-
-def build_conv(config: ConvModelConfig) -> VAE:
+def build_conv(recipe: Recipe) -> VAE:
     """The waveform model of a recipe's model section."""
+    config = recipe.model
     pqmf = PQMF(config.bands) if config.bands > 1 else None
     encoder = ConvEncoder(config.bands, config)
     decoder = ConvDecoder(config.bands, config)
     return ConvVAE(encoder, decoder, config.latent_size, config.total_stride, pqmf)
 
 
-def build_mel(config: ConvModelConfig, n_mels: int) -> VAE:
-    """The log-mel model of a recipe's model section."""
-    return MelVAE(ConvEncoder(n_mels, config), ConvDecoder(n_mels, config), config.latent_size,
-                  config.total_stride, n_mels)
+def check_conv(recipe: Recipe) -> None:
+    length, stride = recipe.training_samples, recipe.model.total_stride
+    require(length % stride == 0, "model.strides",
+            f"total stride {stride} (strides x bands) must divide the training length {length}")
+
+
+FAMILY = Family("conv", ConvModelConfig, build_conv, "wave", check_conv)

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from audiovae.config import DenseModelConfig
-from audiovae.models.base import VAE, Posterior, split_posterior
+from audiovae.models.base import VAE, Family, Posterior, split_posterior
+from audiovae.schema import require
+
+if TYPE_CHECKING:
+    from audiovae.config import Recipe
+
+
+@dataclass(frozen=True)
+class DenseModelConfig:
+    """Fully connected VAE over whole fixed-length segments (the documents' example)."""
+
+    family: str = "dense"
+    hidden: tuple[int, ...] = (256, 128)
+    latent_size: int = 16
+
+    def __post_init__(self):
+        require(all(h >= 1 for h in self.hidden), "hidden", "sizes must be positive")
+        require(self.latent_size >= 1, "latent_size", "must be positive")
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -24,7 +43,7 @@ class DenseVAE(VAE):
     The hop is the whole segment: longer inputs are cut into segments, each encoded on its own.
     """
 
-    features = "wave"
+    frames_see_neighbours = False  # each segment is encoded and decoded on its own
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, segment_samples: int):
         super().__init__()
@@ -44,9 +63,17 @@ class DenseVAE(VAE):
         return out.reshape(batch, 1, frames * self.hop)
 
 
-def build_dense(config: DenseModelConfig, segment_samples: int) -> VAE:
+def build_dense(recipe: Recipe) -> VAE:
     """The documents' example: segment -> hidden[0] -> hidden[1] -> latent, and the mirror."""
+    config, segment_samples = recipe.model, recipe.data.segment_samples
     sizes = [segment_samples, *config.hidden]
     encoder = _mlp([*sizes, 2 * config.latent_size])
     decoder = _mlp([config.latent_size, *reversed(sizes)])
     return DenseVAE(encoder, decoder, config.latent_size, segment_samples)
+
+
+def check_dense(recipe: Recipe) -> None:
+    require(recipe.train.crop_samples is None, "train.crop_samples", "the dense model needs whole segments")
+
+
+FAMILY = Family("dense", DenseModelConfig, build_dense, "wave", check_dense)

@@ -1,6 +1,7 @@
 """Pseudo-QMF filter bank: split a waveform into `bands` critically sampled sub-bands and back.
 
-The convolutions of a multiband model then run `bands` times slower, which is the point on a CPU.
+The convolutions of a multiband model then run at a `bands` times lower rate (and do `bands` times less
+work per second of audio), which is the point on a CPU.
 Cosine-modulated Kaiser prototype (Lin & Vaidyanathan 1998); the cutoff is chosen so that the
 prototype's autocorrelation vanishes at multiples of 2 * bands, which gives near-perfect reconstruction.
 """

@@ -1,0 +1,63 @@
+"""The 'mel' family: the conv family's design over log-mel frames (inverted to audio by the representation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from audiovae.models.base import VAE, Family, Posterior, split_posterior
+from audiovae.models.conv import ConvDecoder, ConvEncoder, ConvModelConfig
+from audiovae.schema import require
+
+if TYPE_CHECKING:
+    from audiovae.config import Recipe
+
+
+@dataclass(frozen=True)
+class MelModelConfig(ConvModelConfig):
+    """The conv family's keys, over mel frames: strides count frames, and there are no sub-bands."""
+
+    family: str = "mel"
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.bands == 1, "bands", "sub-bands apply to waveform models only")
+
+
+class MelVAE(VAE):
+    """Log-mel frame VAE. Input and output: (batch, n_mels, frames) of natural-log mel magnitudes."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, n_mels: int,
+                 pad_value: Callable[[torch.Tensor], float], offset: float = -5.0):
+        super().__init__()
+        self.pad_value = pad_value  # the representation's silence
+        self.encoder, self.decoder = encoder, decoder
+        self.latent_size, self.hop, self.input_channels = latent_size, hop, n_mels
+        self.offset = offset  # log-mels sit far below zero; centring them makes the start of training easier
+
+    def _encode(self, x: torch.Tensor) -> Posterior:
+        return split_posterior(self.encoder(x - self.offset))
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z) + self.offset
+
+
+def build_mel(recipe: Recipe) -> VAE:
+    """The log-mel model of a recipe's model section."""
+    config, representation = recipe.model, recipe.data.representation
+    n_mels = representation.channels
+    return MelVAE(ConvEncoder(n_mels, config), ConvDecoder(n_mels, config), config.latent_size,
+                  config.total_stride, n_mels, representation.pad_value)
+
+
+def check_mel(recipe: Recipe) -> None:
+    frames = recipe.training_samples // recipe.data.representation.samples_per_step
+    stride = recipe.model.total_stride
+    require(frames % stride == 0, "model.strides", f"product {stride} must divide the mel frames per segment ({frames})")
+
+
+FAMILY = Family("mel", MelModelConfig, build_mel, "mel", check_mel)
