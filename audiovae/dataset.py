@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -28,6 +29,29 @@ class PreparedDataset:
     @property
     def sample_rate(self) -> int:
         return int(self.manifest["settings"]["sample_rate"])
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a run trained on, as stored in its checkpoints: settings, split shapes, and a hash of the
+        source files (name, content hash, split, segments). Re-preparing the same audio the same way gives
+        the same fingerprint; the creation time and audiovae version do not count."""
+        files = [[str(r.get("path")), r.get("sha256"), r.get("split"), r.get("segments")]
+                 for r in self.manifest.get("files", [])]
+        return {"settings": self.manifest.get("settings", {}),
+                "splits": {k: list(v["shape"]) for k, v in self.manifest["splits"].items()},
+                "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
+
+
+def dataset_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, in words (empty when they agree)."""
+    changes = [f"{key} {saved['settings'].get(key)!r} -> {current['settings'].get(key)!r}"
+               for key in sorted(set(saved["settings"]) | set(current["settings"]))
+               if saved["settings"].get(key) != current["settings"].get(key)]
+    changes += [f"{split} split {saved['splits'].get(split)} -> {current['splits'].get(split)} (segments, samples)"
+                for split in sorted(set(saved["splits"]) | set(current["splits"]))
+                if saved["splits"].get(split) != current["splits"].get(split)]
+    if saved["files_sha256"] != current["files_sha256"] and not changes:
+        changes.append("the source files or their contents")
+    return changes
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from torch import nn
 from audiovae.adversarial import Adversary
 from audiovae.checkpoint import load_checkpoint
 from audiovae.config import Recipe, dump_recipe, load_recipe, recipe_from_saved
-from audiovae.dataset import SegmentDataset, open_dataset
+from audiovae.dataset import PreparedDataset, SegmentDataset, dataset_changes, open_dataset
 from audiovae.errors import UserError
 from audiovae.fileio import write_atomic
 from audiovae.losses import LossResult, vae_loss
@@ -119,7 +119,9 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
     is_main = rank == 0
 
     # ---- data -----------------------------------------------------------------------------------------------
-    train_set, valid_batches = _datasets(recipe, recipe_path, is_main)
+    dataset = open_dataset(recipe.data.folder, recipe.data, recipe_path)
+    trained_on = dataset.fingerprint()  # stored in every checkpoint; a resume on other data is refused
+    train_set, valid_batches = _datasets(recipe, dataset, is_main)
     epochs = EpochBatches(len(train_set), cfg.batch_size, cfg.seed, rank, world)
 
     def batches(step: int) -> torch.utils.data.DataLoader:
@@ -147,6 +149,10 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         if recipe_from_saved(saved["recipe"]).model != recipe.model:
             raise UserError(f"{resume_from}: the recipe's model section changed since this run started; "
                             "resume with the original recipe or start a new run")
+        changes = dataset_changes(saved["dataset"], trained_on) if "dataset" in saved else []
+        if changes:
+            raise UserError(f"{recipe.data.folder}: the dataset changed since this run started ({'; '.join(changes)}); "
+                            "restore it, or train a new run on it without --resume")
         state.load_state_dict(saved, device, rank)
     if is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -168,8 +174,8 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
 
     hooks = Hooks(
         batches=batches, loss=vae_objective(recipe, net, device, state.adversary), validate=run_validation,
-        save=lambda name: state.save(run_dir / "checkpoints" / f"{name}.pt", device, {"recipe": recipe.to_dict()},
-                                     write=is_main),
+        save=lambda name: state.save(run_dir / "checkpoints" / f"{name}.pt", device,
+                                     {"recipe": recipe.to_dict(), "dataset": trained_on}, write=is_main),
         log=log.write,
         rates={"audio_seconds_per_second": recipe.training_samples * cfg.batch_size * world / recipe.data.sample_rate},
         failure_hint=f"lower train.learning_rate or check the data; the last good checkpoint is "
@@ -185,11 +191,10 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
     return TrainResult(run_dir, state.step, state.best_score, stopped)
 
 
-def _datasets(recipe: Recipe, recipe_path: str | None, is_main: bool
+def _datasets(recipe: Recipe, dataset: PreparedDataset, is_main: bool
               ) -> tuple[SegmentDataset, list[torch.Tensor]]:
     """(the train split with the recipe's crop and gain, fixed validation batches)."""
     cfg, representation = recipe.train, recipe.data.representation
-    dataset = open_dataset(recipe.data.folder, recipe.data, recipe_path)
     train_array, valid_array = dataset.arrays["train"], dataset.arrays["valid"]
     if len(train_array) == 0:
         raise UserError(f"{recipe.data.folder}: the train split is empty; prepare more audio")

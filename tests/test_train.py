@@ -334,3 +334,69 @@ def test_adversarial_stage_starts_at_its_step_is_checkpointed_and_resumes_exactl
     assert_same_run(resumed, whole)
     for key, value in state["adversary"]["discriminator"].items():
         assert torch.equal(checkpoint_of(resumed)["adversary"]["discriminator"][key], value), key
+
+
+# ---- the dataset under a run, and every rank's random state ----------------------------------------------------
+
+
+def test_resume_refuses_a_dataset_prepared_again_with_other_settings(tiny_dataset, tmp_path, write_tiny_recipe):
+    import shutil
+
+    from audiovae.config import DataConfig
+    from audiovae.prepare import prepare
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    recipe = write_tiny_recipe(tmp_path / "tiny.yaml", data)
+    train(recipe, overrides=("train.max_steps=2",), runs_root=tmp_path / "runs", progress=False)
+    manifest = json.loads((data / "manifest.json").read_text())
+    sources = [Path(p) for p in manifest["inputs"]]
+    # same sample rate and segment length (the recipe's check passes), other silence threshold and split
+    prepare(sources, data, DataConfig(folder=str(data), segment_samples=2048, valid_fraction=0.5,
+                                      silence_db=-30.0), workers=1, force=True, progress=False)
+    with pytest.raises(UserError) as error:
+        train(recipe, overrides=("train.max_steps=4",), resume=True, runs_root=tmp_path / "runs", progress=False)
+    message = str(error.value)
+    assert message.startswith(f"{data}: the dataset changed since this run started (")
+    assert "silence_db -60.0 -> -30.0" in message and "valid_fraction 0.34 -> 0.5" in message
+    assert checkpoint_of(tmp_path / "runs" / "tiny")["step"] == 2
+
+
+def test_resume_accepts_the_same_audio_prepared_again(tiny_dataset, tmp_path, write_tiny_recipe):
+    import shutil
+
+    from audiovae.config import DataConfig
+    from audiovae.prepare import prepare
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    recipe = write_tiny_recipe(tmp_path / "tiny.yaml", data)
+    train(recipe, overrides=("train.max_steps=2",), runs_root=tmp_path / "runs", progress=False)
+    sources = [Path(p) for p in json.loads((data / "manifest.json").read_text())["inputs"]]
+    prepare(sources, data, DataConfig(folder=str(data), segment_samples=2048, valid_fraction=0.34), workers=1,
+            force=True, progress=False)  # a new creation time, the same data
+    assert train(recipe, overrides=("train.max_steps=4",), resume=True, runs_root=tmp_path / "runs",
+                 progress=False).step == 4
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available")
+def test_resume_under_torchrun_restores_every_ranks_random_state(tiny_recipe, tmp_path):
+    """Each rank draws its own posterior noise; resuming rank 1 with rank 0's random state changes the run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(root: str, steps: int, *extra: str) -> None:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   "-m", "audiovae", "train", str(tiny_recipe), "--runs-root", str(tmp_path / root), "-q",
+                   "--set", f"train.max_steps={steps}", *extra]
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run("whole", 4)
+    run("halves", 2)
+    saved = checkpoint_of(tmp_path / "halves" / "tiny")
+    assert len(saved["rng_ranks"]) == 2 and not torch.equal(saved["rng_ranks"][0]["torch"],
+                                                            saved["rng_ranks"][1]["torch"])
+    run("halves", 4, "--resume")
+    assert_same_tensors(checkpoint_of(tmp_path / "halves" / "tiny")["model"],
+                        checkpoint_of(tmp_path / "whole" / "tiny")["model"])
