@@ -56,10 +56,10 @@ def _disk_full_message(path: Path, error: BaseException) -> str:
 def require_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
     """Raise UserError when the file system holding `folder` (or its nearest existing parent) has less than
     `needed_bytes` free: say how much `what` needs before any work starts."""
-    folder = Path(folder).absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    free = _free_bytes(folder)
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = _free_bytes(existing)
     if free is not None and needed_bytes > free:
         raise UserError(f"{folder}: {what} need {_size(needed_bytes)} but the disk has only {_size(free)} free")
 
