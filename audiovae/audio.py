@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +28,15 @@ class AudioReadError(Exception):
 
 
 def open_binary(path: str | os.PathLike):
-    """Open a file for reading through Python, so names that are not valid UTF-8 work with soundfile too."""
+    """Open a file for reading through Python, so names that are not valid UTF-8 work with soundfile too.
+
+    Only regular files (and folders, which fail to open with their own message): opening a named pipe
+    would wait forever for a writer, and a device such as /dev/urandom never ends.
+    """
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise OSError(errno.EINVAL, f"not a regular file but {kind}", os.fspath(path))
     return open(path, "rb")
 
 

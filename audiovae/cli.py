@@ -194,14 +194,24 @@ def _plot(paths_and_waves, sample_rate: int, inputs=None) -> list[Path]:
 @model_options
 def generate(out_dir, count, seconds, temperature, seed, batch_size, plot, run, checkpoint, device, force) -> None:
     """Decode samples of the prior into OUT_DIR/sample_000.wav ... and OUT_DIR/samples.json."""
+    import math
+
     from audiovae.audio import write_wav
-    from audiovae.fileio import write_json_atomic
+    from audiovae.fileio import require_free_space, write_json_atomic
 
     if count < 1 or batch_size < 1:
         raise UserError("-n and --batch-size must be positive")
     if temperature < 0:
         raise UserError("--temperature must be >= 0")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"--seconds must be a positive number of seconds (got {seconds})")
+    if plot:
+        from audiovae.plot import require_matplotlib
+
+        require_matplotlib()
     model = _load(run, checkpoint, device)
+    samples = model.recipe.data.segment_samples if seconds is None else round(seconds * model.sample_rate)
+    require_free_space(out_dir, count * samples * 2, f"{count} sounds of {samples / model.sample_rate:g} s")
     paths = _outputs(out_dir, [f"sample_{i:03d}.wav" for i in range(count)], force, (".png",) if plot else ())
     if (out_dir / "samples.json").exists() and not force:
         raise UserError(f"{out_dir / 'samples.json'}: already exists; pass --force to overwrite")
@@ -229,6 +239,10 @@ def reconstruct(inputs, out_dir, plot, run, checkpoint, device, force) -> None:
 
     With a model trained on other sounds, this is timbre transfer.
     """
+    if plot:
+        from audiovae.plot import require_matplotlib
+
+        require_matplotlib()
     model = _load(run, checkpoint, device)
     paths = _outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force, (".png",) if plot else ())
     done, failed = [], []

@@ -121,9 +121,7 @@ def open_dataset(folder: str | Path, data: DataConfig | None = None, recipe_path
     if data is not None:
         check_compatible(manifest, data, folder, recipe_path)
     arrays = {}
-    for split, info in manifest["splits"].items():
-        shape = tuple(info["shape"])
-        path = folder / info["file"]
+    for split, (path, shape) in _split_files(manifest, folder).items():
         expected = int(np.prod(shape)) * 4
         actual = path.stat().st_size if path.exists() else -1
         if actual != expected:
@@ -132,6 +130,20 @@ def open_dataset(folder: str | Path, data: DataConfig | None = None, recipe_path
         arrays[split] = (np.memmap(path, dtype=np.float32, mode="r", shape=shape) if shape[0]
                          else np.zeros(shape, np.float32))
     return PreparedDataset(folder, manifest, arrays)
+
+
+def _split_files(manifest: dict[str, Any], folder: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """split -> (array file, shape) from a manifest, refusing one that was edited or damaged into nonsense."""
+    try:
+        splits = {split: (str(info["file"]), tuple(info["shape"])) for split, info in manifest["splits"].items()}
+        valid = all(Path(name).name == name and all(type(n) is int and n >= 0 for n in shape) and shape
+                    for name, shape in splits.values())
+    except (KeyError, TypeError, AttributeError):
+        valid = False
+    if not valid:
+        raise UserError(f"{folder / 'manifest.json'}: damaged manifest (\"splits\" needs a file name and a shape "
+                        "of counts for each split); re-run `audiovae prepare` with --force")
+    return {split: (folder / name, shape) for split, (name, shape) in splits.items()}
 
 
 class SegmentDataset(torch.utils.data.Dataset):

@@ -46,14 +46,10 @@ class EvaluationResult:
 
 
 def held_out_files(manifest: dict[str, Any], split: str) -> list[Path]:
-    """Source paths of the manifest's files in `split`, in manifest order."""
-    inputs = [Path(p) for p in manifest.get("inputs", [])]
-    files = []
-    for record in manifest.get("files", []):
-        if record.get("split") == split:
-            root = inputs[record["input"]]
-            files.append(root if root.is_file() else root / record["path"])
-    return files
+    """Source paths of the manifest's files in `split`, in manifest order (names that are not UTF-8 too)."""
+    from audiovae.prepare import source_path
+
+    return [source_path(manifest, record) for record in manifest.get("files", []) if record.get("split") == split]
 
 
 def _mean(values: list[float]) -> float:

@@ -1,7 +1,8 @@
-"""Atomic file writing: a crash never leaves a half-written output behind."""
+"""Atomic file writing: a crash or a full disk never leaves a half-written output behind."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -11,6 +12,76 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from audiovae.errors import UserError
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# torch.save and ndarray.tofile report a failed write without its errno ("unexpected pos", "N requested and
+# M written"): when that happens with less than this much space left, the disk being full is the reason.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+class DiskFullError(UserError):
+    """A write failed because the file system is full (or the user's quota is used up)."""
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        stats = os.statvfs(directory)
+    except (AttributeError, OSError):  # no statvfs on Windows
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def is_disk_full(error: BaseException, directory: str | os.PathLike) -> bool:
+    """Whether `error`, raised while writing into `directory`, means the disk (or quota) is full."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, RuntimeError) or (isinstance(error, OSError) and error.errno is None):
+        free = _free_bytes(Path(directory))
+        return free is not None and free < NEARLY_FULL_BYTES
+    return False
+
+
+def _disk_full_message(path: Path, error: BaseException) -> str:
+    reason = (error.strerror if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS and error.strerror
+              else "No space left on device")
+    return (f"{path}: the disk is full ({reason}); nothing was written and any previous {path.name} is unchanged; "
+            "free some space and run the command again")
+
+
+def require_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Raise UserError when the file system holding `folder` (or its nearest existing parent) has less than
+    `needed_bytes` free: say how much `what` needs before any work starts."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = _free_bytes(existing)
+    if free is not None and needed_bytes > free:
+        raise UserError(f"{folder}: {what} need {_size(needed_bytes)} but the disk has only {_size(free)} free")
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if count < 1000 or unit == "PB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} PB"
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder `path` goes into; a parent that is a file, or a read-only place, is a UserError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{path}: cannot write here: {path.parent} is a file, not a folder") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot create the folder {path.parent} ({error.strerror or error})") from None
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: cannot write here: {path.parent} is not a folder")
 
 
 def _current_umask() -> int:
@@ -42,8 +113,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On an exception the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _make_parent(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        if is_disk_full(error, path.parent):
+            raise DiskFullError(_disk_full_message(path, error)) from None
+        raise UserError(f"{path}: cannot write here ({error.strerror or error})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -53,6 +129,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except DiskFullError:
+        raise
+    except Exception as error:  # torch.save, soundfile and numpy each report a full disk differently
+        if is_disk_full(error, path.parent):
+            raise DiskFullError(_disk_full_message(path, error)) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -78,8 +160,13 @@ def atomic_directory(path: str | os.PathLike, force: bool = False) -> Iterator[P
     An existing `path` is replaced only with `force`; it stays untouched until the new one is complete.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    _make_parent(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as error:
+        if is_disk_full(error, path.parent):
+            raise DiskFullError(_disk_full_message(path, error)) from None
+        raise UserError(f"{path}: cannot write here ({error.strerror or error})") from None
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
@@ -93,6 +180,10 @@ def atomic_directory(path: str | os.PathLike, force: bool = False) -> Iterator[P
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except Exception as error:  # also a DiskFullError naming a file inside tmp: name the folder instead
+        if isinstance(error, DiskFullError) or is_disk_full(error, path.parent):
+            raise DiskFullError(_disk_full_message(path, error)) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

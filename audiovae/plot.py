@@ -10,6 +10,11 @@ from audiovae.errors import UserError
 from audiovae.fileio import write_atomic
 
 
+def require_matplotlib() -> None:
+    """Raise UserError now when --plot cannot work, before any sound is computed or written."""
+    _pyplot()
+
+
 def _pyplot():
     try:
         import matplotlib

@@ -39,7 +39,8 @@ from audiovae.audio import (
 )
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
-from audiovae.fileio import atomic_directory, file_sha256, write_json_atomic
+from audiovae.fileio import atomic_directory, file_sha256, is_disk_full, write_json_atomic
+from audiovae.threads import available_cpus
 
 DATASET_FORMAT = "audiovae-dataset"
 DATASET_VERSION = 1
@@ -72,6 +73,31 @@ class PrepareResult:
 def display(path: str | os.PathLike) -> str:
     """A printable form of any path, also one whose name is not valid UTF-8."""
     return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def _exact(path: str | os.PathLike) -> str | None:
+    """Hex of a path's bytes when `display` cannot show it losslessly (a name that is not valid UTF-8)."""
+    raw = os.fsencode(os.fspath(path))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.hex()
+    return None
+
+
+def _stored(text: str, exact: str | None) -> Path:
+    return Path(os.fsdecode(bytes.fromhex(exact))) if exact else Path(text)
+
+
+def source_path(manifest: dict[str, Any], record: dict[str, Any]) -> Path:
+    """The real path of a manifest record's source file (an input file, or a file under an input folder).
+
+    Names that are not valid UTF-8 are stored twice: `path` for people (with \\xNN escapes) and
+    `path_bytes` (hex of the name's bytes) for this function; manifests without `path_bytes` still read.
+    """
+    index = record["input"]
+    root = _stored(manifest["inputs"][index], (manifest.get("inputs_bytes") or {}).get(str(index)))
+    return root if root.is_file() else root / _stored(record["path"], record.get("path_bytes"))
 
 
 def find_audio(inputs: list[Path]) -> list[SourceFile]:
@@ -194,6 +220,8 @@ def process_file(task: tuple[SourceFile, DataConfig, str]) -> dict[str, Any]:
     except MemoryError:
         return {"skip": "too large to load into memory"}
     except Exception as error:  # noqa: BLE001 - any failure skips this file, with its reason
+        if is_disk_full(error, Path(part_path).parent):
+            raise  # not this file's fault: every later file would fail too, so stop the whole run
         return {"skip": f"unexpected error: {type(error).__name__}: {error}"}
 
 
@@ -303,7 +331,10 @@ def prepare(
     roots = [Path(p) for p in inputs]
     output = Path(output)
     _check_output(roots, output, force)
-    files = find_audio(roots)
+    files, repeated = _unique(find_audio(roots))
+    if repeated:
+        print(f"warning: {repeated} files were found twice (repeated or nested inputs); each is used once, "
+              "so no file lands in both train and valid", file=sys.stderr)
     if not files:
         raise UserError(f"no audio files ({', '.join(e[1:] for e in AUDIO_EXTENSIONS)}) found in "
                         f"{', '.join(display(r) for r in roots)}")
@@ -325,6 +356,8 @@ def prepare(
                 for source, split, task, result in zip(files, splits, tasks, _run(tasks, workers), strict=True):
                     bar.update(1)
                     where = {"input": source.input_index, "path": display(source.relative)}
+                    if (exact := _exact(source.relative)) is not None:
+                        where["path_bytes"] = exact
                     if "skip" in result:
                         skipped.append({**where, "reason": result["skip"]})
                         tqdm.write(f"warning: skipped {display(source.path)}: {result['skip']}", file=sys.stderr)
@@ -365,11 +398,18 @@ def _run(tasks: list[tuple], workers: int):
         yield from pool.imap(process_file, tasks, chunksize=1)
 
 
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+def _unique(files: list[SourceFile]) -> tuple[list[SourceFile], int]:
+    """The first of each set of found files that are one file on disk (same real path), and how many
+    repeats were dropped: `prepare a a` or `prepare data data/speech` would otherwise use a file twice,
+    possibly once in each split."""
+    seen: set[str] = set()
+    unique = []
+    for source in files:
+        key = os.path.realpath(source.path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(source)
+    return unique, len(files) - len(unique)
 
 
 def _manifest(roots, data: DataConfig, records, skipped, counts, seconds) -> dict[str, Any]:
@@ -382,6 +422,8 @@ def _manifest(roots, data: DataConfig, records, skipped, counts, seconds) -> dic
         "audiovae_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "inputs": [display(r.resolve()) for r in roots],
+        **({"inputs_bytes": exact} if (exact := {str(i): e for i, r in enumerate(roots)
+                                                 if (e := _exact(r.resolve())) is not None}) else {}),
         "settings": settings,
         "dtype": "float32",
         "item_shape": shape,

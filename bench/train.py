@@ -2,6 +2,10 @@
 peak memory. CPU always, CUDA (bf16 autocast) when present.
 
     python bench/train.py [--steps 20] [--recipes quickstart speech mel documents-example]
+                          [--threads N] [--background-load N]
+
+--background-load N runs N busy-looping processes during the measurement (another user's job on a shared
+machine) and stops them after; --threads sets torch's CPU threads (default: audiovae.threads.choose_threads).
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -16,6 +22,7 @@ import torch
 from audiovae.config import load_recipe
 from audiovae.losses import vae_loss
 from audiovae.models import build_model
+from audiovae.threads import apply_threads, choose_threads
 
 
 def batch_for(recipe, device):
@@ -63,13 +70,37 @@ def measure(recipe, device: torch.device, steps: int) -> dict:
             "audio_per_second": audio / seconds, "peak_mb": peak / 2**20}
 
 
+@contextlib.contextmanager
+def background_load(processes: int):
+    """Keep `processes` other CPU-bound processes running inside the block."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        time.sleep(0.5 if busy else 0.0)  # let them reach full speed before measuring
+        yield
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--recipes", nargs="+", default=["quickstart", "speech", "mel", "documents-example"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads. Default: the free cores (audiovae.threads.choose_threads).")
+    parser.add_argument("--background-load", type=int, default=0, metavar="N",
+                        help="Busy processes running during the measurement (a shared, loaded machine).")
     args = parser.parse_args()
+    with background_load(args.background_load):
+        apply_threads(choose_threads(args.threads))  # chosen under the load, as train would be
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    load = f" under {args.background_load} busy background processes" if args.background_load else ""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads{load}"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"))
     print("\n| recipe | family | device | params | batch x samples | steps/s | audio s / wall s | peak memory MB |")
     print("| --- | --- | --- | ---: | --- | ---: | ---: | ---: |")
