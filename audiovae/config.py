@@ -16,6 +16,7 @@ import yaml
 
 from audiovae.errors import UserError
 from audiovae.schema import ConfigError, build_dataclass, choice, require, to_plain
+from audiovae.yamlsafe import load_yaml
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes
+    num_threads: int | None = None  # torch threads; None: the cores other processes leave free (resume: the run's)
     gain_db: float = 0.0  # random gain in [-gain_db, +gain_db] dB per example; 0 disables
     crop_samples: int | None = None  # random crop of this length from each training segment
     device: str = "auto"  # auto | cpu | cuda
@@ -193,6 +195,7 @@ class TrainConfig:
         for name in ("valid_every", "valid_batches", "checkpoint_every", "log_every"):
             require(getattr(self, name) >= 1, name, "must be positive")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")
+        require(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be positive (or null)")
         require(self.gain_db >= 0, "gain_db", "must be >= 0")
         require(self.crop_samples is None or self.crop_samples >= 64, "crop_samples", "must be at least 64")
         choice("device", self.device, ("auto", "cpu", "cuda"))
@@ -331,13 +334,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise UserError(f"{path}: recipe not found (the shipped ones are in recipes/)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read recipe ({error})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    raw = load_yaml(text, path)  # a repeated key is an error naming both lines, not silently the last
     try:
         if overrides and isinstance(raw, dict | None):
             raw = apply_overrides(raw, overrides)

@@ -14,7 +14,7 @@ import torch
 
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
-from audiovae.prepare import DATASET_FORMAT, DATASET_VERSION
+from audiovae.manifest import DATASET_FORMAT, DATASET_VERSION
 from audiovae.representation import Representation
 
 

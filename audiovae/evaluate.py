@@ -47,7 +47,7 @@ class EvaluationResult:
 
 def held_out_files(manifest: dict[str, Any], split: str) -> list[Path]:
     """Source paths of the manifest's files in `split`, in manifest order (names that are not UTF-8 too)."""
-    from audiovae.prepare import source_path
+    from audiovae.manifest import source_path
 
     return [source_path(manifest, record) for record in manifest.get("files", []) if record.get("split") == split]
 

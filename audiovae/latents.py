@@ -55,5 +55,10 @@ def load_latents(path: str | os.PathLike, model: Model) -> Latents:
     if frame_samples != model.frame_samples:
         raise UserError(f"{path}: encoded with {frame_samples} samples per frame; this model uses "
                         f"{model.frame_samples} (decode with the model that encoded it)")
+    if not np.issubdtype(values.dtype, np.floating) and not np.issubdtype(values.dtype, np.integer):
+        raise UserError(f"{path}: latents of dtype {values.dtype} are not real numbers")
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise UserError(f"{path}: {bad} of the latent values are NaN or infinite; re-encode the source file")
     samples = int(header.get("samples", values.shape[1] * model.frame_samples))
     return Latents(values.astype(np.float32), samples, float(header.get("gain", 1.0)))

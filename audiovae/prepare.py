@@ -13,8 +13,6 @@ of workers. Everything is built in a temporary folder and renamed into place at 
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import hashlib
 import math
 import multiprocessing
@@ -27,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from audiovae import __version__
 from audiovae.audio import (
     AUDIO_EXTENSIONS,
     AudioReadError,
@@ -40,11 +37,9 @@ from audiovae.audio import (
 from audiovae.config import DataConfig
 from audiovae.errors import UserError
 from audiovae.fileio import atomic_directory, file_sha256, is_disk_full, write_json_atomic
+from audiovae.manifest import SPLITS, build_manifest, display, exact_bytes
 from audiovae.threads import available_cpus
 
-DATASET_FORMAT = "audiovae-dataset"
-DATASET_VERSION = 1
-SPLITS = ("train", "valid")
 STREAM_SECONDS = 600.0  # longer files are read twice in blocks instead of held in memory
 BLOCK_SECONDS = 30.0
 
@@ -68,36 +63,6 @@ class PrepareResult:
     hours: float
     segments: dict[str, int]
     manifest: dict[str, Any]
-
-
-def display(path: str | os.PathLike) -> str:
-    """A printable form of any path, also one whose name is not valid UTF-8."""
-    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
-
-
-def _exact(path: str | os.PathLike) -> str | None:
-    """Hex of a path's bytes when `display` cannot show it losslessly (a name that is not valid UTF-8)."""
-    raw = os.fsencode(os.fspath(path))
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.hex()
-    return None
-
-
-def _stored(text: str, exact: str | None) -> Path:
-    return Path(os.fsdecode(bytes.fromhex(exact))) if exact else Path(text)
-
-
-def source_path(manifest: dict[str, Any], record: dict[str, Any]) -> Path:
-    """The real path of a manifest record's source file (an input file, or a file under an input folder).
-
-    Names that are not valid UTF-8 are stored twice: `path` for people (with \\xNN escapes) and
-    `path_bytes` (hex of the name's bytes) for this function; manifests without `path_bytes` still read.
-    """
-    index = record["input"]
-    root = _stored(manifest["inputs"][index], (manifest.get("inputs_bytes") or {}).get(str(index)))
-    return root if root.is_file() else root / _stored(record["path"], record.get("path_bytes"))
 
 
 def find_audio(inputs: list[Path]) -> list[SourceFile]:
@@ -356,7 +321,7 @@ def prepare(
                 for source, split, task, result in zip(files, splits, tasks, _run(tasks, workers), strict=True):
                     bar.update(1)
                     where = {"input": source.input_index, "path": display(source.relative)}
-                    if (exact := _exact(source.relative)) is not None:
+                    if (exact := exact_bytes(source.relative)) is not None:
                         where["path_bytes"] = exact
                     if "skip" in result:
                         skipped.append({**where, "reason": result["skip"]})
@@ -380,7 +345,7 @@ def prepare(
                     f"no usable audio in {', '.join(display(r) for r in roots)}: all {len(files)} files were "
                     "skipped (reasons above)"
                 )
-            manifest = _manifest(roots, data, records, skipped, counts, seconds)
+            manifest = build_manifest(roots, data, records, skipped, counts, seconds)
             write_json_atomic(tmp / "manifest.json", manifest)
     except FileExistsError:
         raise UserError(f"{display(output)}: already exists; pass --force to replace it") from None
@@ -410,30 +375,3 @@ def _unique(files: list[SourceFile]) -> tuple[list[SourceFile], int]:
             seen.add(key)
             unique.append(source)
     return unique, len(files) - len(unique)
-
-
-def _manifest(roots, data: DataConfig, records, skipped, counts, seconds) -> dict[str, Any]:
-    settings = dataclasses.asdict(data)
-    settings.pop("folder")
-    shape = list(data.item_shape)
-    return {
-        "format": DATASET_FORMAT,
-        "format_version": DATASET_VERSION,
-        "audiovae_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": [display(r.resolve()) for r in roots],
-        **({"inputs_bytes": exact} if (exact := {str(i): e for i, r in enumerate(roots)
-                                                 if (e := _exact(r.resolve())) is not None}) else {}),
-        "settings": settings,
-        "dtype": "float32",
-        "item_shape": shape,
-        "splits": {split: {"file": f"{split}.f32", "shape": [counts[split], *shape]} for split in SPLITS},
-        "totals": {
-            "files": len(records),
-            "skipped": len(skipped),
-            "hours": round(seconds / 3600, 6),
-            "segments": dict(counts),
-        },
-        "files": records,
-        "skipped": skipped,
-    }

@@ -7,6 +7,7 @@ Under `torchrun` the same loop runs data-parallel; rank 0 alone writes logs and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -24,8 +25,10 @@ from audiovae.errors import UserError
 from audiovae.fileio import write_atomic
 from audiovae.losses import LossResult, vae_loss
 from audiovae.models import VAE, build_model
+from audiovae.runlock import RunLock
 from audiovae.runlog import RunLog
 from audiovae.runs import DEFAULT_RUNS, latest_run_of, new_run_dir, newest_checkpoint
+from audiovae.threads import apply_threads, choose_threads
 from audiovae.trainer import EMA, EpochBatches, Hooks, TrainState, autocast_for, select_device, train_loop
 
 __all__ = ["TrainResult", "select_device", "train", "validate", "vae_objective"]
@@ -138,57 +141,65 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         shared = [str(run_dir) if run_dir else None, str(resume_from) if resume_from else None]
         torch.distributed.broadcast_object_list(shared, src=0)
         run_dir, resume_from = Path(shared[0]), Path(shared[1]) if shared[1] else None
-    torch.manual_seed(cfg.seed + rank)
-    model = build_model(recipe).to(device)
-    optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    state = TrainState(model, optimizer_class(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay),
-                       ema=EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
-                       adversary=Adversary(recipe.adversarial, device) if recipe.adversarial.enabled else None)
-    if resume_from is not None:
-        saved = load_checkpoint(resume_from, map_location=device)
-        if recipe_from_saved(saved["recipe"]).model != recipe.model:
-            raise UserError(f"{resume_from}: the recipe's model section changed since this run started; "
-                            "resume with the original recipe or start a new run")
-        changes = dataset_changes(saved["dataset"], trained_on) if "dataset" in saved else []
-        if changes:
-            raise UserError(f"{recipe.data.folder}: the dataset changed since this run started ({'; '.join(changes)}); "
-                            "restore it, or train a new run on it without --resume")
-        state.load_state_dict(saved, device, rank)
-    if is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a run killed mid-write
-            stale.unlink()
-        write_atomic(run_dir / "recipe.yaml", lambda tmp: tmp.write_text(dump_recipe(recipe)))
-    net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    saved = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
+    # the free cores, or the run's own count on resume: another count sums floats in another order
+    threads = cfg.num_threads or (saved or {}).get("num_threads") or max(
+        1, choose_threads(None) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    apply_threads(threads)
+    if is_main and progress:
+        print(f"training on {device} with {threads} thread{'s' * (threads > 1)}", file=sys.stderr)
+    with RunLock(run_dir) if is_main else contextlib.nullcontext():  # one trainer per run folder
+        torch.manual_seed(cfg.seed + rank)
+        model = build_model(recipe).to(device)
+        optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        state = TrainState(model, optimizer_class(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay),
+                           ema=EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+                           adversary=Adversary(recipe.adversarial, device) if recipe.adversarial.enabled else None)
+        if saved is not None:
+            if recipe_from_saved(saved["recipe"]).model != recipe.model:
+                raise UserError(f"{resume_from}: the recipe's model section changed since this run started; "
+                                "resume with the original recipe or start a new run")
+            changes = dataset_changes(saved["dataset"], trained_on) if "dataset" in saved else []
+            if changes:
+                raise UserError(f"{recipe.data.folder}: the dataset changed since this run started ({'; '.join(changes)}); "
+                                "restore it, or train a new run on it without --resume")
+            state.load_state_dict(saved, device, rank)
+        if is_main:
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a run killed mid-write
+                stale.unlink()
+            write_atomic(run_dir / "recipe.yaml", lambda tmp: tmp.write_text(dump_recipe(recipe)))
+        net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
 
-    # ---- the loop -------------------------------------------------------------------------------------------
-    log = RunLog(run_dir, is_main, state.step if resume_from else None)
+        # ---- the loop -------------------------------------------------------------------------------------------
+        log = RunLog(run_dir, is_main, state.step if resume_from else None)
 
-    def run_validation(state: TrainState) -> dict[str, float]:
-        evaluated = state.eval_model()
-        scores = validate(evaluated, valid_batches, recipe, state.step, device)
-        log.listen(evaluated, valid_batches[0][0], state.step, recipe, cfg.seed)
-        return scores
+        def run_validation(state: TrainState) -> dict[str, float]:
+            evaluated = state.eval_model()
+            scores = validate(evaluated, valid_batches, recipe, state.step, device)
+            log.listen(evaluated, valid_batches[0][0], state.step, recipe, cfg.seed)
+            return scores
 
-    hooks = Hooks(
-        batches=batches, loss=vae_objective(recipe, net, device, state.adversary), validate=run_validation,
-        save=lambda name: state.save(run_dir / "checkpoints" / f"{name}.pt", device,
-                                     {"recipe": recipe.to_dict(), "dataset": trained_on}, write=is_main),
-        log=log.write,
-        rates={"audio_seconds_per_second": recipe.training_samples * cfg.batch_size * world / recipe.data.sample_rate},
-        failure_hint=f"lower train.learning_rate or check the data; the last good checkpoint is "
-                     f"{run_dir / 'checkpoints' / 'last.pt'}",
-    )
-    stopped = train_loop(state, cfg, hooks, f"train {recipe.name}", progress and is_main, announce=is_main)
-    if distributed:
-        _record_rank_checksums(model, log, state.step)
-    log.close()
-    if is_main and stopped == "interrupted":
-        print(f"interrupted at step {state.step}; checkpoint saved. Resume with: audiovae train "
-              f"{recipe_path or recipe.name} --resume", file=sys.stderr)
-    return TrainResult(run_dir, state.step, state.best_score, stopped)
+        hooks = Hooks(
+            batches=batches, loss=vae_objective(recipe, net, device, state.adversary), validate=run_validation,
+            save=lambda name: state.save(run_dir / "checkpoints" / f"{name}.pt", device,
+                                         {"recipe": recipe.to_dict(), "dataset": trained_on,
+                                          "num_threads": threads}, write=is_main),
+            log=log.write,
+            rates={"audio_seconds_per_second": recipe.training_samples * cfg.batch_size * world / recipe.data.sample_rate},
+            failure_hint=f"lower train.learning_rate or check the data; the last good checkpoint is "
+                         f"{run_dir / 'checkpoints' / 'last.pt'}",
+        )
+        stopped = train_loop(state, cfg, hooks, f"train {recipe.name}", progress and is_main, announce=is_main)
+        if distributed:
+            _record_rank_checksums(model, log, state.step)
+        log.close()
+        if is_main and stopped == "interrupted":
+            print(f"interrupted at step {state.step}; checkpoint saved. Resume with: audiovae train "
+                  f"{recipe_path or recipe.name} --resume", file=sys.stderr)
+        return TrainResult(run_dir, state.step, state.best_score, stopped)
 
 
 def _datasets(recipe: Recipe, dataset: PreparedDataset, is_main: bool

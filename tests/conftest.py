@@ -120,7 +120,7 @@ def write_tiny_recipe(path: Path, data_folder: Path, bands: int = 4, sample_rate
     import yaml
 
     settings = {"optimizer": "adamw", "learning_rate": 0.002, "batch_size": 4, "max_steps": 4,
-                "valid_every": 2, "valid_batches": 2, "checkpoint_every": 2, "log_every": 1, "seed": 0,
+                "valid_every": 2, "valid_batches": 2, "checkpoint_every": 2, "log_every": 1, "seed": 0, "num_threads": 1,
                 "device": "cpu", **train}
     recipe = {
         "data": {"folder": str(data_folder), "sample_rate": sample_rate, "features": "wave",
