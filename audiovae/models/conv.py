@@ -11,6 +11,7 @@ from torch import nn
 
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
 from audiovae.nn.blocks import DecoderBlock, EncoderBlock, activation, wn_conv1d
+from audiovae.nn.istft import ISTFTDecoder
 from audiovae.nn.pqmf import PQMF
 from audiovae.schema import choice, require
 
@@ -31,6 +32,8 @@ class ConvModelConfig:
     kernel_size: int = 7
     activation: str = "snake"  # snake | leaky_relu
     bands: int = 1  # PQMF sub-bands for waveform models (1: off); the convolutions run at a bands x lower rate
+    decoder: str = "conv"  # conv: the encoder's mirror; istft: convolutions at the frame rate + inverse STFT
+    decoder_channels: int | None = None  # width of the istft decoder; None: max_channels
 
     def __post_init__(self):
         require(self.channels >= 1, "channels", "must be positive")
@@ -41,6 +44,8 @@ class ConvModelConfig:
         require(self.residual_layers >= 0, "residual_layers", "must be >= 0")
         require(self.kernel_size % 2 == 1 and self.kernel_size >= 1, "kernel_size", "must be odd and positive")
         choice("activation", self.activation, ("snake", "leaky_relu"))
+        choice("decoder", self.decoder, ("conv", "istft"))
+        require(self.decoder_channels is None or self.decoder_channels >= 1, "decoder_channels", "must be positive")
         require(self.bands >= 1 and (self.bands & (self.bands - 1)) == 0, "bands", "must be a power of two")
 
     @property
@@ -98,7 +103,7 @@ class ConvVAE(VAE):
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         y = self.decoder(z)
-        if self.pqmf is not None:
+        if self.pqmf is not None and not isinstance(self.decoder, ISTFTDecoder):  # that one makes the waveform
             y = self.pqmf.synthesis(y)
         return torch.tanh(y)
 
@@ -108,7 +113,12 @@ def build_conv(recipe: Recipe) -> VAE:
     config = recipe.model
     pqmf = PQMF(config.bands) if config.bands > 1 else None
     encoder = ConvEncoder(config.bands, config)
-    decoder = ConvDecoder(config.bands, config)
+    if config.decoder == "istft":
+        decoder = ISTFTDecoder(config.latent_size, config.decoder_channels or config.max_channels,
+                               config.total_stride, len(config.strides), config.residual_layers, config.kernel_size,
+                               config.activation)
+    else:
+        decoder = ConvDecoder(config.bands, config)
     return ConvVAE(encoder, decoder, config.latent_size, config.total_stride, pqmf)
 
 
