@@ -124,6 +124,7 @@ class ConvModelConfig:
     kernel_size: int = 7
     activation: str = "snake"  # snake | leaky_relu
     bands: int = 1  # PQMF sub-bands for waveform models (1: off); the convolutions run bands x slower
+    causal: bool = False  # left padding only: the model streams block by block (docs/realtime.md)
 
     def __post_init__(self):
         _require(self.channels >= 1, "channels", "must be positive")
