@@ -276,3 +276,118 @@ class OnnxRunner:
         feed = dict(zip(self.inputs, [np.ascontiguousarray(block, np.float32), *self.state], strict=True))
         output, *self.state = self.session.run(None, feed)
         return output
+
+
+# ---- running an export block by block, as a live host would ---------------------------------------------------
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The card of an export folder, checked: this format, a version this audiovae reads."""
+    path = Path(folder) / "card.json"
+    if not path.is_file():
+        raise UserError(f"{folder}: no card.json (is it a folder written by `audiovae export`? export again)")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable card ({error}); export again") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise UserError(f"{path}: not an audiovae export card; export again with `audiovae export`")
+    if not isinstance(card.get("version"), int) or card["version"] > FORMAT_VERSION:
+        raise UserError(f"{path}: written by a newer audiovae (format version {card.get('version')}, this one "
+                        f"reads {FORMAT_VERSION}); upgrade audiovae or export again")
+    return card
+
+
+def check_block(card: dict[str, Any], block: int) -> None:
+    """UserError unless the exported model streams and `block` is a multiple of its hop."""
+    if not card["streams"]:
+        raise UserError("this model cannot stream (it is not causal): train with model.causal: true")
+    hop = card["hop_samples"]
+    if block < hop or block % hop:
+        sizes = ", ".join(str(hop * k) for k in range(1, 5))
+        raise UserError(f"--block {block} is not a multiple of the hop ({hop} samples): use {sizes}, ...")
+
+
+def open_engine(folder: str | Path, engine: str = "torchscript"):
+    """A callable block (1, 1, n) float32 -> output block, keeping the stream's state between calls."""
+    folder = Path(folder)
+    if engine == "onnx":
+        return OnnxRunner(folder / "forward.onnx", threads=torch.get_num_threads())
+    module = torch.jit.load(str(folder / "model.ts"))
+
+    def run(block: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(block)).numpy()
+
+    return run
+
+
+@dataclass
+class StreamReport:
+    """Timing of one file streamed block by block: each block's compute time against its deadline."""
+
+    block_samples: int
+    sample_rate: int
+    latency_samples: int  # the model's delay, on top of one block of buffering
+    block_seconds: list[float]
+    engine: str
+
+    @property
+    def deadline_seconds(self) -> float:
+        return self.block_samples / self.sample_rate
+
+    @property
+    def misses(self) -> int:
+        return sum(t > self.deadline_seconds for t in self.block_seconds)
+
+    @property
+    def total_latency_ms(self) -> float:
+        return 1000 * (self.block_samples + self.latency_samples) / self.sample_rate
+
+    @property
+    def real_time_factor(self) -> float:
+        """Audio seconds processed per compute second."""
+        return len(self.block_seconds) * self.deadline_seconds / max(sum(self.block_seconds), 1e-12)
+
+    def summary(self) -> str:
+        ms = [1000 * t for t in self.block_seconds]
+        return (f"latency: {self.block_samples} (block) + {self.latency_samples} (model) samples = "
+                f"{self.total_latency_ms:.1f} ms at {self.sample_rate} Hz\n"
+                f"{len(ms)} blocks ({self.engine}), deadline {1000 * self.deadline_seconds:.2f} ms: "
+                f"mean {np.mean(ms):.3f} ms, max {np.max(ms):.3f} ms, {self.misses} missed; "
+                f"{self.real_time_factor:.1f}x real time")
+
+
+def stream_file(source: str | Path, destination: str | Path, folder: str | Path, block: int,
+                engine: str = "torchscript") -> StreamReport:
+    """Stream an audio file through an export in blocks of `block` samples into a 16-bit WAV.
+
+    The output lines up with the input (the model's latency is dropped from its start and the input padded
+    with that much silence at the end), so it equals the offline reconstruction of the causal model.
+    """
+    import sys
+    import time
+
+    from audiovae.audio import AudioReadError, read_audio, resample, write_wav
+
+    card = read_card(folder)
+    check_block(card, block)
+    rate, latency = card["sample_rate"], card["latency_samples"]
+    try:
+        wave, source_rate = read_audio(source)
+    except AudioReadError as error:
+        raise UserError(f"{source}: {error}") from None
+    if source_rate != rate:
+        print(f"{source}: resampled from {source_rate} Hz to the model's {rate} Hz", file=sys.stderr)
+        wave = resample(wave, source_rate, rate)
+    length = len(wave)
+    total = -(-(length + latency) // block) * block
+    padded = np.zeros((1, 1, total), np.float32)
+    padded[0, 0, :length] = wave
+    run, times, pieces = open_engine(folder, engine), [], []
+    for start in range(0, total, block):
+        begin = time.perf_counter()
+        pieces.append(run(padded[..., start : start + block]))
+        times.append(time.perf_counter() - begin)
+    out = np.concatenate(pieces, axis=-1)[0, 0, latency : latency + length]
+    write_wav(destination, out, rate)
+    return StreamReport(block, rate, latency, times, engine)
