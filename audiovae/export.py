@@ -308,17 +308,25 @@ def check_block(card: dict[str, Any], block: int) -> None:
 
 
 def open_engine(folder: str | Path, engine: str = "torchscript"):
-    """A callable block (1, 1, n) float32 -> output block, keeping the stream's state between calls."""
+    """A callable block (1, 1, n) float32 -> output block with `reset()`, keeping the state between calls."""
     folder = Path(folder)
     if engine == "onnx":
         return OnnxRunner(folder / "forward.onnx", threads=torch.get_num_threads())
-    module = torch.jit.load(str(folder / "model.ts"))
+    return ScriptRunner(folder / "model.ts")
 
-    def run(block: np.ndarray) -> np.ndarray:
+
+class ScriptRunner:
+    """The TorchScript export's forward on numpy blocks."""
+
+    def __init__(self, path: str | Path):
+        self.module = torch.jit.load(str(path))
+
+    def reset(self) -> None:
+        self.module.reset()
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(block)).numpy()
-
-    return run
+            return self.module(torch.from_numpy(block)).numpy()
 
 
 @dataclass
