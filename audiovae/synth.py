@@ -78,7 +78,8 @@ class Model:
 
     # ---- core ---------------------------------------------------------------------------------------------
     def _frames_for(self, samples: int) -> int:
-        return max(1, math.ceil(samples / self.frame_samples))
+        """Latent frames for `samples` waveform samples (a causal model's latency included)."""
+        return max(1, self.net.latent_frames(math.ceil(samples / self.representation.samples_per_step)))
 
     def _to_features(self, wave: np.ndarray) -> torch.Tensor:
         """(samples,) -> model input (1, channels, steps)."""

@@ -32,6 +32,7 @@ class ConvModelConfig:
     kernel_size: int = 7
     activation: str = "snake"  # snake | leaky_relu
     bands: int = 1  # PQMF sub-bands for waveform models (1: off); the convolutions run at a bands x lower rate
+    causal: bool = False  # left padding only: the model streams block by block (docs/realtime.md)
     decoder: str = "conv"  # conv: the encoder's mirror; istft: convolutions at the frame rate + inverse STFT
     decoder_channels: int | None = None  # width of the istft decoder; None: max_channels
 
@@ -46,6 +47,8 @@ class ConvModelConfig:
         choice("activation", self.activation, ("snake", "leaky_relu"))
         choice("decoder", self.decoder, ("conv", "istft"))
         require(self.decoder_channels is None or self.decoder_channels >= 1, "decoder_channels", "must be positive")
+        require(not (self.causal and self.decoder == "istft"), "decoder",
+                "the istft decoder does not stream yet; use decoder: conv with causal: true")
         require(self.bands >= 1 and (self.bands & (self.bands - 1)) == 0, "bands", "must be a power of two")
 
     @property
@@ -67,11 +70,11 @@ class ConvEncoder(nn.Sequential):
 
     def __init__(self, in_channels: int, config: ConvModelConfig):
         widths = _widths(config)
-        k, act, layers = config.kernel_size, config.activation, config.residual_layers
-        blocks = [wn_conv1d(in_channels, widths[0], k)]
+        k, act, layers, causal = config.kernel_size, config.activation, config.residual_layers, config.causal
+        blocks = [wn_conv1d(in_channels, widths[0], k, causal=causal)]
         for i, stride in enumerate(config.strides):
-            blocks.append(EncoderBlock(widths[i], widths[i + 1], stride, layers, k, act))
-        blocks += [activation(act, widths[-1]), wn_conv1d(widths[-1], 2 * config.latent_size, 3)]
+            blocks.append(EncoderBlock(widths[i], widths[i + 1], stride, layers, k, act, causal))
+        blocks += [activation(act, widths[-1]), wn_conv1d(widths[-1], 2 * config.latent_size, 3, causal=causal)]
         super().__init__(*blocks)
 
 
@@ -80,21 +83,41 @@ class ConvDecoder(nn.Sequential):
 
     def __init__(self, out_channels: int, config: ConvModelConfig):
         widths = _widths(config)[::-1]
-        k, act, layers = config.kernel_size, config.activation, config.residual_layers
-        blocks = [wn_conv1d(config.latent_size, widths[0], k)]
+        k, act, layers, causal = config.kernel_size, config.activation, config.residual_layers, config.causal
+        blocks = [wn_conv1d(config.latent_size, widths[0], k, causal=causal)]
         for i, stride in enumerate(reversed(config.strides)):
-            blocks.append(DecoderBlock(widths[i], widths[i + 1], stride, layers, k, act))
-        blocks += [activation(act, widths[-1]), wn_conv1d(widths[-1], out_channels, k)]
+            blocks.append(DecoderBlock(widths[i], widths[i + 1], stride, layers, k, act, causal))
+        blocks += [activation(act, widths[-1]), wn_conv1d(widths[-1], out_channels, k, causal=causal)]
         super().__init__(*blocks)
 
 
 class ConvVAE(VAE):
-    """Waveform VAE, optionally on PQMF sub-bands. Input and output: (batch, 1, samples), in [-1, 1]."""
+    """Waveform VAE, optionally on PQMF sub-bands. Input and output: (batch, 1, samples), in [-1, 1].
+
+    A causal model's PQMF pair delays the signal by `latency_samples`; encode pads that much on the right
+    and decode drops it on the left, so offline output lines up with the input (the streaming output of
+    audiovae.nn.streaming is this output `latency_samples` later).
+    """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, pqmf: PQMF | None = None):
         super().__init__()
         self.encoder, self.decoder, self.pqmf = encoder, decoder, pqmf
         self.latent_size, self.hop, self.input_channels = latent_size, hop, 1
+        self.latency_samples = pqmf.delay if pqmf is not None else 0
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        return super().pad(nn.functional.pad(x, (0, self.latency_samples)) if self.latency_samples else x)
+
+    def latent_frames(self, length: int) -> int:
+        return super().latent_frames(length + self.latency_samples)
+
+    def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        if not self.latency_samples:
+            return super().decode(z, length)
+        length = z.shape[-1] * self.hop if length is None else length
+        extra = -(-self.latency_samples // self.hop)  # zero frames that let the last samples come out
+        out = self._decode(nn.functional.pad(z, (0, extra)))
+        return out[..., self.latency_samples : self.latency_samples + length]
 
     def _encode(self, x: torch.Tensor) -> Posterior:
         if self.pqmf is not None:
@@ -111,7 +134,7 @@ class ConvVAE(VAE):
 def build_conv(recipe: Recipe) -> VAE:
     """The waveform model of a recipe's model section."""
     config = recipe.model
-    pqmf = PQMF(config.bands) if config.bands > 1 else None
+    pqmf = PQMF(config.bands, config.causal) if config.bands > 1 else None
     encoder = ConvEncoder(config.bands, config)
     if config.decoder == "istft":
         decoder = ISTFTDecoder(config.latent_size, config.decoder_channels or config.max_channels,

@@ -26,6 +26,8 @@ class MelModelConfig(ConvModelConfig):
     def __post_init__(self):
         super().__post_init__()
         require(self.bands == 1, "bands", "sub-bands apply to waveform models only")
+        require(not self.causal, "causal", "the mel family cannot stream (Griffin-Lim needs whole spectrograms); "
+                "use family conv for a realtime model")
 
 
 class MelVAE(VAE):

@@ -31,38 +31,77 @@ def activation(name: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")
 
 
+class CausalConv1d(nn.Conv1d):
+    """Conv1d that pads `left_padding` zeros on the left only, so output t never sees input after t.
+
+    With kernel 2s and stride s the left padding is s: frame j reads inputs [(j-1)s, (j+1)s), its own
+    block and the one before, and the output has L / s frames. Same parameters as nn.Conv1d.
+    """
+
+    def __init__(self, *args, left_padding: int = 0, **kwargs):
+        super().__init__(*args, padding=0, **kwargs)
+        self.left_padding = left_padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.pad(x, (self.left_padding, 0)))
+
+
+class CausalConvTranspose1d(nn.ConvTranspose1d):
+    """ConvTranspose1d with kernel 2s, stride s, no padding, its last s samples dropped: L -> L * s.
+
+    Output block j (samples [js, (j+1)s)) reads input frames j and j - 1 only:
+
+        frame j-1  |== taps s..2s-1 ==|
+        frame j    |== taps 0..s-1  ==|== taps s..2s-1 ==|  <- this half is the tail that the next block adds
+                   ^ js               ^ (j+1)s
+    """
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        return super().forward(x)[..., : x.shape[-1] * self.stride[0]]
+
+
 def wn_conv1d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-              padding: int | None = None) -> nn.Module:
-    """Weight-normalized Conv1d; default padding keeps the length ('same') for odd kernels at stride 1."""
+              padding: int | None = None, causal: bool = False) -> nn.Module:
+    """Weight-normalized Conv1d; default padding keeps the length ('same') for odd kernels at stride 1.
+
+    causal: pad dilation * (kernel_size - 1) on the left only (kernel_size - stride for strided convs).
+    """
+    if causal:
+        left = dilation * (kernel_size - 1) - (stride - 1) if stride > 1 else dilation * (kernel_size - 1)
+        return weight_norm(CausalConv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation,
+                                        left_padding=left))
     if padding is None:
         padding = dilation * (kernel_size - 1) // 2
     return weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, stride, padding, dilation))
 
 
-def wn_conv_transpose1d(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+def wn_conv_transpose1d(in_channels: int, out_channels: int, stride: int, causal: bool = False) -> nn.Module:
     """Weight-normalized ConvTranspose1d that multiplies the length by exactly `stride`.
 
     Kernel 2*stride; padding ceil(stride/2) and output_padding stride % 2 give
     L_out = (L - 1) * stride - 2 * ceil(stride / 2) + 2 * stride + stride % 2 = L * stride.
+    causal: no padding, the last `stride` samples dropped (see CausalConvTranspose1d).
     """
+    if causal:
+        return weight_norm(CausalConvTranspose1d(in_channels, out_channels, 2 * stride, stride))
     padding = (stride + 1) // 2
     return weight_norm(nn.ConvTranspose1d(in_channels, out_channels, 2 * stride, stride, padding,
                                           output_padding=stride % 2))
 
 
-def strided_conv1d(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+def strided_conv1d(in_channels: int, out_channels: int, stride: int, causal: bool = False) -> nn.Module:
     """Weight-normalized Conv1d that divides a length that is a multiple of `stride` exactly by `stride`."""
-    return wn_conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=(stride + 1) // 2)
+    return wn_conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=(stride + 1) // 2, causal=causal)
 
 
 class ResidualUnit(nn.Module):
     """act -> dilated conv -> act -> 1x1 conv, added to the input. Keeps (batch, channels, time)."""
 
-    def __init__(self, channels: int, dilation: int, kernel_size: int, act: str):
+    def __init__(self, channels: int, dilation: int, kernel_size: int, act: str, causal: bool = False):
         super().__init__()
         self.block = nn.Sequential(
             activation(act, channels),
-            wn_conv1d(channels, channels, kernel_size, dilation=dilation),
+            wn_conv1d(channels, channels, kernel_size, dilation=dilation, causal=causal),
             activation(act, channels),
             wn_conv1d(channels, channels, 1),
         )
@@ -71,29 +110,32 @@ class ResidualUnit(nn.Module):
         return x + self.block(x)
 
 
-def residual_stack(channels: int, layers: int, kernel_size: int, act: str) -> list[nn.Module]:
+def residual_stack(channels: int, layers: int, kernel_size: int, act: str, causal: bool = False) -> list[nn.Module]:
     """`layers` residual units with dilations 1, 3, 9, ..."""
-    return [ResidualUnit(channels, 3**i, kernel_size, act) for i in range(layers)]
+    return [ResidualUnit(channels, 3**i, kernel_size, act, causal) for i in range(layers)]
 
 
 class EncoderBlock(nn.Sequential):
     """Residual units at the input rate, then a strided conv: (B, C_in, T) -> (B, C_out, T / stride)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, layers: int, kernel_size: int, act: str):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, layers: int, kernel_size: int, act: str,
+                 causal: bool = False):
         super().__init__(
-            *residual_stack(in_channels, layers, kernel_size, act),
+            *residual_stack(in_channels, layers, kernel_size, act, causal),
             activation(act, in_channels),
-            strided_conv1d(in_channels, out_channels, stride) if stride > 1 else wn_conv1d(in_channels, out_channels, 1),
+            strided_conv1d(in_channels, out_channels, stride, causal) if stride > 1
+            else wn_conv1d(in_channels, out_channels, 1),
         )
 
 
 class DecoderBlock(nn.Sequential):
     """An upsampling transposed conv, then residual units: (B, C_in, T) -> (B, C_out, T * stride)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, layers: int, kernel_size: int, act: str):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, layers: int, kernel_size: int, act: str,
+                 causal: bool = False):
         super().__init__(
             activation(act, in_channels),
-            wn_conv_transpose1d(in_channels, out_channels, stride) if stride > 1
+            wn_conv_transpose1d(in_channels, out_channels, stride, causal) if stride > 1
             else wn_conv1d(in_channels, out_channels, 1),
-            *residual_stack(out_channels, layers, kernel_size, act),
+            *residual_stack(out_channels, layers, kernel_size, act, causal),
         )

@@ -47,23 +47,33 @@ def design_filters(bands: int, beta: float = 9.0) -> tuple[np.ndarray, np.ndarra
 
 
 class PQMF(nn.Module):
-    """analysis: (batch, 1, T) -> (batch, bands, T / bands); synthesis: the inverse. T must divide by bands."""
+    """analysis: (batch, 1, T) -> (batch, bands, T / bands); synthesis: the inverse. T must divide by bands.
 
-    def __init__(self, bands: int):
+    causal: the analysis pads `taps - bands` zeros on the left only (sub-band frame j reads samples up to
+    the end of its own block of `bands`), and the synthesis keeps the first T samples of the full transposed
+    convolution (no look-ahead). The pair then delays the signal by `delay` = taps - bands samples
+    (15 * bands - 1): the linear-phase filters' group delay, less the block the model reads at once.
+    """
+
+    def __init__(self, bands: int, causal: bool = False):
         super().__init__()
         analysis, synthesis = design_filters(bands)
-        self.bands = bands
-        self.padding = (analysis.shape[-1] - 1) // 2
+        self.bands, self.causal = bands, causal
+        self.taps = analysis.shape[-1]  # 16 * bands - 1
+        self.padding = (self.taps - 1) // 2
+        self.delay = self.taps - bands if causal else 0
         self.register_buffer("analysis_filter", torch.from_numpy(analysis).unsqueeze(1), persistent=False)
         # conv_transpose1d upsamples and filters in one step, never touching the zero-stuffed signal
         self.register_buffer("synthesis_filter", torch.from_numpy(np.ascontiguousarray(synthesis[:, ::-1]) * bands).unsqueeze(1),
                              persistent=False)
 
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.pad(x, (self.padding, self.padding))
+        pad = (self.taps - self.bands, 0) if self.causal else (self.padding, self.padding)
+        x = nn.functional.pad(x, pad)
         return nn.functional.conv1d(x, self.analysis_filter.to(x.dtype), stride=self.bands)
 
     def synthesis(self, y: torch.Tensor) -> torch.Tensor:
         length = y.shape[-1] * self.bands
         out = nn.functional.conv_transpose1d(y, self.synthesis_filter.to(y.dtype), stride=self.bands)
-        return out[..., self.padding : self.padding + length]
+        start = 0 if self.causal else self.padding
+        return out[..., start : start + length]

@@ -1,0 +1,235 @@
+"""Block-by-block inference for causal conv models, with every layer's state an explicit tensor.
+
+`StreamingVAE(net)` rebuilds a causal `ConvVAE` (weight norm folded) from layers that take the previous
+block's state and return the next one through one flat list, `states`: a layer reads `states[i]` and
+writes `states[i]`. TorchScript keeps that list inside the module; ONNX takes and returns it explicitly.
+
+Two kinds of state, for blocks whose length is a multiple of the hop (samples per latent frame):
+
+    cached conv (kernel span K, stride s, left padding P = K - s):   state = the last P inputs
+        state |  block  |      the convolution runs over [state | block] with no padding,
+              |<-- P -->|      so the block's outputs are those of one offline pass
+
+    overlap-add transposed conv (kernel K, stride s, overlap O = K - s):   state = the tail of O outputs
+        block's full output  |====== n * s ======|== O ==|   <- the tail, added to the next block's head
+        previous tail        |== O ==|
+
+The stream reproduces the causal model's offline pass (`ConvVAE.forward`, which lines output up with input)
+`latency_samples` later: the delay of the causal PQMF pair, taps - bands samples (0 without PQMF). A host
+that buffers one block hears block + latency_samples samples of delay in all.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiovae.nn.blocks import CausalConv1d, CausalConvTranspose1d, ResidualUnit, Snake
+
+
+class Stateless(nn.Module):
+    """A layer without memory (activation, 1x1 conv), in the streaming signature."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        return self.module(x)
+
+
+class CachedConv1d(nn.Module):
+    """A causal convolution whose left padding is the end of the previous block's input.
+
+    x: (batch, in_channels, n * stride) -> (batch, out_channels, n); state: (batch, in_channels, context).
+    A dilated one runs as its taps' shifted inputs stacked on the channels and one 1x1 convolution: torch's
+    CPU kernel for dilated convolutions (slow_conv_dilated) took 60% of a quickstart block's time.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, dilation: int, context: int,
+                 index: int):
+        super().__init__()
+        out_channels, in_channels, taps = weight.shape
+        self.unfold = dilation > 1 and stride == 1
+        if self.unfold:  # (out, in, taps) -> (out, taps * in, 1), tap-major like the stacked input
+            weight = weight.permute(0, 2, 1).reshape(out_channels, taps * in_channels, 1)
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(out_channels) if bias is None else bias.detach().clone(),
+                                 requires_grad=False)
+        self.stride, self.dilation, self.context, self.index, self.taps = stride, dilation, context, index, taps
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat([states[self.index], x], dim=-1)
+        states[self.index] = x[..., -self.context :]
+        if not self.unfold:
+            return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation)
+        # tap i reads x[i * d : i * d + n], n = length - context; the ends are negative so shapes stay symbolic
+        shifted = [x[..., i * self.dilation : i * self.dilation - self.context] for i in range(self.taps - 1)]
+        shifted.append(x[..., self.context :])
+        return F.conv1d(torch.cat(shifted, dim=1), self.weight, self.bias)
+
+
+class OverlapAddConvTranspose1d(nn.Module):
+    """A causal transposed convolution whose overlapping tail is carried into the next block.
+
+    x: (batch, in_channels, n) -> (batch, out_channels, n * stride); state: (batch, out_channels, overlap).
+    The bias is added after the overlap-add, so the tail carries none and no sample gets it twice.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, overlap: int, index: int):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(weight.shape[1]) if bias is None else bias.detach().clone(),
+                                 requires_grad=False)
+        self.stride, self.overlap, self.index = stride, overlap, index
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        y = F.conv_transpose1d(x, self.weight, None, self.stride)  # (B, C, n * stride + overlap)
+        y = torch.cat([y[..., : self.overlap] + states[self.index], y[..., self.overlap :]], dim=-1)
+        states[self.index] = y[..., -self.overlap :]
+        return y[..., : -self.overlap] + self.bias.unsqueeze(-1)
+
+
+class StreamingSequential(nn.Module):
+    """Streaming layers applied in order."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, states)
+        return x
+
+
+class StreamingResidual(nn.Module):
+    """x + block(x): both branches see the same block, so the sum needs no delay line."""
+
+    def __init__(self, block: StreamingSequential):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        return x + self.block(x, states)
+
+
+def _convert(module: nn.Module, shapes: list[list[int]]) -> nn.Module:
+    """The streaming twin of a causal module; appends each new state's (channels, length) to `shapes`."""
+    if isinstance(module, CausalConv1d):
+        span = module.dilation[0] * (module.kernel_size[0] - 1) + 1
+        context = span - module.stride[0]
+        assert context == module.left_padding, "a causal conv's left padding must be its span less its stride"
+        if context == 0:
+            return Stateless(_plain_conv(module))
+        shapes.append([module.in_channels, context])
+        return CachedConv1d(module.weight, module.bias, module.stride[0], module.dilation[0], context, len(shapes) - 1)
+    if isinstance(module, CausalConvTranspose1d):
+        overlap = module.kernel_size[0] - module.stride[0]
+        shapes.append([module.out_channels, overlap])
+        return OverlapAddConvTranspose1d(module.weight, module.bias, module.stride[0], overlap, len(shapes) - 1)
+    if isinstance(module, nn.Conv1d) and module.kernel_size[0] == 1 and module.padding[0] == 0:
+        return Stateless(_plain_conv(module))
+    if isinstance(module, Snake | nn.LeakyReLU):
+        return Stateless(copy.deepcopy(module))
+    if isinstance(module, ResidualUnit):
+        return StreamingResidual(_convert(module.block, shapes))
+    if isinstance(module, nn.Sequential):
+        return StreamingSequential([_convert(child, shapes) for child in module])
+    raise ValueError(f"{type(module).__name__} cannot stream (is the model causal?)")
+
+
+def _plain_conv(conv: nn.Conv1d) -> nn.Conv1d:
+    """A plain nn.Conv1d with the same weights and no padding (TorchScript knows it without our classes)."""
+    plain = nn.Conv1d(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], 0,
+                      conv.dilation[0], bias=conv.bias is not None)
+    plain.load_state_dict({"weight": conv.weight.detach(), **({"bias": conv.bias.detach()} if conv.bias is not None
+                                                               else {})})
+    return plain
+
+
+def folded_copy(net: nn.Module) -> nn.Module:
+    """A copy of `net` whose weight-norm parametrizations are replaced by the plain weights they compute.
+
+    torch's remove_parametrizations edits the class that a deep copy shares with the original, so the
+    original would lose its weights; here only the copy changes.
+    """
+    from torch.nn.utils import parametrize
+
+    net = copy.deepcopy(net)
+    for module in net.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            weight = module.weight.detach().clone()
+            module.__class__ = module.__class__.__bases__[0]  # the class before weight_norm
+            del module._modules["parametrizations"]
+            module.weight = nn.Parameter(weight)
+    return net
+
+
+class StreamingVAE(nn.Module):
+    """A causal ConvVAE (weights copied, weight norm folded) as streaming layers. Blocks are (batch, channels, time), time a multiple of `hop`.
+
+    encode(x (B, 1, n * hop), states) -> posterior mean (B, latent_size, n)
+    decode(z (B, latent_size, n), states) -> (B, 1, n * hop), `latency_samples` behind the offline decode
+    `init_state(batch)` gives the zero state: encoder layers' states first (`encode_states` of them), then
+    the decoder's; each method reads and replaces only its own part of the list.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        if not any(isinstance(m, CausalConv1d) for m in net.modules()):
+            raise ValueError("only a causal model (model.causal: true) can stream")
+        shapes: list[list[int]] = []
+        self.analysis = Stateless(nn.Identity()) if net.pqmf is None else _pqmf_analysis(net.pqmf, shapes)
+        self.encoder = _convert(net.encoder, shapes)
+        self.encode_states = len(shapes)
+        self.decoder = _convert(net.decoder, shapes)
+        self.synthesis = Stateless(nn.Identity()) if net.pqmf is None else _pqmf_synthesis(net.pqmf, shapes)
+        self.state_shapes = shapes
+        self.hop, self.latent_size, self.latency_samples = net.hop, net.latent_size, net.latency_samples
+
+    def init_state(self, batch: int) -> list[torch.Tensor]:
+        """Zero state for `batch` streams: one (batch, channels, length) tensor per stateful layer."""
+        return [torch.zeros(batch, shape[0], shape[1]) for shape in self.state_shapes]
+
+    def encode(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        x = self.analysis(x, states)  # (B, bands, n * hop / bands)
+        return self.encoder(x, states)[:, : self.latent_size]
+
+    def decode(self, z: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        return torch.tanh(self.synthesis(self.decoder(z, states), states))
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        return self.decode(self.encode(x, states), states)
+
+
+def _pqmf_analysis(pqmf: nn.Module, shapes: list[list[int]]) -> CachedConv1d:
+    context = pqmf.taps - pqmf.bands
+    shapes.append([1, context])
+    return CachedConv1d(pqmf.analysis_filter, None, pqmf.bands, 1, context, len(shapes) - 1)
+
+
+def _pqmf_synthesis(pqmf: nn.Module, shapes: list[list[int]]) -> OverlapAddConvTranspose1d:
+    overlap = pqmf.taps - pqmf.bands
+    shapes.append([1, overlap])
+    return OverlapAddConvTranspose1d(pqmf.synthesis_filter, None, pqmf.bands, overlap, len(shapes) - 1)
+
+
+def stream_blocks(model: StreamingVAE, x: torch.Tensor, block: int) -> torch.Tensor:
+    """Run x (batch, 1, time) through `model` in blocks of `block` samples from a zero state.
+
+    The input is zero-padded to whole blocks plus `latency_samples`, so the result (batch, 1, time) is the
+    offline output: stream[latency:][:time].
+    """
+    if block % model.hop:
+        raise ValueError(f"block {block} is not a multiple of the hop {model.hop}")
+    length = x.shape[-1]
+    total = -(-(length + model.latency_samples) // block) * block
+    x = F.pad(x, (0, total - length))
+    states = model.init_state(x.shape[0])
+    with torch.no_grad():
+        out = torch.cat([model(x[..., i : i + block], states) for i in range(0, total, block)], dim=-1)
+    return out[..., model.latency_samples : model.latency_samples + length]

@@ -1,0 +1,87 @@
+"""Latency and real-time factor of exported models run block by block, as a live host would.
+
+For each block size (multiples of the hop between 128 and 4096 samples), engine (TorchScript, ONNX Runtime)
+and thread count (one, all cores), times a signal streamed through the export of a recipe's model with fresh
+weights (speed does not depend on training), causal and offline, and prints a markdown table:
+
+    python bench/stream.py [--recipe recipes/quickstart.yaml] [--seconds 8]
+
+latency = block + the model's delay (the causal PQMF pair). The offline model cannot stream: its rows run
+each block as an independent whole-signal pass (audible seams), for speed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audiovae.config import load_recipe  # noqa: E402
+from audiovae.export import export_net, open_engine  # noqa: E402
+from audiovae.models import build_model  # noqa: E402
+
+BLOCKS = (128, 256, 512, 1024, 2048, 4096)
+
+
+def export(recipe_path: str, causal: bool, folder: Path):
+    recipe = load_recipe(recipe_path, [f"model.causal={'true' if causal else 'false'}"])
+    torch.manual_seed(0)
+    result = export_net(build_model(recipe).eval(), recipe, folder)
+    return result.card
+
+
+def time_blocks(folder: Path, engine: str, threads: int, block: int, wave: np.ndarray,
+                rate: int) -> tuple[float, float, int]:
+    """(real-time factor, worst block in ms, misses) for `wave` streamed in blocks of `block` samples."""
+    torch.set_num_threads(threads)
+    run = open_engine(folder, engine)
+    for _ in range(5):  # warm-up: TorchScript profiles and optimizes the graph over its first calls
+        run(wave[..., :block])
+    run.reset()
+    times = []
+    for start in range(0, wave.shape[-1] - block + 1, block):
+        begin = time.perf_counter()
+        run(wave[..., start : start + block])
+        times.append(time.perf_counter() - begin)
+    deadline = block / rate
+    return len(times) * deadline / sum(times), 1000 * max(times), sum(t > deadline for t in times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="recipes/quickstart.yaml")
+    parser.add_argument("--seconds", type=float, default=8.0, help="Audio streamed per measurement.")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for causal in (True, False):
+            folder = Path(tmp) / ("causal" if causal else "offline")
+            card = export(args.recipe, causal, folder)
+            rate, hop, latency = card["sample_rate"], card["frame_samples"], card["latency_samples"]
+            rng = np.random.default_rng(0)
+            wave = (0.3 * rng.standard_normal((1, 1, int(args.seconds * rate)))).astype(np.float32)
+            for block in [b for b in BLOCKS if b % hop == 0]:
+                for engine in ("torchscript", "onnx"):
+                    for threads in sorted({1, cores}):
+                        rtf, worst, misses = time_blocks(folder, engine, threads, block, wave, rate)
+                        delay = f"{1000 * (block + latency) / rate:.1f}" if causal else "n/a"
+                        rows.append(f"| {'causal' if causal else 'offline'} | {block} | {delay} | {engine} | "
+                                    f"{threads} | {rtf:.1f}x | {worst:.2f} / {1000 * block / rate:.1f} | {misses} |")
+                        print(rows[-1], file=sys.stderr, flush=True)
+    print(f"{args.recipe}, {cores} cores, torch {torch.__version__}\n")
+    print("| model | block | latency ms | engine | threads | real-time factor | worst block / deadline ms | misses |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
