@@ -18,6 +18,7 @@ SI_SDR_CAP_DB = 100.0  # identical signals would give +inf; report this instead
 COMB_FFT = 4096  # points of the long-term spectrum of the frame-rate comb
 COMB_PROMINENCE_DB = 6.0  # a spectral peak must stand this far above its surroundings
 COMB_TOLERANCE_HZ = 4.0  # a peak this close to a multiple of the latent frame rate lies on the comb
+COMB_FLOOR_DB = 80.0  # the spectrum is floored this far below its maximum: deeper 'peaks' are rounding noise
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the only rates an Opus stream can carry
 OPUS_BITRATES = (6000.0, 256000.0)  # libsndfile maps compression_level 1..0 linearly onto this range
 
@@ -203,11 +204,13 @@ def comb_share(wave: np.ndarray, sample_rate: int, frame_rate: float) -> float:
     structure puts about `comb_chance` of its peaks there by chance. Peaks: prominence
     of at least COMB_PROMINENCE_DB in the dB spectrum (COMB_FFT points), above half the frame rate (a DC
     bump is no comb). NaN when the spectrum has no such peak (silence, a flat spectrum). wave: (samples,).
+    A voice whose pitch dwells near a multiple of the frame rate scores high too: compare with the share of
+    the reference audio itself.
     """
     spectrum = long_term_spectrum(wave)
     if not np.any(spectrum > 0):
         return float("nan")
-    decibels = 20 * np.log10(np.maximum(spectrum, spectrum.max() * 1e-10))
+    decibels = 20 * np.log10(np.maximum(spectrum, spectrum.max() * 10 ** (-COMB_FLOOR_DB / 20)))
     peaks, _ = scipy.signal.find_peaks(decibels, prominence=COMB_PROMINENCE_DB)
     frequencies = peaks * sample_rate / COMB_FFT
     frequencies = frequencies[frequencies >= frame_rate / 2]
