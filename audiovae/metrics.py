@@ -178,7 +178,7 @@ def opus_reference(wave: np.ndarray, sample_rate: int, bits_per_second: float) -
     return CodedAudio(out, size * 8 / max(len(wave) / sample_rate, 1e-9))
 
 
-def long_term_spectrum(wave: np.ndarray, n_fft: int = COMB_FFT, frames_per_read: int = 256) -> np.ndarray:
+def long_term_spectrum(wave: np.ndarray, n_fft: int = COMB_FFT, frames_per_read: int = 64) -> np.ndarray:
     """Mean magnitude spectrum (n_fft // 2 + 1,) over Hann-windowed frames with half overlap.
 
     `wave` may be a memory map: it is read `frames_per_read` frames at a time. Shorter than one frame:

@@ -131,8 +131,10 @@ class DnsmosScorer:
         reason = _quiet_reason(wave, DNSMOS_MIN_SECONDS, "audio")
         if reason:
             return Dnsmos(float("nan"), float("nan"), float("nan"), reason)
-        window = int(DNSMOS_WINDOW_SECONDS * RATE)
-        starts = list(range(0, max(1, len(wave) - window + 1), window))
+        window = round(DNSMOS_WINDOW_SECONDS * RATE)
+        if len(wave) < window:  # repeated to one window here: speechmos would double it past one, 2-3 windows
+            wave = np.resize(wave, window)
+        starts = list(range(0, len(wave) - window + 1, window))
         if len(wave) > window and len(wave) - (starts[-1] + window) >= RATE:
             starts.append(len(wave) - window)
         scores = np.array([[s["sig_mos"], s["bak_mos"], s["ovrl_mos"]]
