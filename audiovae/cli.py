@@ -326,15 +326,20 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
               help="Evaluate on at most this many files (a quick look).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the prior samples.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--perceptual/--no-perceptual", default=None,
+              help="DNSMOS, PESQ-WB and STOI (the `metrics` extra). Default: when installed; --perceptual "
+                   "fails if it is not, --no-perceptual skips them (faster).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def evaluate(run, data, split, max_files, seed, device, quiet) -> None:
-    """Measure RUN (default: the most recent run): reconstruction, latent health, generation, speed.
+def evaluate(run, data, split, max_files, seed, device, perceptual, quiet) -> None:
+    """Measure RUN (default: the most recent run): reconstruction, perceptual quality, frame-rate comb,
+    latent health, generation, speed.
 
     Writes RUN/eval/metrics.json and metrics.csv and prints a table.
     """
     from audiovae.evaluate import evaluate as run_evaluate
 
-    result = run_evaluate(run, data, split, max_files, seed, device, progress=not quiet)
+    result = run_evaluate(run, data, split, max_files, seed, device, progress=not quiet,
+                          perceptual_metrics=perceptual)
     click.echo(result.table)
     click.echo(f"\nwrote {result.json_path} and {result.csv_path}")
 

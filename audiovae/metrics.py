@@ -1,14 +1,27 @@
-"""Quality measurements that need no download: SI-SDR, spectral distances, Frechet distance on log-mels."""
+"""Quality measurements that need no download: SI-SDR, spectral distances, Frechet distance on log-mels,
+the frame-rate comb, and two classic codecs (mu-law, Opus) as references at a given bitrate."""
 
 from __future__ import annotations
 
+import functools
+import io
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.linalg
+import scipy.signal
+import soundfile as sf
 import torch
 
 from audiovae.losses import mel_distance, stft_distance
 
 SI_SDR_CAP_DB = 100.0  # identical signals would give +inf; report this instead
+COMB_FFT = 4096  # points of the long-term spectrum of the frame-rate comb
+COMB_PROMINENCE_DB = 6.0  # a spectral peak must stand this far above its surroundings
+COMB_TOLERANCE_HZ = 4.0  # a peak this close to a multiple of the latent frame rate lies on the comb
+COMB_FLOOR_DB = 80.0  # the spectrum is floored this far below its maximum: deeper 'peaks' are rounding noise
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the only rates an Opus stream can carry
+OPUS_BITRATES = (6000.0, 256000.0)  # libsndfile maps compression_level 1..0 linearly onto this range
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
@@ -57,13 +70,52 @@ def log_mel_features(wave: np.ndarray, sample_rate: int, n_mels: int = 64) -> np
     return frames.T.numpy().astype(np.float64)
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (rows are observations).
+@dataclass
+class FeatureMoments:
+    """Count, sum and sum of outer products of feature rows: a Gaussian fit that does not keep the rows,
+    so features of hours of audio can be added a block at a time."""
+
+    count: int = 0
+    total: np.ndarray | None = None  # (features,)
+    outer: np.ndarray | None = None  # (features, features)
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> FeatureMoments:
+        moments = cls()
+        moments.add(features)
+        return moments
+
+    def add(self, features: np.ndarray) -> None:
+        """features: (rows, features)."""
+        features = np.asarray(features, np.float64)
+        if self.total is None:
+            self.total = np.zeros(features.shape[1])
+            self.outer = np.zeros((features.shape[1], features.shape[1]))
+        self.count += len(features)
+        self.total += features.sum(axis=0)
+        self.outer += features.T @ features
+
+    def __add__(self, other: FeatureMoments) -> FeatureMoments:
+        if self.total is None:
+            return other
+        if other.total is None:
+            return self
+        return FeatureMoments(self.count + other.count, self.total + other.total, self.outer + other.outer)
+
+    def mean_and_covariance(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' mean (features,) and unbiased covariance (features, features), as np.cov gives."""
+        mean = self.total / self.count
+        return mean, (self.outer - self.count * np.outer(mean, mean)) / max(self.count - 1, 1)
+
+
+def frechet_distance(a: np.ndarray | FeatureMoments, b: np.ndarray | FeatureMoments) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (rows are observations, or their moments).
 
     |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)); 0 for identical sets.
     """
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    a = a if isinstance(a, FeatureMoments) else FeatureMoments.of(a)
+    b = b if isinstance(b, FeatureMoments) else FeatureMoments.of(b)
+    (mu_a, cov_a), (mu_b, cov_b) = a.mean_and_covariance(), b.mean_and_covariance()
     root = scipy.linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():
         offset = np.eye(len(mu_a)) * 1e-6
@@ -86,3 +138,103 @@ def mu_law_reference(wave: np.ndarray, sample_rate: int, bits_per_second: float)
     decoded = np.sign(quantized) * ((1 + mu) ** np.abs(quantized) - 1) / mu
     out = resample(decoded.astype(np.float32), low_rate, sample_rate)
     return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)]
+
+
+@dataclass(frozen=True)
+class CodedAudio:
+    """A waveform after a codec round trip, and the bitrate the codec really used (container included)."""
+
+    samples: np.ndarray  # (samples,) at the input's rate and length
+    bits_per_second: float
+
+
+def opus_available() -> bool:
+    """Whether the installed libsndfile can write Ogg Opus (it can from 1.0.29 when built with libopus)."""
+    return "OPUS" in sf.available_subtypes("OGG")
+
+
+def opus_reference(wave: np.ndarray, sample_rate: int, bits_per_second: float) -> CodedAudio:
+    """Opus (libopus through libsndfile, in memory) at about `bits_per_second`: a real speech/music codec as
+    the second bar a model's latents must clear. wave: (samples,) at `sample_rate`.
+
+    libsndfile sets the bitrate from `compression_level` (1 -> 6 kbit/s ... 0 -> 256 kbit/s per channel,
+    linearly; its `bitrate_mode` applies to MPEG only). Opus is variable-rate and for narrow input uses less
+    than it is offered, so the rate reached is returned beside the audio: from the encoded size without the
+    stream headers (about 0.9 kB, which would double the rate of a half-second file), Ogg pages included.
+    Opus runs at 8, 12, 16, 24 or 48 kHz; other rates are resampled to the next one up and back.
+    """
+    from audiovae.audio import resample
+
+    wave = np.clip(np.asarray(wave, np.float32), -1.0, 1.0)
+    coding_rate = next((r for r in OPUS_RATES if r >= sample_rate), OPUS_RATES[-1])
+    low, high = OPUS_BITRATES
+    level = float(np.clip((high - bits_per_second) / (high - low), 0.0, 1.0))
+    buffer = io.BytesIO()
+    sf.write(buffer, resample(wave, sample_rate, coding_rate), coding_rate, format="OGG", subtype="OPUS",
+             compression_level=level)
+    size = buffer.tell() - _opus_header_bytes(coding_rate)
+    buffer.seek(0)
+    decoded, _ = sf.read(buffer, dtype="float32")
+    out = resample(decoded, coding_rate, sample_rate)
+    out = np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)]
+    return CodedAudio(out, size * 8 / max(len(wave) / sample_rate, 1e-9))
+
+
+@functools.cache
+def _opus_header_bytes(sample_rate: int) -> int:
+    """Size of an Ogg Opus stream with no audio: its OpusHead and OpusTags pages."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(0, np.float32), sample_rate, format="OGG", subtype="OPUS")
+    return buffer.tell()
+
+
+def long_term_spectrum(wave: np.ndarray, n_fft: int = COMB_FFT, frames_per_read: int = 64) -> np.ndarray:
+    """Mean magnitude spectrum (n_fft // 2 + 1,) over Hann-windowed frames with half overlap.
+
+    `wave` may be a memory map: it is read `frames_per_read` frames at a time. Shorter than one frame:
+    zero-padded to one.
+    """
+    hop = n_fft // 2
+    window = scipy.signal.get_window("hann", n_fft).astype(np.float32)
+    frames = max(1, 1 + (len(wave) - n_fft + hop - 1) // hop) if len(wave) > n_fft else 1
+    total = np.zeros(n_fft // 2 + 1)
+    for first in range(0, frames, frames_per_read):
+        count = min(frames_per_read, frames - first)
+        piece = np.asarray(wave[first * hop : (first + count - 1) * hop + n_fft], np.float32)
+        piece = np.pad(piece, (0, (count - 1) * hop + n_fft - len(piece)))
+        framed = np.lib.stride_tricks.sliding_window_view(piece, n_fft)[::hop]  # (count, n_fft)
+        total += np.abs(np.fft.rfft(framed * window, axis=1)).sum(axis=0)
+    return total / frames
+
+
+def comb_share(wave: np.ndarray, sample_rate: int, frame_rate: float) -> float:
+    """Share of the long-term spectrum's peaks that lie on the comb of multiples of `frame_rate` (Hz).
+
+    A decoder that paints each latent frame the same way leaves lines at k * frame_rate; audio without such
+    structure puts about `comb_chance` of its peaks there by chance. Peaks: prominence
+    of at least COMB_PROMINENCE_DB in the dB spectrum (COMB_FFT points), above half the frame rate (a DC
+    bump is no comb). NaN when the spectrum has no such peak (silence, a flat spectrum). wave: (samples,).
+    A voice whose pitch dwells near a multiple of the frame rate scores high too: compare with the share of
+    the reference audio itself.
+    """
+    spectrum = long_term_spectrum(wave)
+    if not np.any(spectrum > 0):
+        return float("nan")
+    decibels = 20 * np.log10(np.maximum(spectrum, spectrum.max() * 10 ** (-COMB_FLOOR_DB / 20)))
+    peaks, _ = scipy.signal.find_peaks(decibels, prominence=COMB_PROMINENCE_DB)
+    frequencies = peaks * sample_rate / COMB_FFT
+    frequencies = frequencies[frequencies >= frame_rate / 2]
+    if len(frequencies) == 0:
+        return float("nan")
+    distance = np.abs(frequencies - np.round(frequencies / frame_rate) * frame_rate)
+    return float(np.mean(distance <= COMB_TOLERANCE_HZ))
+
+
+def comb_chance(sample_rate: int, frame_rate: float) -> float:
+    """The share of peaks on the comb by chance: the share of spectrum bins (above half the frame rate) that
+    lie within COMB_TOLERANCE_HZ of a multiple of it. About 2 * COMB_TOLERANCE_HZ / frame_rate, more where
+    bins are coarse (16 kHz, 62.5 Hz: 3 of every 16 bins, 0.19, not 0.128)."""
+    frequencies = np.arange(COMB_FFT // 2 + 1) * sample_rate / COMB_FFT
+    frequencies = frequencies[frequencies >= frame_rate / 2]
+    distance = np.abs(frequencies - np.round(frequencies / frame_rate) * frame_rate)
+    return float(np.mean(distance <= COMB_TOLERANCE_HZ))

@@ -219,45 +219,13 @@ class Model:
         The input is resampled into a temporary memory-mapped file, encoded chunk by chunk, decoded into a
         second one, and written at the input's level (peak-safe), atomically.
         """
-        import tempfile
+        from audiovae.ondisk import reconstruction_on_disk, write_wav_blocks
 
-        import soundfile as sf
-
-        from audiovae.audio import AudioReadError, audio_errors, read_blocks
-        from audiovae.fileio import atomic_path
-
-        with tempfile.TemporaryDirectory(prefix="audiovae-") as tmp:
-            raw = Path(tmp) / "input.f32"
-            count, bad = 0, 0
-            try:
-                with open(raw, "wb") as handle, audio_errors():
-                    for block, resampled in read_blocks(source, self.sample_rate, block_seconds):
-                        bad += int(np.count_nonzero(~np.isfinite(block)))
-                        resampled.astype(np.float32).tofile(handle)
-                        count += len(resampled)
-            except AudioReadError as error:
-                raise UserError(f"{source}: {error}") from None
-            if count == 0:
-                raise UserError(f"{source}: the file has no samples")
-            if bad:
-                raise UserError(f"{source}: the file contains {bad} NaN or infinite samples")
-            wave = np.memmap(raw, np.float32, "r", shape=(count,))
-            latents = self.encode(wave)
-            output = np.memmap(Path(tmp) / "output.f32", np.float32, "w+", shape=(count,))
-            z = torch.from_numpy(latents.values).to(self.device)[None]
-            position, peak = 0, 0.0
-            for piece in self._decode_pieces(z):
-                piece = piece[0, : count - position] / np.float32(latents.gain)
-                output[position : position + len(piece)] = piece
-                peak = max(peak, float(np.max(np.abs(piece))) if len(piece) else 0.0)
-                position += len(piece)
-            scale = np.float32(0.999 / peak if peak > 0.999 else 1.0)
-            block = int(block_seconds * self.sample_rate)
-            with atomic_path(destination) as target, open(target, "wb") as handle:
-                with sf.SoundFile(handle, "w", self.sample_rate, 1, "PCM_16", format="WAV") as out:
-                    for start in range(0, count, block):
-                        out.write(np.asarray(output[start : start + block]) * scale)
-            del wave, output
+        with reconstruction_on_disk(self, source, block_seconds) as result:
+            gain = result.latents.gain
+            peak = result.peak / gain  # at the input's level
+            scale = (0.999 / peak if peak > 0.999 else 1.0) / gain
+            write_wav_blocks(destination, result.output, self.sample_rate, scale, block_seconds)
         return Path(destination)
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_RATE, synthesize
+from conftest import TINY_RATE, synthesize, write_signal
 
+import audiovae.audio
+import audiovae.evaluate
+from audiovae import perceptual
 from audiovae.cli import main
+from audiovae.evaluate import evaluate
 from audiovae.metrics import (
     SI_SDR_CAP_DB,
     frechet_distance,
@@ -88,7 +93,7 @@ def test_mu_law_reference_keeps_a_low_tone_and_removes_what_its_bitrate_cannot_c
 
 
 def test_evaluate_writes_every_field_and_prints_the_table(tiny_run):
-    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2"])
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2", "--no-perceptual"])
     assert result.exit_code == 0, result.output
     assert "| model |" in result.output and "mu-law at" in result.output and "Frechet" in result.output
     metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
@@ -108,13 +113,101 @@ def test_evaluate_writes_every_field_and_prints_the_table(tiny_run):
         rows = dict(csv.reader(handle))
     assert rows["metric"] == "value" and "reconstruction.model/mel_distance" in rows
     assert "latent.kl_per_dimension[3]" in rows
+    comb = metrics["comb"]
+    assert comb["frame_rate_hz"] == TINY_RATE / 64 and 0 < comb["chance"] < 0.1
+    for name in ("held-out", "model", "prior samples"):
+        assert comb[name] is None or 0 <= comb[name] <= 1
+    assert "comb.held-out" in rows and "frame-rate comb" in result.output
+
+
+@pytest.mark.skipif(bool(perceptual.missing_packages()), reason="needs the metrics extra")
+def test_evaluate_reports_perceptual_measures_beside_their_references(tiny_run):
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2", "--perceptual"])
+    assert result.exit_code == 0, result.output
+    assert "| DNSMOS P.835 (16 kHz) |" in result.output and "held-out audio (ceiling)" in result.output
+    metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    rec = metrics["reconstruction"]
+    for name in ("model", "mu-law reference") + (("opus reference",) if metrics["opus_bits_per_second"] else ()):
+        assert 1.0 <= rec[f"{name}/pesq_wb"] <= 4.65 and 0.0 <= rec[f"{name}/stoi"] <= 1.0
+    assert "silence/pesq_wb" not in rec  # nothing to judge
+    for name in ("held-out", "model", "prior samples"):
+        assert all(1.0 <= metrics["dnsmos"][name][part] <= 5.0 for part in ("sig", "bak", "ovrl"))
+    assert metrics["dnsmos"]["version"]["speechmos"]
+    with open(tiny_run / "eval" / "metrics.csv") as handle:
+        rows = dict(csv.reader(handle))
+    assert "dnsmos.model.ovrl" in rows and "reconstruction.model/pesq_wb" in rows
+
+
+def test_evaluate_without_the_metrics_extra_says_so_once_and_still_measures(tiny_run, monkeypatch):
+    monkeypatch.setattr(perceptual, "MODULES", ("audiovae_no_such_module",))
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "perceptual" in line]
+    assert len(lines) == 1 and "pip install 'audiovae[metrics]'" in lines[0]
+    metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    assert metrics["dnsmos"] is None and "model/pesq_wb" not in metrics["reconstruction"]
+
+
+def test_asking_for_perceptual_measures_without_the_extra_fails_before_any_work(tiny_run, monkeypatch):
+    monkeypatch.setattr(perceptual, "MODULES", ("audiovae_no_such_module",))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before the packages were checked")
+
+    monkeypatch.setattr(audiovae.evaluate, "load", no_work)
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--perceptual"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: perceptual metrics need audiovae_no_such_module: pip install 'audiovae[metrics]'"]
+
+
+def _peak_memory_of_evaluate(run, dataset, folder, seconds: float) -> tuple[int, dict]:
+    """Peak numpy/Python memory (bytes) of evaluating one held-out file of `seconds` of a 22.05-kHz mix."""
+    folder.mkdir()
+    audio = write_signal(folder / "long.wav", seconds, 22050, kind="mix", frequency=200.0)
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    manifest["inputs"] = [str(audio)]
+    manifest["files"] = [{"input": 0, "path": audio.name, "split": "valid"}]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    tracemalloc.start()
+    try:
+        result = evaluate(run, data=folder, progress=False, perceptual_metrics=False, block_seconds=5.0)
+        return tracemalloc.get_traced_memory()[1], result.metrics
+    finally:
+        tracemalloc.stop()
+
+
+def test_evaluate_streams_long_held_out_files_in_bounded_memory(tiny_run, tiny_dataset, tmp_path, monkeypatch):
+    def whole_file_read(*args, **kwargs):
+        raise AssertionError("evaluate read a held-out file whole")
+
+    monkeypatch.setattr(audiovae.audio, "read_audio", whole_file_read)
+    monkeypatch.setattr(audiovae.evaluate.Model, "load_audio", whole_file_read)
+    monkeypatch.setattr(audiovae.evaluate, "opus_available", lambda: False)  # the slowest reference; tested alone
+    short, _ = _peak_memory_of_evaluate(tiny_run, tiny_dataset, tmp_path / "short", 20.0)
+    long, metrics = _peak_memory_of_evaluate(tiny_run, tiny_dataset, tmp_path / "long", 80.0)
+    extra_audio = 60.0 * TINY_RATE * 4  # 60 s more of float32 at the model's rate: 3.8 MB
+    assert long - short < 0.2 * extra_audio, f"peak grew by {(long - short) / 1e6:.2f} MB for 60 s more audio"
+    assert metrics["files"] == 1 and metrics["audio_seconds"] == pytest.approx(80.0, abs=0.01)
+    for name in ("model", "mu-law reference", "silence"):
+        assert np.isfinite(metrics["reconstruction"][f"{name}/mel_distance"])
+    assert "opus reference/mel_distance" not in metrics["reconstruction"]
+    assert any("Opus reference skipped" in note for note in metrics["notes"])
+
+
+def test_blocks_are_contiguous_near_equal_and_leave_no_scrap():
+    blocks = audiovae.evaluate._blocks(16000 * 95, 16000, 30.0)
+    assert blocks[0] == (0, blocks[0][1]) and blocks[-1][1] == 16000 * 95 and len(blocks) == 3
+    assert all(b[0] == a[1] for a, b in zip(blocks[:-1], blocks[1:], strict=True))  # contiguous, no short scrap at the end
+    assert audiovae.evaluate._blocks(100, 16000, 30.0) == [(0, 100)]
 
 
 def test_evaluate_is_deterministic_for_a_seed(tiny_run):
-    keys = ("reconstruction", "latent", "generation")
+    keys = ("reconstruction", "comb", "latent", "generation")
     results = []
     for _ in range(2):
-        result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2", "--seed", "3"])
+        result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2", "--seed", "3",
+                                           "--no-perceptual"])
         assert result.exit_code == 0, result.output
         metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
         results.append({k: metrics[k] for k in keys})
