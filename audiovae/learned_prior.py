@@ -248,7 +248,6 @@ class LatentPrior(nn.Module):
         self.train(was_training)
         return state
 
-    @torch.no_grad()
     def sample_stream(self, batch: int, frames: int, temperature: float = 1.0, generator: Generators = None,
                       chunk_frames: int = 256, state: StreamState | None = None) -> Iterator[torch.Tensor]:
         """Yield latent chunks (batch, latent, <= chunk_frames) totalling `frames`, in the VAE's units.
@@ -256,26 +255,30 @@ class LatentPrior(nn.Module):
         temperature scales each component's std and divides the mixture logits; 0 takes the likeliest
         component's mean. Each frame draws one uniform (component) and `latent` normals per row, from
         `generator` or, given a sequence, row i from generator[i], so neither chunk_frames nor the batch
-        size changes a row's samples. `state` (e.g. from `prime`) is advanced in place.
+        size changes a row's samples. `state` (e.g. from `prime`) is advanced in place. Between chunks
+        the stream holds only `state`: memory does not grow with `frames`.
         """
         if temperature < 0:
             raise ValueError("temperature must be >= 0")
         if not isinstance(generator, torch.Generator | None) and len(generator) != batch:
             raise ValueError(f"{len(generator)} generators for a batch of {batch}")
+        state = state or self.initial_state(batch)
+        for start in range(0, frames, chunk_frames):
+            yield self._sample_chunk(state, min(chunk_frames, frames - start), temperature, generator)
+
+    @torch.no_grad()
+    def _sample_chunk(self, state: StreamState, frames: int, temperature: float,
+                      generator: Generators) -> torch.Tensor:
+        """The next `frames` frames (batch, latent, frames) in the VAE's units; advances `state`."""
         was_training = self.training
         self.eval()
-        state = state or self.initial_state(batch)
-        scale, offset = self.latent_std[:, None], self.latent_mean[:, None]
-        try:
-            for start in range(0, frames, chunk_frames):
-                chunk = torch.empty(batch, self.latent_size, min(chunk_frames, frames - start))
-                for t in range(chunk.shape[-1]):
-                    features, state.core = self.core.step(state.previous, state.core)
-                    state.previous = self._draw(features, temperature, generator)
-                    chunk[..., t] = state.previous
-                yield chunk * scale + offset
-        finally:
-            self.train(was_training)
+        chunk = torch.empty(state.previous.shape[0], self.latent_size, frames)
+        for t in range(frames):
+            features, state.core = self.core.step(state.previous, state.core)
+            state.previous = self._draw(features, temperature, generator)
+            chunk[..., t] = state.previous
+        self.train(was_training)
+        return chunk * self.latent_std[:, None] + self.latent_mean[:, None]
 
     def _draw(self, features: torch.Tensor, temperature: float, generator: Generators) -> torch.Tensor:
         """One frame (B, latent), normalized, from the mixture the features (B, H) parametrize."""
@@ -407,17 +410,16 @@ def window_statistics(z: np.ndarray, window_frames: int) -> tuple[np.ndarray, np
     return windows.mean(-1).T, windows.std(-1).T
 
 
-def windows_in_range(samples: np.ndarray, reference: np.ndarray, window_frames: int, slack: float = 0.5) -> float:
-    """Share of the samples' windows whose per-dim mean and std lie inside the reference windows' range.
+def windows_in_range(samples: np.ndarray, reference: np.ndarray, window_frames: int) -> float:
+    """Share of the samples' windows whose per-dim statistics stay in the range of the reference's windows.
 
-    samples, reference: (latent, frames). The range of each statistic over the reference windows is widened
-    by `slack` times its width on each side; a collapsed (constant) or exploding sample falls outside it.
+    samples, reference: (latent, frames). A window passes when, in every dim, its std lies within half the
+    smallest and twice the largest reference window std (a collapse to a constant or an explosion fails),
+    and its mean within the reference windows' range of means widened by the reference's std on each side.
     """
     ref_mean, ref_std = window_statistics(reference, window_frames)
     mean, std = window_statistics(samples, window_frames)
-    inside = np.ones(len(mean), bool)
-    for value, ref in ((mean, ref_mean), (std, ref_std)):
-        low, high = ref.min(0), ref.max(0)
-        width = high - low
-        inside &= ((value >= low - slack * width) & (value <= high + slack * width)).all(1)
-    return float(inside.mean())
+    spread = reference.std(axis=1)
+    inside = ((std >= 0.5 * ref_std.min(0)) & (std <= 2.0 * ref_std.max(0))
+              & (mean >= ref_mean.min(0) - spread) & (mean <= ref_mean.max(0) + spread))
+    return float(inside.all(1).mean())
