@@ -6,7 +6,8 @@ Each design trains for the same wall time on one thread, on the posterior means 
 (VAE frozen), and is measured on the valid files: NLL in nats per frame next to N(0, I)'s, sampling speed
 frame by frame (62.5 frames/s is real time for the quickstart), and the Frechet distance on log-mel frames
 of decoded samples vs held-out audio, with the same number and length of samples as `audiovae evaluate`,
-averaged over --seeds, next to N(0, I) samples and the held-out half-vs-half floor. Then 60-s samples:
+averaged over --seeds, next to N(0, I) samples, crops of the train latents themselves (what a perfect prior
+would draw: no prior can beat the VAE's decoder) and the held-out half-vs-half floor. Then 60-s samples:
 loudness and spectral flatness per 5-s window against the range seen on the training audio.
 """
 
@@ -24,7 +25,7 @@ import torch
 from audiovae.audio import normalize
 from audiovae.dataset import read_manifest
 from audiovae.evaluate import held_out_files
-from audiovae.learned_prior import PriorConfig, fit_prior, window_statistics
+from audiovae.learned_prior import PriorConfig, fit_prior, window_statistics, windows_in_range
 from audiovae.metrics import frechet_distance, log_mel_features
 from audiovae.synth import Model, load
 
@@ -50,10 +51,12 @@ def encode_split(model: Model, files: list[Path], cache: Path) -> tuple[list[np.
     return latents, waves
 
 
-def decode(model: Model, z: torch.Tensor) -> list[np.ndarray]:
-    """Latents (batch, latent, frames) -> waveforms at the training level, as `Model.generate` returns them."""
+def decode(model: Model, z: torch.Tensor, level: bool = True) -> list[np.ndarray]:
+    """Latents (batch, latent, frames) -> waveforms, normalized as `Model.generate` returns them (level=True)
+    or as decoded (the training level, without re-normalizing a long sample by its single loudest peak)."""
     data = model.recipe.data
-    return [normalize(model.decode(row.numpy()), data.normalization, data.level_db) for row in z]
+    waves = [model.decode(row.numpy()) for row in z]
+    return [normalize(w, data.normalization, data.level_db) for w in waves] if level else waves
 
 
 def frechet(model: Model, z: torch.Tensor, real: np.ndarray) -> float:
@@ -114,10 +117,18 @@ def main() -> None:
     def gaussian(batch: int, length: int, temperature: float, seed: int) -> torch.Tensor:
         return torch.randn(batch, latent_size, length, generator=torch.Generator().manual_seed(seed)) * temperature
 
+    def train_crops(seed: int) -> torch.Tensor:
+        """What an ideal prior would draw: `count` random crops of the train latents."""
+        stream = np.concatenate(train_z, axis=1)
+        starts = np.random.default_rng(seed).integers(0, stream.shape[1] - frames, count)
+        return torch.from_numpy(np.stack([stream[:, s:s + frames] for s in starts]))
+
     rows, long_rows = [], []
     for temperature in args.temperatures:
         value = np.mean([frechet(model, gaussian(count, frames, temperature, s), real) for s in range(args.seeds)])
         rows.append(("N(0, I)", "-", "-", f"{gaussian_nll:.1f}", "-", temperature, value))
+    ideal = np.mean([frechet(model, train_crops(s), real) for s in range(args.seeds)])
+    rows.append(("train latents (an ideal prior)", "-", "-", "-", "-", "-", ideal))
 
     runs = [(name, DESIGNS[name]) for name in args.designs]
     runs += [(f"{args.designs[0]}, noise {n}", dataclasses.replace(DESIGNS[args.designs[0]], input_noise=n))
@@ -140,26 +151,33 @@ def main() -> None:
                          f"{speed:.0f}", temperature, value))
             log(f"{name} T={temperature}: Frechet {value:.1f}")
 
+    recon = frechet(model, valid_all, real)
+
     # 60-s samples: decoded loudness and flatness per 5-s window vs the training audio's windows
     train_windows = window_features(np.concatenate(train_waves), rate)
     window = int(5 * rate / model.hop_samples)  # latent frames per 5 s
-    _, latent_std = window_statistics(np.concatenate(train_z, axis=1), window)
+    train_stream = np.concatenate(train_z, axis=1)
+    _, latent_std = window_statistics(train_stream, window)
     long_frames = model._frames_for(int(args.long_seconds * rate))
-    best = min((r for r in rows if r[0] in priors), key=lambda r: r[-1])
-    sources = {"N(0, I)": gaussian(4, long_frames, best[5], 0),
-               best[0]: torch.cat(list(priors[best[0]].sample_stream(4, long_frames, best[5],
-                                                                      torch.Generator().manual_seed(0))), -1)}
-    for name, z in sources.items():
-        windows = np.concatenate([window_features(w, rate) for w in decode(model, z)])
-        z_std = np.concatenate([window_statistics(row.numpy(), window)[1] for row in z])  # (windows, latent)
-        inside = ((windows >= train_windows.min(0)) & (windows <= train_windows.max(0))).all(1).mean()
-        long_rows.append((name, best[5], len(windows), windows[:, 0].min(), windows[:, 0].max(),
-                          windows[:, 1].min(), windows[:, 1].max(), inside,
-                          float(z_std.mean(1).min()), float(z_std.mean(1).max())))
+    for temperature in args.temperatures:
+        sources = {"N(0, I)": gaussian(4, long_frames, temperature, 0)}
+        sources.update({name: torch.cat(list(prior.sample_stream(4, long_frames, temperature,
+                                                                 torch.Generator().manual_seed(0))), -1)
+                        for name, prior in priors.items()})
+        for name, z in sources.items():
+            windows = np.concatenate([window_features(w, rate) for w in decode(model, z, level=False)])
+            z_std = np.concatenate([window_statistics(row.numpy(), window)[1] for row in z])  # (windows, latent)
+            inside = ((windows >= train_windows.min(0)) & (windows <= train_windows.max(0))).all(1).mean()
+            alive = np.mean([windows_in_range(row.numpy(), train_stream, window) for row in z])
+            long_rows.append((name, temperature, len(windows), windows[:, 0].min(), windows[:, 0].max(),
+                              windows[:, 1].min(), windows[:, 1].max(), inside, alive,
+                              float(z_std.mean(1).min()), float(z_std.mean(1).max())))
+        log(f"60-s samples at temperature {temperature} checked")
 
     print(f"run {args.run}: {sum(z.shape[1] for z in train_z)} train / {valid_all.shape[-1]} valid latent frames, "
           f"{args.minutes} min per prior on 1 thread; Frechet over {count} x {seconds:.2f} s samples, mean of "
-          f"{args.seeds} seeds; floor (held-out half vs half) {floor:.1f}\n")
+          f"{args.seeds} seeds; floor (held-out half vs half) {floor:.1f}; the VAE's reconstruction of the "
+          f"held-out files {recon:.1f}\n")
     print("| prior | parameters | steps | valid NLL nats/frame | sampling frames/s | temperature | Frechet |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, parameters, steps, nll, speed, temperature, value in rows:
@@ -169,13 +187,13 @@ def main() -> None:
           f"{train_windows[:, 0].min():.1f}..{train_windows[:, 0].max():.1f} dBFS, flatness "
           f"{train_windows[:, 1].min():.3f}..{train_windows[:, 1].max():.3f}; train latent 5-s window std "
           f"(mean over dims) {latent_std.mean(1).min():.2f}..{latent_std.mean(1).max():.2f}\n")
-    print("| prior | temperature | windows | level dBFS min | max | flatness min | max | windows inside train range "
-          "| latent window std min | max |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| prior | temperature | windows | level dBFS min | max | flatness min | max | audio windows in train "
+          "range | latent windows in range | latent window std min | max |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in long_rows:
-        name, temperature, n, lo, hi, flo, fhi, inside, smin, smax = row
+        name, temperature, n, lo, hi, flo, fhi, inside, alive, smin, smax = row
         print(f"| {name} | {temperature} | {n} | {lo:.1f} | {hi:.1f} | {flo:.3f} | {fhi:.3f} | {inside:.0%} "
-              f"| {smin:.2f} | {smax:.2f} |")
+              f"| {alive:.0%} | {smin:.2f} | {smax:.2f} |")
 
 
 if __name__ == "__main__":
