@@ -145,12 +145,15 @@ def test_checkpoint_round_trip_reproduces_samples(kind, tmp_path):
         assert torch.equal(expected, actual)
 
 
-@pytest.mark.parametrize("kind", list(TINY))
-def test_ten_minutes_of_frames_in_bounded_memory(kind):
-    """Sampling 10 min (62.5 frames/s) holds one chunk and a fixed-size state, whatever has been generated."""
+@pytest.mark.parametrize(("kind", "minutes"), [("conv", 10), ("gru", 1)])
+def test_long_streams_hold_bounded_memory(kind, minutes):
+    """Sampling 10 min (62.5 frames/s) holds one chunk and a fixed-size state, whatever has been generated.
+
+    The conv core's per-layer caches are where growth could creep in, so it streams the full 10 min; the
+    GRU's state is one fixed tensor, and 1 min keeps the test fast."""
     config = dataclasses.replace(TINY[kind], hidden_size=8, layers=2 if kind == "gru" else 3, mixtures=2)
     prior = build_prior(config, LATENT)
-    frames, chunk = int(600 * 62.5), 500
+    frames, chunk = int(minutes * 60 * 62.5), 500
     state = prior.initial_state(1)
     stream = prior.sample_stream(1, frames, 1.0, torch.Generator().manual_seed(0), chunk, state)
 
