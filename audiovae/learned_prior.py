@@ -103,8 +103,8 @@ class GRUCore(nn.Module):
         out, _ = self.gru(self.input(x.transpose(1, 2)))  # (B, T, H)
         return self.dropout(out).transpose(1, 2)
 
-    def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(self.gru.num_layers, batch, self.gru.hidden_size)  # (layers, B, H)
+    def initial_state(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros(self.gru.num_layers, batch, self.gru.hidden_size, device=device)  # (layers, B, H)
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, latent) -> features (B, H), next state."""
@@ -146,9 +146,9 @@ class ConvCore(nn.Module):
             skip = skip + s
         return torch.relu(skip)
 
-    def initial_state(self, batch: int) -> list[torch.Tensor]:
+    def initial_state(self, batch: int, device: torch.device) -> list[torch.Tensor]:
         """Zeros: the same left padding as the offline pass. One (B, C, context) cache per layer."""
-        return [torch.zeros(batch, self.input.out_channels, c) for c in self.context]
+        return [torch.zeros(batch, self.input.out_channels, c, device=device) for c in self.context]
 
     def step(self, x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x: (B, latent) -> features (B, C); each cache (B, C, context) drops its oldest frame, gains x.
@@ -234,7 +234,9 @@ class LatentPrior(nn.Module):
 
     # ---- streaming ------------------------------------------------------------------------------------------
     def initial_state(self, batch: int) -> StreamState:
-        return StreamState(self.core.initial_state(batch), torch.zeros(batch, self.latent_size))
+        """The state before any frame: no history (the train mean)."""
+        device = self.latent_mean.device
+        return StreamState(self.core.initial_state(batch, device), torch.zeros(batch, self.latent_size, device=device))
 
     @torch.no_grad()
     def prime(self, z_prompt: torch.Tensor, state: StreamState | None = None) -> StreamState:
@@ -272,7 +274,7 @@ class LatentPrior(nn.Module):
         """The next `frames` frames (batch, latent, frames) in the VAE's units; advances `state`."""
         was_training = self.training
         self.eval()
-        chunk = torch.empty(state.previous.shape[0], self.latent_size, frames)
+        chunk = torch.empty(state.previous.shape[0], self.latent_size, frames, device=state.previous.device)
         for t in range(frames):
             features, state.core = self.core.step(state.previous, state.core)
             state.previous = self._draw(features, temperature, generator)
@@ -283,13 +285,14 @@ class LatentPrior(nn.Module):
     def _draw(self, features: torch.Tensor, temperature: float, generator: Generators) -> torch.Tensor:
         """One frame (B, latent), normalized, from the mixture the features (B, H) parametrize."""
         logits, means, log_scales = self._mixture(features)
-        batch, rows = features.shape[0], torch.arange(features.shape[0])
+        batch, rows = features.shape[0], torch.arange(features.shape[0], device=features.device)
         if isinstance(generator, torch.Generator | None):
             uniform, normal = torch.rand(batch, generator=generator), torch.randn(batch, self.latent_size,
                                                                                    generator=generator)
         else:
             draws = [(torch.rand(1, generator=g), torch.randn(1, self.latent_size, generator=g)) for g in generator]
             uniform, normal = torch.cat([u for u, _ in draws]), torch.cat([n for _, n in draws])
+        uniform, normal = uniform.to(features.device), normal.to(features.device)  # drawn on the CPU
         if temperature == 0:
             pick = logits.argmax(-1)
             return means[rows, pick]
@@ -308,11 +311,14 @@ class LearnedPrior(Prior):
         self.chunk_frames = chunk_frames
 
     def sample(self, shape: tuple[int, int, int], temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: Generators = None) -> torch.Tensor:
+        """Latents (batch, latent_size, frames), streamed chunk by chunk; one generator per row makes row i
+        independent of the batch size (as `generate` promises with seed + i)."""
         batch, latent_size, frames = shape
         if latent_size != self.model.latent_size:
             raise ValueError(f"this prior models {self.model.latent_size} latent dims, not {latent_size}")
-        return torch.cat(list(self.model.sample_stream(batch, frames, temperature, generator, self.chunk_frames)), -1)
+        chunks = list(self.model.sample_stream(batch, frames, temperature, generator, self.chunk_frames))
+        return torch.cat(chunks, -1) if chunks else torch.zeros(shape, device=self.model.latent_mean.device)
 
     def kl(self, posterior):
         raise NotImplementedError("the learned prior is fit after the VAE; the VAE's KL stays against N(0, I)")
