@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiovae.priors import Prior
-from audiovae.schema import ConfigError
+from audiovae.schema import ConfigError, build_dataclass
 
 MIN_LOG_SCALE = -7.0  # of a component's std in normalized units: keeps the NLL finite on repeated frames
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -364,7 +364,8 @@ def checkpoint_state(prior: LatentPrior) -> dict[str, Any]:
 
 def prior_from_checkpoint(state: dict[str, Any]) -> LatentPrior:
     """Rebuild a LatentPrior from `checkpoint_state` output (e.g. after torch.load(weights_only=True))."""
-    prior = LatentPrior(PriorConfig(**state["prior_config"]), int(state["latent_size"]))
+    config = build_dataclass(PriorConfig, state["prior_config"], "prior")  # checked like a recipe's section
+    prior = LatentPrior(config, int(state["latent_size"]))
     prior.load_state_dict(state["prior"])
     return prior.eval()
 
