@@ -25,7 +25,13 @@ import torch
 from audiovae.audio import normalize
 from audiovae.dataset import read_manifest
 from audiovae.evaluate import held_out_files
-from audiovae.learned_prior import PriorConfig, fit_prior, window_statistics, windows_in_range
+from audiovae.learned_prior import (
+    PriorConfig,
+    checkpoint_state,
+    fit_prior,
+    window_statistics,
+    windows_in_range,
+)
 from audiovae.metrics import frechet_distance, log_mel_features
 from audiovae.synth import Model, load
 
@@ -139,6 +145,7 @@ def main() -> None:
         log(f"training {name}: {config}")
         result = fit_prior(config, train_z, valid_z, log=log)
         prior = priors[name] = result.prior
+        torch.save(checkpoint_state(prior), cache / f"prior-{name.replace(', ', '-').replace(' ', '')}.pt")
         parameters = sum(p.numel() for p in prior.parameters())
         start = time.perf_counter()
         for _ in prior.sample_stream(1, 1000, 1.0, torch.Generator().manual_seed(0)):
@@ -153,10 +160,12 @@ def main() -> None:
 
     recon = frechet(model, valid_all, real)
 
-    # 60-s samples: decoded loudness and flatness per 5-s window vs the training audio's windows
-    train_windows = window_features(np.concatenate(train_waves), rate)
+    # 60-s samples: decoded loudness and flatness per 5-s window vs the windows of the decoded train latents
+    # (the VAE's own level and timbre: what a perfect prior would give), and of the training audio itself
+    audio_windows = window_features(np.concatenate(train_waves), rate)
     window = int(5 * rate / model.hop_samples)  # latent frames per 5 s
     train_stream = np.concatenate(train_z, axis=1)
+    train_windows = window_features(decode(model, torch.from_numpy(train_stream)[None], level=False)[0], rate)
     _, latent_std = window_statistics(train_stream, window)
     long_frames = model._frames_for(int(args.long_seconds * rate))
     for temperature in args.temperatures:
@@ -183,12 +192,14 @@ def main() -> None:
     for name, parameters, steps, nll, speed, temperature, value in rows:
         print(f"| {name} | {parameters} | {steps} | {nll} | {speed} | {temperature} | {value:.1f} |")
     print(f"| floor: held-out half vs half | | | | | | {floor:.1f} |")
-    print(f"\n{args.long_seconds:.0f}-s samples, 5-s windows; training audio's windows: level "
+    print(f"\n{args.long_seconds:.0f}-s samples, 5-s windows. Decoded train latents' windows: level "
           f"{train_windows[:, 0].min():.1f}..{train_windows[:, 0].max():.1f} dBFS, flatness "
-          f"{train_windows[:, 1].min():.3f}..{train_windows[:, 1].max():.3f}; train latent 5-s window std "
+          f"{train_windows[:, 1].min():.3f}..{train_windows[:, 1].max():.3f} (the training audio itself: "
+          f"{audio_windows[:, 0].min():.1f}..{audio_windows[:, 0].max():.1f} dBFS, flatness "
+          f"{audio_windows[:, 1].min():.3f}..{audio_windows[:, 1].max():.3f}); train latent 5-s window std "
           f"(mean over dims) {latent_std.mean(1).min():.2f}..{latent_std.mean(1).max():.2f}\n")
-    print("| prior | temperature | windows | level dBFS min | max | flatness min | max | audio windows in train "
-          "range | latent windows in range | latent window std min | max |")
+    print("| prior | temperature | windows | level dBFS min | max | flatness min | max | audio windows in decoded "
+          "train range | latent windows in range | latent window std min | max |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in long_rows:
         name, temperature, n, lo, hi, flo, fhi, inside, alive, smin, smax = row
