@@ -1,0 +1,432 @@
+"""A learned prior over a run's latent sequences: a causal autoregressive model p(z_t | z_<t), streamed frame by frame.
+
+The VAE is frozen; its posterior means on the train split are the data. Each frame's distribution is a
+mixture of K diagonal Gaussians over all latent dims with ONE set of mixture weights per frame: a frame
+of audio is in one of a few joint states (silence, a vowel, a fricative ...) in which all dims move
+together, and per-dim weights would sample dims from different states (a "half silent, half vowel"
+frame the decoder never saw). Inputs are the previous frames, normalized per dim with the train
+latents' mean and std (buffers of the module, so they travel in its state dict):
+
+    frames      z_0   z_1   z_2  ...  z_T-1
+    inputs      0     z_0   z_1  ...  z_T-2     (0 = the train mean: "no history yet")
+    predicts    p(z_0) p(z_1|z_0) ...
+
+Two cores share the interface `forward(inputs) -> features` offline and `step(input, state)` streaming:
+"gru" (state: the hidden state) and "conv", a gated dilated causal conv stack whose streaming state is
+each layer's cached left context. Either way streaming holds O(1) memory in the generated length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiovae.priors import Prior
+from audiovae.schema import ConfigError, build_dataclass
+
+MIN_LOG_SCALE = -7.0  # of a component's std in normalized units: keeps the NLL finite on repeated frames
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(key, message)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The learned prior's model and its training (the recipe's `prior:` section)."""
+
+    kind: str = "gru"  # gru | conv
+    hidden_size: int = 256  # GRU hidden units, or conv channels
+    layers: int = 2  # GRU layers, or conv layers (dilations 1, 2, 4, ... restarting every `dilation_cycle`)
+    kernel_size: int = 3  # conv only
+    dilation_cycle: int = 5  # conv only: receptive field 1 + (kernel_size - 1) * sum of dilations
+    mixtures: int = 8  # Gaussian components per frame (shared weights across latent dims)
+    dropout: float = 0.1
+    input_noise: float = 0.1  # std of noise added to the input frames while training, in normalized units
+    learning_rate: float = 2e-3
+    batch_size: int = 32
+    sequence_frames: int = 128  # latent frames per training sequence
+    max_steps: int = 20000
+    max_minutes: float | None = 2.0
+    valid_every: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        _require(self.kind in CORES, "kind", f"must be one of {', '.join(CORES)} (got {self.kind!r})")
+        _require(self.hidden_size >= 1, "hidden_size", "must be positive")
+        _require(self.layers >= 1, "layers", "must be positive")
+        _require(self.kernel_size >= 2, "kernel_size", "must be at least 2 (1 sees no history)")
+        _require(self.dilation_cycle >= 1, "dilation_cycle", "must be positive")
+        _require(self.mixtures >= 1, "mixtures", "must be positive")
+        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        _require(self.input_noise >= 0, "input_noise", "must be >= 0")
+        _require(self.learning_rate > 0, "learning_rate", "must be positive")
+        _require(self.batch_size >= 1, "batch_size", "must be positive")
+        _require(self.sequence_frames >= 2, "sequence_frames", "must be at least 2")
+        _require(self.max_steps >= 1, "max_steps", "must be positive")
+        _require(self.max_minutes is None or self.max_minutes > 0, "max_minutes", "must be positive")
+        _require(self.valid_every >= 1, "valid_every", "must be positive")
+        _require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        return tuple(2 ** (i % self.dilation_cycle) for i in range(self.layers))
+
+    @property
+    def receptive_frames(self) -> int | None:
+        """Past frames the conv core sees (None: unbounded, the GRU)."""
+        return 1 + (self.kernel_size - 1) * sum(self.dilations) if self.kind == "conv" else None
+
+
+# ---- cores: normalized frames (batch, latent, frames) -> features (batch, hidden, frames) ----------------
+class GRUCore(nn.Module):
+    def __init__(self, config: PriorConfig, latent_size: int):
+        super().__init__()
+        self.input = nn.Linear(latent_size, config.hidden_size)
+        self.gru = nn.GRU(config.hidden_size, config.hidden_size, config.layers, batch_first=True,
+                          dropout=config.dropout if config.layers > 1 else 0.0)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(self.input(x.transpose(1, 2)))  # (B, T, H)
+        return self.dropout(out).transpose(1, 2)
+
+    def initial_state(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros(self.gru.num_layers, batch, self.gru.hidden_size, device=device)  # (layers, B, H)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, latent) -> features (B, H), next state."""
+        out, state = self.gru(self.input(x)[:, None], state)
+        return out[:, 0], state
+
+
+class ConvCore(nn.Module):
+    """Gated residual layers of causal dilated convolutions with skip connections (WaveNet without conditioning)."""
+
+    def __init__(self, config: PriorConfig, latent_size: int):
+        super().__init__()
+        width, kernel = config.hidden_size, config.kernel_size
+        self.input = nn.Conv1d(latent_size, width, 1)
+        self.dilations = config.dilations
+        self.gates = nn.ModuleList(nn.Conv1d(width, 2 * width, kernel, dilation=d) for d in self.dilations)
+        self.residuals = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in self.dilations)
+        self.skips = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in self.dilations)
+        self.dropout = nn.Dropout(config.dropout)
+        self.context = [(kernel - 1) * d for d in self.dilations]  # left context each layer needs
+
+    def _layer(self, i: int, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """window: (B, C, context + T) -> residual out, skip (B, C, T)."""
+        a, b = self.gates[i](window).chunk(2, dim=1)
+        h = self.dropout(torch.tanh(a) * torch.sigmoid(b))
+        x = window[..., self.context[i]:]
+        return x + self.residuals[i](h), self.skips[i](h)
+
+    @staticmethod
+    def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+        """conv over a single time step as a matrix product: x (B, C_in * kernel) -> (B, C_out)."""
+        return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input(x)
+        skip = torch.zeros_like(x)
+        for i, context in enumerate(self.context):
+            x, s = self._layer(i, F.pad(x, (context, 0)))
+            skip = skip + s
+        return torch.relu(skip)
+
+    def initial_state(self, batch: int, device: torch.device) -> list[torch.Tensor]:
+        """Zeros: the same left padding as the offline pass. One (B, C, context) cache per layer."""
+        return [torch.zeros(batch, self.input.out_channels, c, device=device) for c in self.context]
+
+    def step(self, x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x: (B, latent) -> features (B, C); each cache (B, C, context) drops its oldest frame, gains x.
+
+        One frame through a dilated conv reads `kernel` taps `dilation` apart: the same numbers as the
+        offline pass, as matrix products (a conv1d call per frame is ~10x slower on CPU)."""
+        x = self._pointwise(self.input, x)  # (B, C)
+        skip, caches = 0.0, []
+        for i, cache in enumerate(state):
+            window = torch.cat([cache, x[..., None]], dim=-1)  # (B, C, context + 1)
+            caches.append(window[..., 1:])
+            taps = window[..., :: self.dilations[i]]  # (B, C, kernel)
+            a, b = self._pointwise(self.gates[i], taps.flatten(1)).chunk(2, dim=1)
+            h = torch.tanh(a) * torch.sigmoid(b)
+            x = x + self._pointwise(self.residuals[i], h)
+            skip = skip + self._pointwise(self.skips[i], h)
+        return torch.relu(skip), caches
+
+
+CORES: dict[str, type[nn.Module]] = {"gru": GRUCore, "conv": ConvCore}
+
+
+@dataclass
+class StreamState:
+    """Where a stream stands: the core's state and the last frame (normalized), (B, latent). Advanced in place."""
+
+    core: Any
+    previous: torch.Tensor
+
+
+class LatentPrior(nn.Module):
+    """p(z) over latent sequences z: (batch, latent_size, frames), in the VAE's latent units."""
+
+    def __init__(self, config: PriorConfig, latent_size: int):
+        super().__init__()
+        self.config = config
+        self.latent_size = latent_size
+        self.core = CORES[config.kind](config, latent_size)
+        k = config.mixtures
+        self.head = nn.Linear(config.hidden_size, k + 2 * k * latent_size)  # logits, means, log scales
+        self.register_buffer("latent_mean", torch.zeros(latent_size))
+        self.register_buffer("latent_std", torch.ones(latent_size))
+
+    def set_normalization(self, latents: Sequence[np.ndarray]) -> None:
+        """Per-dim mean and std of the train latents, each (latent_size, frames)."""
+        values = np.concatenate([np.asarray(z, np.float64) for z in latents], axis=1)
+        self.latent_mean.copy_(torch.from_numpy(values.mean(axis=1)).float())
+        self.latent_std.copy_(torch.from_numpy(values.std(axis=1)).float().clamp_min(1e-4))
+
+    def _normalize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.latent_mean[:, None]) / self.latent_std[:, None]
+
+    def _mixture(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features (..., H) -> logits (..., K), means and log scales (..., K, latent), normalized units."""
+        k, d = self.config.mixtures, self.latent_size
+        out = self.head(features)
+        logits, means, log_scales = out.split([k, k * d, k * d], dim=-1)
+        shape = (*out.shape[:-1], k, d)
+        return logits, means.reshape(shape), log_scales.reshape(shape).clamp_min(MIN_LOG_SCALE)
+
+    def log_prob(self, z: torch.Tensor, input_noise: float = 0.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(z_t | z_<t) in nats, summed over latent dims: (batch, frames). z: (batch, latent, frames)."""
+        x = self._normalize(z)
+        inputs = F.pad(x[..., :-1], (1, 0))  # shifted right: frame t sees frames < t
+        if input_noise > 0:
+            inputs = inputs + input_noise * torch.randn(inputs.shape, generator=generator).to(inputs.device)
+        logits, means, log_scales = self._mixture(self.core(inputs).transpose(1, 2))  # (B, T, K[, D])
+        target = x.transpose(1, 2)[:, :, None]  # (B, T, 1, D)
+        component = (-0.5 * ((target - means) * torch.exp(-log_scales)).square() - log_scales
+                     - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_p = torch.logsumexp(torch.log_softmax(logits, -1) + component, -1)
+        return log_p - self.latent_std.log().sum()  # back to the VAE's units (change of variables)
+
+    @torch.no_grad()
+    def nll(self, z: torch.Tensor) -> float:
+        """Mean negative log-likelihood in nats per frame (summed over latent dims). z: (batch, latent, frames)."""
+        was_training = self.training
+        self.eval()
+        value = -self.log_prob(z).mean().item()
+        self.train(was_training)
+        return value
+
+    # ---- streaming ------------------------------------------------------------------------------------------
+    def initial_state(self, batch: int) -> StreamState:
+        """The state before any frame: no history (the train mean)."""
+        device = self.latent_mean.device
+        return StreamState(self.core.initial_state(batch, device), torch.zeros(batch, self.latent_size, device=device))
+
+    @torch.no_grad()
+    def prime(self, z_prompt: torch.Tensor, state: StreamState | None = None) -> StreamState:
+        """Consume a prompt's latents (batch, latent, frames), frame by frame; returns the state to continue from."""
+        was_training = self.training
+        self.eval()
+        state = state or self.initial_state(z_prompt.shape[0])
+        for frame in self._normalize(z_prompt).unbind(-1):
+            _, state.core = self.core.step(state.previous, state.core)
+            state.previous = frame
+        self.train(was_training)
+        return state
+
+    def sample_stream(self, batch: int, frames: int, temperature: float = 1.0, generator: Generators = None,
+                      chunk_frames: int = 256, state: StreamState | None = None) -> Iterator[torch.Tensor]:
+        """Yield latent chunks (batch, latent, <= chunk_frames) totalling `frames`, in the VAE's units.
+
+        temperature scales each component's std and divides the mixture logits; 0 takes the likeliest
+        component's mean. Each frame draws one uniform (component) and `latent` normals per row, from
+        `generator` or, given a sequence, row i from generator[i], so neither chunk_frames nor the batch
+        size changes a row's samples. `state` (e.g. from `prime`) is advanced in place. Between chunks
+        the stream holds only `state`: memory does not grow with `frames`.
+        """
+        if temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not isinstance(generator, torch.Generator | None) and len(generator) != batch:
+            raise ValueError(f"{len(generator)} generators for a batch of {batch}")
+        state = state or self.initial_state(batch)
+        for start in range(0, frames, chunk_frames):
+            yield self._sample_chunk(state, min(chunk_frames, frames - start), temperature, generator)
+
+    @torch.no_grad()
+    def _sample_chunk(self, state: StreamState, frames: int, temperature: float,
+                      generator: Generators) -> torch.Tensor:
+        """The next `frames` frames (batch, latent, frames) in the VAE's units; advances `state`."""
+        was_training = self.training
+        self.eval()
+        chunk = torch.empty(state.previous.shape[0], self.latent_size, frames, device=state.previous.device)
+        for t in range(frames):
+            features, state.core = self.core.step(state.previous, state.core)
+            state.previous = self._draw(features, temperature, generator)
+            chunk[..., t] = state.previous
+        self.train(was_training)
+        return chunk * self.latent_std[:, None] + self.latent_mean[:, None]
+
+    def _draw(self, features: torch.Tensor, temperature: float, generator: Generators) -> torch.Tensor:
+        """One frame (B, latent), normalized, from the mixture the features (B, H) parametrize."""
+        logits, means, log_scales = self._mixture(features)
+        batch, rows = features.shape[0], torch.arange(features.shape[0], device=features.device)
+        if isinstance(generator, torch.Generator | None):
+            uniform, normal = torch.rand(batch, generator=generator), torch.randn(batch, self.latent_size,
+                                                                                   generator=generator)
+        else:
+            draws = [(torch.rand(1, generator=g), torch.randn(1, self.latent_size, generator=g)) for g in generator]
+            uniform, normal = torch.cat([u for u, _ in draws]), torch.cat([n for _, n in draws])
+        uniform, normal = uniform.to(features.device), normal.to(features.device)  # drawn on the CPU
+        if temperature == 0:
+            pick = logits.argmax(-1)
+            return means[rows, pick]
+        cumulative = torch.softmax(logits / temperature, -1).cumsum(-1)
+        pick = torch.searchsorted(cumulative, uniform[:, None]).clamp_max(self.config.mixtures - 1)[:, 0]
+        return means[rows, pick] + temperature * log_scales[rows, pick].exp() * normal
+
+
+class LearnedPrior(Prior):
+    """The `Prior` interface over a trained LatentPrior: sampling streams it; there is no closed-form KL."""
+
+    name = "learned"
+
+    def __init__(self, model: LatentPrior, chunk_frames: int = 256):
+        self.model = model
+        self.chunk_frames = chunk_frames
+
+    def sample(self, shape: tuple[int, int, int], temperature: float = 1.0,
+               generator: Generators = None) -> torch.Tensor:
+        """Latents (batch, latent_size, frames), streamed chunk by chunk; one generator per row makes row i
+        independent of the batch size (as `generate` promises with seed + i)."""
+        batch, latent_size, frames = shape
+        if latent_size != self.model.latent_size:
+            raise ValueError(f"this prior models {self.model.latent_size} latent dims, not {latent_size}")
+        chunks = list(self.model.sample_stream(batch, frames, temperature, generator, self.chunk_frames))
+        return torch.cat(chunks, -1) if chunks else torch.zeros(shape, device=self.model.latent_mean.device)
+
+    def kl(self, posterior):
+        raise NotImplementedError("the learned prior is fit after the VAE; the VAE's KL stays against N(0, I)")
+
+
+# ---- training -----------------------------------------------------------------------------------------------
+def build_prior(config: PriorConfig, latent_size: int, train_latents: Sequence[np.ndarray] | None = None) -> LatentPrior:
+    """The prior for `latent_size` dims, seeded by config.seed; normalized on train_latents when given."""
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        prior = LatentPrior(config, latent_size)
+    if train_latents is not None:
+        prior.set_normalization(train_latents)
+    return prior
+
+
+def sequence_batches(latents: Sequence[np.ndarray], config: PriorConfig,
+                     generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless random training crops (batch_size, latent, sequence_frames) of the latent arrays joined end to end.
+
+    Joining lets files shorter than a sequence be used, and teaches the prior that one sound ends and
+    another begins, which long samples need; a join costs one surprising frame per file.
+    """
+    stream = torch.from_numpy(np.concatenate([np.asarray(z, np.float32) for z in latents], axis=1))
+    starts = stream.shape[1] - config.sequence_frames + 1
+    if starts < 1:
+        raise ValueError(f"{stream.shape[1]} latent frames in all, fewer than sequence_frames ({config.sequence_frames})")
+    while True:
+        first = torch.randint(starts, (config.batch_size,), generator=generator)
+        yield torch.stack([stream[:, s:s + config.sequence_frames] for s in first.tolist()])
+
+
+def prior_loss(prior: LatentPrior, batch_z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training loss: NLL in nats per frame with config.input_noise on the inputs. batch_z: (batch, latent, frames)."""
+    return -prior.log_prob(batch_z, prior.config.input_noise, generator).mean()
+
+
+def checkpoint_state(prior: LatentPrior) -> dict[str, Any]:
+    """What a checkpoint holds: plain config, latent size, weights (normalization buffers included)."""
+    return {"prior_config": dataclasses.asdict(prior.config), "latent_size": prior.latent_size,
+            "prior": prior.state_dict()}
+
+
+def prior_from_checkpoint(state: dict[str, Any]) -> LatentPrior:
+    """Rebuild a LatentPrior from `checkpoint_state` output (e.g. after torch.load(weights_only=True))."""
+    config = build_dataclass(PriorConfig, state["prior_config"], "prior")  # checked like a recipe's section
+    prior = LatentPrior(config, int(state["latent_size"]))
+    prior.load_state_dict(state["prior"])
+    return prior.eval()
+
+
+@dataclass(frozen=True)
+class FitResult:
+    prior: LatentPrior  # the weights with the best validation NLL
+    steps: int
+    seconds: float
+    best_valid_nll: float  # nats per frame
+
+
+def fit_prior(config: PriorConfig, train_latents: Sequence[np.ndarray], valid_latents: Sequence[np.ndarray],
+              log=None) -> FitResult:
+    """A standalone training loop (benchmarks and tests) until max_steps or max_minutes; keeps the best valid NLL.
+
+    The run's own stage should call build_prior / sequence_batches / prior_loss / nll from the shared loop.
+    """
+    prior = build_prior(config, train_latents[0].shape[0], train_latents)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(prior.parameters(), lr=config.learning_rate)
+    valid = torch.from_numpy(np.concatenate(valid_latents, axis=1).astype(np.float32))[None]
+    best, best_state, start, step = float("inf"), None, time.perf_counter(), 0
+    for step, batch in enumerate(sequence_batches(train_latents, config, generator), 1):
+        loss = prior_loss(prior, batch, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        if config.grad_clip:
+            nn.utils.clip_grad_norm_(prior.parameters(), config.grad_clip)
+        optimizer.step()
+        elapsed = time.perf_counter() - start
+        done = step >= config.max_steps or (config.max_minutes is not None and elapsed > 60 * config.max_minutes)
+        if step % config.valid_every == 0 or done:
+            value = prior.nll(valid)
+            if value < best:
+                best, best_state = value, {k: v.clone() for k, v in prior.state_dict().items()}
+            if log:
+                log(f"step {step}: train {loss.item():.2f} valid {value:.2f} nats/frame ({elapsed:.0f} s)")
+        if done:
+            break
+    prior.load_state_dict(best_state)
+    return FitResult(prior.eval(), step, time.perf_counter() - start, best)
+
+
+def window_statistics(z: np.ndarray, window_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window mean and std of each latent dim: z (latent, frames) -> two (windows, latent) arrays."""
+    count = z.shape[1] // window_frames
+    windows = z[:, : count * window_frames].reshape(z.shape[0], count, window_frames)
+    return windows.mean(-1).T, windows.std(-1).T
+
+
+def windows_in_range(samples: np.ndarray, reference: np.ndarray, window_frames: int) -> float:
+    """Share of the samples' windows whose per-dim statistics stay in the range of the reference's windows.
+
+    samples, reference: (latent, frames). A window passes when, in every dim, its std lies within half the
+    smallest and twice the largest reference window std (a collapse to a constant or an explosion fails),
+    and its mean within the reference windows' range of means widened by the reference's std on each side.
+    """
+    ref_mean, ref_std = window_statistics(reference, window_frames)
+    mean, std = window_statistics(samples, window_frames)
+    spread = reference.std(axis=1)
+    inside = ((std >= 0.5 * ref_std.min(0)) & (std <= 2.0 * ref_std.max(0))
+              & (mean >= ref_mean.min(0) - spread) & (mean <= ref_mean.max(0) + spread))
+    return float(inside.all(1).mean())
