@@ -259,7 +259,7 @@ def shrink_overrides(recipe: Recipe) -> tuple[str, ...]:
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_every_recipe_shrinks_and_trains_one_step(path):
+def test_every_recipe_shrinks_and_trains_one_step(path, tmp_path):
     full = load_recipe(path)
     recipe = load_recipe(path, overrides=shrink_overrides(full))
     assert recipe.model.family == full.model.family
@@ -300,6 +300,11 @@ def test_every_recipe_shrinks_and_trains_one_step(path):
         terms, weights, notes = adversary.step(x, model(x).reconstruction)
         assert set(terms) == set(weights) == {"adversarial", "feature_matching"}
         assert all(torch.isfinite(t) for t in terms.values()) and notes["discriminator"] > 0
+    if recipe.model.family == "conv":  # and it exports (TorchScript + ONNX, checked against ONNX Runtime)
+        from audiovae.export import export_net
+
+        result = export_net(model, recipe, tmp_path / "export")
+        assert (tmp_path / "export" / "model.ts").exists() and result.onnx_max_error < 1e-4
 
 
 def test_griffin_lim_fills_every_sample_of_the_frames_it_inverts():

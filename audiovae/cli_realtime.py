@@ -1,0 +1,68 @@
+"""The realtime commands of `audiovae`: export a model for hosts, and stream a file through it block by block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from audiovae.cli import _load, model_options
+from audiovae.errors import UserError
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="[RUN] OUT_DIR")
+@model_options
+def export(paths, run, checkpoint, device, force) -> None:
+    """Write OUT_DIR/model.ts (TorchScript, nn~ methods), encode/decode/forward.onnx and card.json.
+
+    RUN (or --run / --checkpoint; default: the most recent run) must be a conv model. A causal one
+    (model.causal: true) streams block by block; others export whole-signal modules.
+    """
+    from audiovae.export import export_model
+
+    if len(paths) > 2:
+        raise UserError("export takes at most two arguments: [RUN] OUT_DIR")
+    out_dir = paths[-1]
+    model = _load(paths[0] if len(paths) == 2 else run, checkpoint, "cpu")
+    result = export_model(model, out_dir, force)
+    card = result.card
+    mode = (f"streams in blocks of {card['frame_samples']} x k samples, latency {card['latency_samples']} samples "
+            f"({card['latency_ms']:.1f} ms) plus one block") if card["streams"] else "whole signals (does not stream)"
+    check = "" if result.onnx_max_error is None else f"; ONNX Runtime vs PyTorch {result.onnx_max_error:.1e}"
+    click.echo(f"wrote {out_dir}: model.ts, encode/decode/forward.onnx, card.json; {mode}{check}")
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("destination", type=click.Path(path_type=Path))
+@click.option("--block", type=int, default=512, show_default=True,
+              help="Samples per block, a multiple of the model's hop (samples per latent frame).")
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
+              help="An export folder (from `audiovae export`). Default: export --run/--checkpoint on the fly.")
+@click.option("--engine", type=click.Choice(["torchscript", "onnx"]), default="torchscript", show_default=True,
+              help="Which exported file runs the blocks.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU threads (a live host gives its audio callback one).")
+@model_options
+def stream(source, destination, block, export_dir, engine, threads, run, checkpoint, device, force) -> None:
+    """Run SOURCE through a causal model block by block, as a live host would, into DESTINATION (WAV).
+
+    Prints the latency and each block's compute time against its deadline (block / sample rate).
+    """
+    import tempfile
+
+    import torch
+
+    from audiovae.export import export_model, stream_file
+
+    if destination.exists() and not force:
+        raise UserError(f"{destination}: already exists; pass --force to overwrite")
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="audiovae-export-") as tmp:
+        if export_dir is None:
+            export_dir = Path(tmp)
+            export_model(_load(run, checkpoint, "cpu"), export_dir)
+        report = stream_file(source, destination, export_dir, block, engine)
+    click.echo(report.summary())
+    click.echo(f"wrote {destination}")
