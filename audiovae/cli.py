@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -121,6 +122,40 @@ def train(recipe, overrides, resume, run_dir, runs_root, quiet) -> None:
         click.echo(f"{result.stopped} at step {result.step}{best}: {result.run_dir}")
 
 
+@main.command("train-prior")
+@click.argument("run", required=False, type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a prior setting, e.g. --set prior.max_minutes=2 (checked like the recipe).")
+@click.option("--resume", is_flag=True, help="Continue the run's prior from its last checkpoint.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train_prior(run, overrides, resume, quiet) -> None:
+    """(Re)train RUN's learned prior over its latent sequences (default: the most recent run).
+
+    Uses the recipe's prior: section (or defaults) on the frozen VAE's latents of the train split; writes
+    RUN/prior/best.pt and last.pt, which generate uses from then on.
+    """
+    from audiovae.config import apply_overrides
+    from audiovae.learned_prior import PriorConfig
+    from audiovae.prior_stage import train_prior as run_prior
+    from audiovae.schema import ConfigError, build_dataclass
+    from audiovae.synth import load
+
+    config = None
+    if overrides:
+        base = dataclasses.asdict(load(run).recipe.prior or PriorConfig())
+        try:
+            raw = apply_overrides({"prior": base}, overrides)
+            if set(raw) != {"prior"}:
+                raise ConfigError(next(iter(set(raw) - {"prior"})), "train-prior takes prior.* settings only")
+            config = build_dataclass(PriorConfig, raw["prior"], "prior")
+        except ConfigError as error:
+            raise UserError(f"--set {error.key}: {error.message}") from None
+    result = run_prior(run, config, resume=resume, progress=not quiet)
+    best = f"{result.best_nll:.2f}" if result.best_nll is not None else "-"
+    click.echo(f"prior {result.stopped} at step {result.step}: held-out NLL {best} nats per frame "
+               f"(N(0, I): {result.gaussian_nll:.2f}): {result.folder}")
+
+
 # ---- synthesis ---------------------------------------------------------------------------------------------
 
 _model_options = [
@@ -190,14 +225,22 @@ def _plot(paths_and_waves, sample_rate: int, inputs=None) -> list[Path]:
               help="Scale of the prior's standard deviation; 0 decodes the prior mean.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sound i uses seed + i: same seed, same bytes.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Sounds decoded at once.")
+@click.option("--prior", "prior_name", type=click.Choice(["learned", "gaussian"]), default=None,
+              help="Draw latents from the run's learned prior or from N(0, I). Default: learned when the run has one.")
+@click.option("--prompt", type=click.Path(path_type=Path), default=None,
+              help="A sound to continue: each output starts with its reconstruction, then --seconds of new material.")
 @click.option("--plot", is_flag=True, help="Also write a PNG (waveform and log-mel spectrogram) beside each WAV.")
 @model_options
-def generate(out_dir, count, seconds, temperature, seed, batch_size, plot, run, checkpoint, device, force) -> None:
-    """Decode samples of the prior into OUT_DIR/sample_000.wav ... and OUT_DIR/samples.json."""
+def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name, prompt, plot, run, checkpoint,
+             device, force) -> None:
+    """Decode samples of the prior into OUT_DIR/sample_000.wav ... and OUT_DIR/samples.json.
+
+    Sounds of any length are streamed: latents from the prior into the decoder, samples to the files.
+    """
     import math
 
-    from audiovae.audio import write_wav
     from audiovae.fileio import require_free_space, write_json_atomic
+    from audiovae.generation import choose_prior, generate_files, prompt_latents
 
     if count < 1 or batch_size < 1:
         raise UserError("-n and --batch-size must be positive")
@@ -210,23 +253,25 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, plot, run, 
 
         require_matplotlib()
     model = _load(run, checkpoint, device)
+    prior = choose_prior(model, prior_name)
     samples = model.recipe.data.segment_samples if seconds is None else round(seconds * model.sample_rate)
     require_free_space(out_dir, count * samples * 2, f"{count} sounds of {samples / model.sample_rate:g} s")
     paths = _outputs(out_dir, [f"sample_{i:03d}.wav" for i in range(count)], force, (".png",) if plot else ())
     if (out_dir / "samples.json").exists() and not force:
         raise UserError(f"{out_dir / 'samples.json'}: already exists; pass --force to overwrite")
-    waves = model.generate(count, seconds, temperature, seed, batch_size, progress=count > batch_size)
-    for path, wave in zip(paths, waves, strict=True):
-        write_wav(path, wave, model.sample_rate)
+    z_prompt = prompt_latents(model, prompt) if prompt is not None else None
+    written = generate_files(model, paths, seconds, temperature, seed, prior, z_prompt, batch_size,
+                             progress=count * samples > 20 * model.sample_rate)
     write_json_atomic(out_dir / "samples.json", {
         "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
-        "sample_rate": model.sample_rate, "temperature": temperature, "seconds": len(waves[0]) / model.sample_rate,
+        "sample_rate": model.sample_rate, "prior": prior.name, "temperature": temperature,
+        "prompt": str(prompt) if prompt is not None else None, "seconds": written / model.sample_rate,
         "files": [{"file": p.name, "seed": seed + i} for i, p in enumerate(paths)],
     })
     if plot:
-        _plot(list(zip(paths, waves, strict=True)), model.sample_rate)
-    click.echo(f"wrote {count} sounds of {len(waves[0]) / model.sample_rate:.2f} s to {out_dir} "
-               f"(from {model.checkpoint})")
+        _plot([(path, model.load_audio(path)) for path in paths], model.sample_rate)
+    click.echo(f"wrote {count} sounds of {written / model.sample_rate:.2f} s to {out_dir} "
+               f"(from {model.checkpoint}, {prior.name} prior)")
 
 
 @main.command()
@@ -344,61 +389,7 @@ def evaluate(run, data, split, max_files, seed, device, perceptual, quiet) -> No
     click.echo(f"\nwrote {result.json_path} and {result.csv_path}")
 
 
-# ---- realtime ----------------------------------------------------------------------------------------------
+from audiovae.cli_realtime import export, stream  # noqa: E402 - they use the helpers above
 
-@main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="[RUN] OUT_DIR")
-@model_options
-def export(paths, run, checkpoint, device, force) -> None:
-    """Write OUT_DIR/model.ts (TorchScript, nn~ methods), encode/decode/forward.onnx and card.json.
-
-    RUN (or --run / --checkpoint; default: the most recent run) must be a conv model. A causal one
-    (model.causal: true) streams block by block; others export whole-signal modules.
-    """
-    from audiovae.export import export_model
-
-    if len(paths) > 2:
-        raise UserError("export takes at most two arguments: [RUN] OUT_DIR")
-    out_dir = paths[-1]
-    model = _load(paths[0] if len(paths) == 2 else run, checkpoint, "cpu")
-    result = export_model(model, out_dir, force)
-    card = result.card
-    mode = (f"streams in blocks of {card['frame_samples']} x k samples, latency {card['latency_samples']} samples "
-            f"({card['latency_ms']:.1f} ms) plus one block") if card["streams"] else "whole signals (does not stream)"
-    check = "" if result.onnx_max_error is None else f"; ONNX Runtime vs PyTorch {result.onnx_max_error:.1e}"
-    click.echo(f"wrote {out_dir}: model.ts, encode/decode/forward.onnx, card.json; {mode}{check}")
-
-
-@main.command()
-@click.argument("source", type=click.Path(path_type=Path))
-@click.argument("destination", type=click.Path(path_type=Path))
-@click.option("--block", type=int, default=512, show_default=True,
-              help="Samples per block, a multiple of the model's hop (samples per latent frame).")
-@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
-              help="An export folder (from `audiovae export`). Default: export --run/--checkpoint on the fly.")
-@click.option("--engine", type=click.Choice(["torchscript", "onnx"]), default="torchscript", show_default=True,
-              help="Which exported file runs the blocks.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="CPU threads (a live host gives its audio callback one).")
-@model_options
-def stream(source, destination, block, export_dir, engine, threads, run, checkpoint, device, force) -> None:
-    """Run SOURCE through a causal model block by block, as a live host would, into DESTINATION (WAV).
-
-    Prints the latency and each block's compute time against its deadline (block / sample rate).
-    """
-    import tempfile
-
-    import torch
-
-    from audiovae.export import export_model, stream_file
-
-    if destination.exists() and not force:
-        raise UserError(f"{destination}: already exists; pass --force to overwrite")
-    torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="audiovae-export-") as tmp:
-        if export_dir is None:
-            export_dir = Path(tmp)
-            export_model(_load(run, checkpoint, "cpu"), export_dir)
-        report = stream_file(source, destination, export_dir, block, engine)
-    click.echo(report.summary())
-    click.echo(f"wrote {destination}")
+main.add_command(export)
+main.add_command(stream)

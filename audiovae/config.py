@@ -232,6 +232,7 @@ class Recipe:
     loss: LossConfig
     train: TrainConfig
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    prior: Any = None  # audiovae.learned_prior.PriorConfig: a learned prior trained as the run's last stage
 
     def __post_init__(self):
         from audiovae.losses import LOSS_TERMS
@@ -272,7 +273,7 @@ def recipe_from_dict(raw: Any, name: str) -> Recipe:
     if not isinstance(raw, dict):
         raise ConfigError("(top level)", "a recipe must be a mapping with data, model, loss and train sections")
     sections = {"data": DataConfig, "model": None, "loss": LossConfig, "train": TrainConfig,
-                "adversarial": AdversarialConfig}
+                "adversarial": AdversarialConfig, "prior": None}
     for key in raw:
         if key not in sections:
             close = difflib.get_close_matches(str(key), list(sections), n=1)
@@ -294,9 +295,19 @@ def recipe_from_dict(raw: Any, name: str) -> Recipe:
             loss=build_dataclass(LossConfig, raw.get("loss"), "loss"),
             train=build_dataclass(TrainConfig, raw.get("train"), "train"),
             adversarial=build_dataclass(AdversarialConfig, raw.get("adversarial"), "adversarial"),
+            prior=_prior_section(raw.get("prior")),
         )
     except ConfigError as error:
         raise error from None
+
+
+def _prior_section(raw: Any) -> Any:
+    """The `prior:` section (absent or null: no learned prior)."""
+    if raw is None:
+        return None
+    from audiovae.learned_prior import PriorConfig
+
+    return build_dataclass(PriorConfig, raw, "prior")
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:

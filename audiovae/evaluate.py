@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from audiovae import perceptual
 from audiovae.dataset import read_manifest
@@ -42,6 +43,7 @@ from audiovae.metrics import (
     stft_distance_np,
 )
 from audiovae.ondisk import reconstruction_on_disk
+from audiovae.priors import GAUSSIAN, Prior
 from audiovae.synth import Model, load
 
 ACTIVE_VARIANCE = 0.01  # a latent dimension whose posterior mean varies less than this is inactive
@@ -176,6 +178,9 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     scorer = perceptual.DnsmosScorer() if perceptual_on else None
     tally = _Tally()
     latent_sums = None  # per dimension: frames, sum and sum of squares of the means, sum of KL
+    priors = {"gaussian": GAUSSIAN, **({"learned": model.learned_prior} if model.learned_prior else {})}
+    nll_sums: dict[str, float] = {}
+    nll_frames = 0
     heldout_features: list[FeatureMoments] = []
     encode_seconds = decode_seconds = audio_seconds = 0.0
     skipped = []
@@ -192,6 +197,10 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
                 tally.add("comb/held-out", comb_share(streamed.source, rate, frame_rate), 1.0)
                 tally.add("comb/model", comb_share(streamed.output, rate, frame_rate), 1.0)
                 tally.end_file()
+                z = torch.from_numpy(streamed.latents.values)[None]
+                for name, prior in priors.items():  # held-out NLL per latent frame, summed over frames here
+                    nll_sums[name] = nll_sums.get(name, 0.0) + prior.nll(z) * z.shape[-1]
+                nll_frames += z.shape[-1]
                 sums = _latent_sums(streamed.latents.values, streamed.kl)
                 latent_sums = sums if latent_sums is None else latent_sums + sums
                 heldout_features.append(features)
@@ -207,7 +216,9 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     reconstruction = {key: value for key, value in tally.means().items()
                       if key.split("/")[0] in REFERENCES}
     latent = _latent_health(latent_sums)
-    generation = _generation(model, heldout_features, audio_seconds, seed)
+    generation = _generation(model, priors, heldout_features, audio_seconds, seed)
+    generation["nll_per_frame"] = {name: total / nll_frames for name, total in nll_sums.items()}
+    generation["samples_prior"] = "learned" if model.learned_prior else "gaussian"  # of the DNSMOS and comb rows
     prior = model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
     comb = {"frame_rate_hz": frame_rate, "tolerance_hz": COMB_TOLERANCE_HZ, "chance": comb_chance(rate, frame_rate),
             **tally.means("comb/"), "prior samples": _mean([comb_share(w, rate, frame_rate) for w in prior])}
@@ -271,16 +282,21 @@ def _latent_health(sums: np.ndarray) -> dict[str, Any]:
             "collapse_warning": warning}
 
 
-def _generation(model: Model, held_out: list[FeatureMoments], audio_seconds: float, seed: int) -> dict[str, float]:
-    """Frechet distance on log-mel frames: prior samples vs held-out audio, and held-out half vs half."""
+def _generation(model: Model, priors: dict[str, Prior], held_out: list[FeatureMoments], audio_seconds: float,
+                seed: int) -> dict[str, Any]:
+    """Frechet distance on log-mel frames: each prior's samples vs held-out audio (`frechet_prior_vs_heldout`
+    is N(0, I)'s, as in 0.1), and held-out half vs half, the floor."""
     rate = model.sample_rate
     seconds = model.recipe.data.segment_samples / rate
     count = max(4, min(64, int(audio_seconds / seconds)))
-    generated = FeatureMoments()
-    for wave in model.generate(count, seconds, seed=seed):
-        generated.add(log_mel_features(wave, rate))
-    result = {"frechet_prior_vs_heldout": frechet_distance(generated, sum(held_out, FeatureMoments())),
-              "generated_sounds": count}
+    real = sum(held_out, FeatureMoments())
+    result: dict[str, Any] = {"generated_sounds": count}
+    for name, prior in priors.items():
+        generated = FeatureMoments()
+        for wave in model.generate(count, seconds, seed=seed, prior=prior):
+            generated.add(log_mel_features(wave, rate))
+        key = "frechet_prior_vs_heldout" if name == "gaussian" else f"frechet_{name}_vs_heldout"
+        result[key] = frechet_distance(generated, real)
     if len(held_out) >= 2:
         order = np.random.default_rng(seed).permutation(len(held_out))
         half = len(order) // 2
@@ -346,10 +362,16 @@ def format_table(metrics: dict[str, Any]) -> str:
               f"reconstructions {_fmt(comb.get('model'))}, prior samples {_fmt(comb.get('prior samples'))}",
               f"latent: {latent['active_dimensions']} of {latent['latent_size']} dimensions active, "
               f"KL {latent['kl_total']:.2f} nats per frame",
-              f"generation: Frechet distance (log-mel) prior vs held-out {gen['frechet_prior_vs_heldout']:.2f}"
+              "generation: Frechet distance (log-mel) to held-out audio: "
+              f"N(0, I) samples {gen['frechet_prior_vs_heldout']:.2f}"
+              + (f", learned-prior samples {gen['frechet_learned_vs_heldout']:.2f}"
+                 if "frechet_learned_vs_heldout" in gen else "")
               + (f", floor (held-out half vs half) {gen['frechet_heldout_half_vs_half']:.2f}"
                  if "frechet_heldout_half_vs_half" in gen else "")
               + "  [not comparable to published FAD]",
+              "held-out NLL per latent frame: " + ", ".join(
+                  f"{'N(0, I)' if name == 'gaussian' else 'learned prior'} {value:.2f} nats"
+                  for name, value in gen.get("nll_per_frame", {}).items()),
               f"speed on {speed['device']}: encode {speed['encode_real_time_factor']:.0f}x, "
               f"decode {speed['decode_real_time_factor']:.0f}x real time"]
     if latent["collapse_warning"]:

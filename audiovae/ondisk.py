@@ -79,14 +79,19 @@ def reconstruction_on_disk(model: Model, source: str | Path, block_seconds: floa
             del wave, output
 
 
-def write_wav_blocks(destination: str | Path, samples: np.ndarray, sample_rate: int, scale: float,
-                     block_seconds: float = 30.0) -> Path:
-    """Write `samples * scale` (a memory map or array, (samples,)) as 16-bit WAV, a block at a time, atomically."""
+def write_wav_blocks(destination: str | Path, samples: np.ndarray, sample_rate: int,
+                     scales: float | tuple[float, ...], block_seconds: float = 30.0) -> Path:
+    """Write `samples` (a memory map or array, (samples,)) times each of `scales` in turn (float32 products,
+    as the in-memory path computes them) as 16-bit WAV, clipped to [-1, 1], a block at a time, atomically."""
     import soundfile as sf
 
+    scales = scales if isinstance(scales, tuple) else (scales,)
     block = int(block_seconds * sample_rate)
     with atomic_path(destination) as target, open(target, "wb") as handle:
         with sf.SoundFile(handle, "w", sample_rate, 1, "PCM_16", format="WAV") as out:
             for start in range(0, len(samples), block):
-                out.write(np.asarray(samples[start : start + block]) * np.float32(scale))
+                part = np.asarray(samples[start : start + block], dtype=np.float32)
+                for scale in scales:
+                    part = part * np.float32(scale)
+                out.write(np.clip(part, -1.0, 1.0))
     return Path(destination)

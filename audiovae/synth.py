@@ -11,6 +11,7 @@ so memory stays bounded and chunk joins match a single pass:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from audiovae.config import ConfigError, Recipe, recipe_from_saved
 from audiovae.errors import UserError
 from audiovae.fileio import file_sha256
 from audiovae.models import VAE, Posterior, build_model
-from audiovae.priors import GAUSSIAN, Prior
+from audiovae.priors import Prior
 from audiovae.runs import DEFAULT_RUNS, resolve_checkpoint
 from audiovae.trainer import select_device
 
@@ -44,8 +45,10 @@ class Latents:
 class Model:
     """A trained VAE with its recipe, ready for synthesis. Waveforms are float32 numpy arrays (samples,)."""
 
-    def __init__(self, net: VAE, recipe: Recipe, checkpoint: Path, device: torch.device):
+    def __init__(self, net: VAE, recipe: Recipe, checkpoint: Path, device: torch.device,
+                 learned_prior: Prior | None = None):
         self.net = _fold_weight_norm(net).eval().to(device)
+        self.learned_prior = learned_prior  # the run's learned prior over latent sequences, when it has one
         self.recipe = recipe
         self.representation = recipe.data.representation
         self.checkpoint = checkpoint
@@ -117,16 +120,32 @@ class Model:
             logvars.append(posterior.logvar[..., start - lo : stop - lo])
         return Posterior(torch.cat(means, dim=-1), torch.cat(logvars, dim=-1))
 
-    @torch.no_grad()
     def _decode_pieces(self, z: torch.Tensor):
         """Chunked decode of z (batch, latent, frames): yields waveform pieces (batch, samples) in order."""
-        hop = self.frame_samples
-        for start, stop, lo, hi in self._chunks(z.shape[-1]):
-            wave = self._chunk_to_wave(self.net.decode(z[..., lo:hi]))
+        return self._decode_stream([z], z.shape[-1])
+
+    @torch.no_grad()
+    def _decode_stream(self, z_chunks: Iterable[torch.Tensor], frames: int) -> Iterator[np.ndarray]:
+        """Decode latents arriving in chunks (batch, latent, n), `frames` in all, into waveform pieces
+        (batch, samples), exactly as one chunked decode of them all would; holds one chunk and its margins."""
+        hop, margin, source = self.frame_samples, self._margin(), iter(z_chunks)
+        buffer, offset = None, 0  # buffer holds latent frames [offset, offset + its length)
+        for start, stop, lo, hi in self._chunks(frames):
+            while buffer is None or offset + buffer.shape[-1] < hi:
+                more = next(source).to(self.device)
+                buffer = more if buffer is None else torch.cat([buffer, more], dim=-1)
+            wave = self._chunk_to_wave(self.net.decode(buffer[..., lo - offset : hi - offset]))
             yield wave[:, (start - lo) * hop : (stop - lo) * hop]
+            keep_from = max(0, stop - margin)  # the next chunk's context starts here
+            buffer, offset = buffer[..., keep_from - offset :], keep_from
 
     def _decode_all(self, z: torch.Tensor, samples: int) -> np.ndarray:
-        wave = np.concatenate(list(self._decode_pieces(z)), axis=1)[:, :samples]
+        return self._join(self._decode_pieces(z), samples)
+
+    @staticmethod
+    def _join(pieces: Iterable[np.ndarray], samples: int) -> np.ndarray:
+        """Decoded pieces (batch, n) -> (batch, samples), cropped or zero-padded."""
+        wave = np.concatenate(list(pieces), axis=1)[:, :samples]
         return np.pad(wave, ((0, 0), (0, samples - wave.shape[1]))) if wave.shape[1] < samples else wave
 
     def _level(self, wave: np.ndarray) -> np.ndarray:
@@ -137,14 +156,19 @@ class Model:
 
     # ---- public API -------------------------------------------------------------------------------------------
     def generate(self, n: int, seconds: float | None = None, temperature: float = 1.0, seed: int = 0,
-                 batch_size: int = 8, progress: bool = False, prior: Prior = GAUSSIAN) -> list[np.ndarray]:
+                 batch_size: int = 8, progress: bool = False, prior: str | Prior | None = None) -> list[np.ndarray]:
         """n waveforms decoded from prior samples. Sample i uses seed + i, whatever the batch size.
 
-        seconds: duration (default: one training segment). temperature scales the prior's standard
-        deviation; 0 decodes the prior mean.
+        seconds: duration (default: one training segment). temperature scales the prior's spread; 0 decodes
+        its likeliest values. prior: 'learned' (the run's), 'gaussian' (N(0, I)), a Prior, or None (the
+        learned one when the run has one). For long sounds, audiovae.generation.generate_files writes to
+        files in bounded memory.
         """
         from tqdm import tqdm
 
+        from audiovae.generation import choose_prior, latent_chunks
+
+        chosen = choose_prior(self, prior)
         samples = (self.recipe.data.segment_samples if seconds is None else round(seconds * self.sample_rate))
         if samples < 1:
             raise UserError("--seconds must be positive")
@@ -152,13 +176,28 @@ class Model:
         results: list[np.ndarray] = []
         with tqdm(total=n, unit="sound", desc="generate", disable=not progress) as bar:
             for first in range(0, n, batch_size):
-                count = min(batch_size, n - first)
-                z = torch.cat([prior.sample((1, self.latent_size, frames), temperature,
-                                            torch.Generator().manual_seed(seed + first + i)) for i in range(count)])
-                waves = self._decode_all(z.to(self.device), samples)
+                seeds = [seed + first + i for i in range(min(batch_size, n - first))]
+                waves = self._join(self._decode_stream(latent_chunks(self, chosen, frames, temperature, seeds), frames),
+                                   samples)
                 results.extend(self._level(w) for w in waves)
-                bar.update(count)
+                bar.update(len(seeds))
         return results
+
+    def continue_sound(self, wave: np.ndarray, seconds: float, temperature: float = 1.0, seed: int = 0,
+                       prior: str | Prior | None = None) -> np.ndarray:
+        """The reconstruction of `wave` (whole latent frames of it), then `seconds` of new material from the
+        prior continuing it, at the training level."""
+        from audiovae.generation import choose_prior, latent_chunks
+
+        frame = self.frame_samples
+        if len(wave) < frame:
+            raise UserError(f"the prompt is {len(wave)} samples, shorter than one latent frame ({frame} samples)")
+        prompt = torch.from_numpy(self.encode(wave[: len(wave) // frame * frame]).values)[None]
+        new = round(seconds * self.sample_rate)
+        frames = self._frames_for(new)
+        chunks = latent_chunks(self, choose_prior(self, prior), frames, temperature, [seed], prompt)
+        samples = prompt.shape[-1] * frame + new
+        return self._level(self._join(self._decode_stream(chunks, prompt.shape[-1] + frames), samples)[0])
 
     def encode(self, wave: np.ndarray) -> Latents:
         """Waveform (samples,) at the model's rate -> posterior means (latent_size, frames)."""
@@ -270,4 +309,7 @@ def load(run_or_checkpoint: str | Path | None = None, device: str = "auto", whic
     except (RuntimeError, TypeError, AttributeError) as error:
         first = str(error).strip().splitlines()[0]
         raise UserError(f"{path}: weights do not fit the model its recipe describes ({first[:160]})") from None
-    return Model(net, recipe, path, select_device(device))
+    from audiovae.prior_stage import load_learned_prior
+
+    chosen = select_device(device)
+    return Model(net, recipe, path, chosen, load_learned_prior(path, chosen))

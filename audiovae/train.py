@@ -25,6 +25,7 @@ from audiovae.errors import UserError
 from audiovae.fileio import write_atomic
 from audiovae.losses import LossResult, vae_loss
 from audiovae.models import VAE, build_model
+from audiovae.prior_stage import PRIOR_FOLDER, PriorResult, train_prior
 from audiovae.runlock import RunLock
 from audiovae.runlog import RunLog
 from audiovae.runs import DEFAULT_RUNS, latest_run_of, new_run_dir, newest_checkpoint
@@ -42,6 +43,7 @@ class TrainResult:
     step: int
     best_score: float | None
     stopped: str  # finished | time limit | interrupted
+    prior: PriorResult | None = None  # the learned prior's stage, when the recipe has one
 
 
 def vae_objective(recipe: Recipe, net: nn.Module, device: torch.device, adversary: Adversary | None
@@ -199,7 +201,11 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         if is_main and stopped == "interrupted":
             print(f"interrupted at step {state.step}; checkpoint saved. Resume with: audiovae train "
                   f"{recipe_path or recipe.name} --resume", file=sys.stderr)
-        return TrainResult(run_dir, state.step, state.best_score, stopped)
+    prior = None  # the learned prior's stage takes the run folder's lock itself
+    if recipe.prior is not None and stopped != "interrupted" and is_main and not distributed:
+        resume_prior = resume and any((run_dir / PRIOR_FOLDER / name).exists() for name in ("last.pt", "best.pt"))
+        prior = train_prior(run_dir, recipe.prior, resume=resume_prior, progress=progress, runs_root=runs_root)
+    return TrainResult(run_dir, state.step, state.best_score, stopped, prior)
 
 
 def _datasets(recipe: Recipe, dataset: PreparedDataset, is_main: bool

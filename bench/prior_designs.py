@@ -28,11 +28,11 @@ from audiovae.evaluate import held_out_files
 from audiovae.learned_prior import (
     PriorConfig,
     checkpoint_state,
-    fit_prior,
     window_statistics,
     windows_in_range,
 )
 from audiovae.metrics import frechet_distance, log_mel_features
+from audiovae.prior_stage import fit_prior
 from audiovae.synth import Model, load
 
 DESIGNS = {
@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--run", default="runs/quickstart", help="Trained VAE run folder.")
     parser.add_argument("--minutes", type=float, default=2.0, help="Training wall time per prior.")
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.3],
-                        help="Extra input-noise levels tried on the first design (its default is 0.1).")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.3],
+                        help="Extra input-noise levels tried on the first design (the default is 0.03).")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.7, 0.85, 1.0])
     parser.add_argument("--seeds", type=int, default=3, help="Sample sets averaged per Frechet distance.")
     parser.add_argument("--long-seconds", type=float, default=60.0)
@@ -143,7 +143,7 @@ def main() -> None:
     for name, config in runs:
         config = dataclasses.replace(config, max_minutes=args.minutes)
         log(f"training {name}: {config}")
-        result = fit_prior(config, train_z, valid_z, log=log)
+        result = fit_prior(config, train_z, valid_z, progress=True)
         prior = priors[name] = result.prior
         torch.save(checkpoint_state(prior), cache / f"prior-{name.replace(', ', '-').replace(' ', '')}.pt")
         parameters = sum(p.numel() for p in prior.parameters())

@@ -93,7 +93,7 @@ QUICKSTART_ERRORS = [
     ("misspelt nested key", _set("data.mel.n_melz", 40), "data.mel.n_melz: unknown key (did you mean 'n_mels'?)"),
     ("misspelt section", _set("trian", {"max_steps": 5}), "trian: unknown key (did you mean 'train'?)"),
     ("unknown section", _set("optimizer", {"lr": 1}),
-     "optimizer: unknown key (valid sections: data, model, loss, train, adversarial)"),
+     "optimizer: unknown key (valid sections: data, model, loss, train, adversarial, prior)"),
     ("string for int", _set("train.batch_size", "eight"), "train.batch_size: must be an integer (got 'eight')"),
     ("bool for int", _set("train.batch_size", True), "train.batch_size: must be an integer (got True)"),
     ("float for int", _set("model.channels", 4.5), "model.channels: must be an integer (got 4.5)"),

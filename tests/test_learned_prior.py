@@ -14,10 +14,10 @@ from audiovae.learned_prior import (
     PriorConfig,
     build_prior,
     checkpoint_state,
-    fit_prior,
     prior_from_checkpoint,
     windows_in_range,
 )
+from audiovae.prior_stage import fit_prior
 from audiovae.schema import ConfigError
 
 LATENT = 4

@@ -1,0 +1,195 @@
+"""The learned prior as a run's last stage: fit p(z_t | z_<t) on the frozen VAE's latents of the train split.
+
+`audiovae train` runs it after the VAE when the recipe has a `prior:` section; `audiovae train-prior RUN`
+(re)trains it on an existing run. It uses the shared loop (audiovae/trainer.py): progress bar, validation
+(held-out NLL in nats per frame, next to N(0, I)'s), checkpoints in RUN/prior/, a time budget, Ctrl-C and
+a bit-exact --resume. Each step's batch and input noise come from a generator seeded by (seed, step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiovae.checkpoint import load_checkpoint
+from audiovae.dataset import open_dataset
+from audiovae.errors import UserError
+from audiovae.learned_prior import (
+    LatentPrior,
+    LearnedPrior,
+    PriorConfig,
+    build_prior,
+    prior_from_checkpoint,
+    prior_loss,
+)
+from audiovae.losses import LossResult
+from audiovae.priors import GAUSSIAN
+from audiovae.runlock import RunLock
+from audiovae.runlog import RunLog
+from audiovae.schema import build_dataclass
+from audiovae.trainer import Hooks, TrainState, train_loop
+
+PRIOR_FOLDER = "prior"
+
+
+@dataclass(frozen=True)
+class PriorResult:
+    """Where a prior stage ended."""
+
+    folder: Path
+    step: int
+    best_nll: float | None  # held-out nats per frame
+    gaussian_nll: float  # N(0, I) on the same latents
+    stopped: str
+
+
+def split_latents(model: Any, split: str, batch_size: int = 16) -> list[np.ndarray]:
+    """Posterior means of a split, one (latent_size, frames) array per source file: its segments' latents
+    joined in order (prepare stores a file's segments consecutively). UserError when the dataset is gone."""
+    recipe = model.recipe
+    try:
+        dataset = open_dataset(recipe.data.folder, recipe.data)
+    except UserError as error:
+        raise UserError(f"{error} (the learned prior trains on the run's dataset: prepare it again with the "
+                        "run's recipe)") from None
+    array, representation = dataset.arrays[split], recipe.data.representation
+    means = []
+    with torch.no_grad():
+        for start in range(0, len(array), batch_size):
+            items = torch.stack([representation.item(row) for row in array[start : start + batch_size]])
+            means.append(model.net.encode(items.to(model.device)).mean.float().cpu().numpy())
+    segments = np.concatenate(means) if means else np.zeros((0, model.latent_size, 0), np.float32)
+    files = []
+    for record in dataset.manifest.get("files", []):
+        first, count = record.get("first_segment"), int(record.get("segments", 0))
+        if record.get("split") == split and first is not None and count:
+            files.append(np.concatenate(list(segments[first : first + count]), axis=1))
+    return files or [s for s in segments]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    prior: LatentPrior  # the weights with the best validation NLL
+    steps: int
+    best_valid_nll: float | None  # nats per frame
+    gaussian_nll: float  # N(0, I) on the same validation latents
+    stopped: str
+
+
+def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latents: list[np.ndarray], *,
+              folder: Path | None = None, saved: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+              progress: bool = False) -> FitResult:
+    """Fit a prior on latent arrays (latent_size, frames) with the shared loop; with `folder`, log and keep
+    checkpoints there (resuming from `saved`), else keep the best weights in memory (benchmarks, tests)."""
+    frames = sum(z.shape[1] for z in train_latents)
+    if frames < config.sequence_frames:
+        raise UserError(f"{frames} latent frames in the train split, fewer than prior.sequence_frames "
+                        f"({config.sequence_frames}); prepare more audio or shorten it")
+    stream = torch.from_numpy(np.concatenate(train_latents, axis=1).astype(np.float32))  # (latent, frames)
+    valid = [torch.from_numpy(np.asarray(z, np.float32))[None] for z in valid_latents]
+    valid_frames = sum(z.shape[-1] for z in valid)
+    gaussian_nll = sum(GAUSSIAN.nll(z) * z.shape[-1] for z in valid) / valid_frames
+
+    torch.manual_seed(config.seed)
+    prior = build_prior(config, stream.shape[0], train_latents)
+    state = TrainState(prior, torch.optim.Adam(prior.parameters(), lr=config.learning_rate))
+    if saved is not None:
+        state.load_state_dict(saved, torch.device("cpu"))
+
+    def batches(step: int):
+        while True:  # endless: each step's crops and input noise depend on (seed, step) alone
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            first = torch.randint(stream.shape[1] - config.sequence_frames + 1, (config.batch_size,),
+                                  generator=generator)
+            yield torch.stack([stream[:, s : s + config.sequence_frames] for s in first.tolist()]), generator
+            step += 1
+
+    def loss(state: TrainState, batch) -> LossResult:
+        z, generator = batch
+        nll = prior_loss(state.model, z, generator)
+        return LossResult(nll, {"nll": nll}, {"nll": 1.0})
+
+    def validate(state: TrainState) -> dict[str, float]:
+        value = sum(state.model.nll(z) * z.shape[-1] for z in valid) / valid_frames
+        return {"loss": value, "score": value, "gaussian_nll": gaussian_nll}
+
+    best: dict[str, torch.Tensor] = {}
+
+    def save(name: str) -> None:
+        if folder is not None:
+            state.save(folder / f"{name}.pt", torch.device("cpu"), extra or {})
+        elif name == "best":
+            best.update({k: v.clone() for k, v in prior.state_dict().items()})
+
+    log = RunLog(folder, True, state.step if saved is not None else None) if folder is not None else None
+    hooks = Hooks(batches=batches, loss=loss, validate=validate, save=save,
+                  log=log.write if log is not None else lambda *args: None,
+                  rates={"frames_per_second": config.batch_size * config.sequence_frames},
+                  failure_hint="lower prior.learning_rate" + (f"; the last good checkpoint is {folder / 'last.pt'}"
+                                                               if folder is not None else ""))
+    if progress:
+        print(f"prior: N(0, I) scores {gaussian_nll:.2f} nats per held-out frame", file=sys.stderr)
+    stopped = train_loop(state, config, hooks, "train prior", progress, announce=progress)
+    if log is not None:
+        log.close()
+    if best:
+        prior.load_state_dict(best)
+    return FitResult(prior.eval(), state.step, state.best_score, gaussian_nll, stopped)
+
+
+def train_prior(run: str | Path | None = None, config: PriorConfig | None = None, *, resume: bool = False,
+                progress: bool = True, runs_root: str | Path = "runs") -> PriorResult:
+    """Fit the run's learned prior (config: the recipe's `prior:` section, else defaults) into RUN/prior/."""
+    from audiovae.synth import load
+
+    model = load(run, device="cpu", runs_root=runs_root)  # the prior is small: the CPU does it well
+    run_dir = model.checkpoint.parent.parent
+    explicit = config is not None
+    config = config or model.recipe.prior or PriorConfig()
+    folder = run_dir / PRIOR_FOLDER
+    saved = None
+    if resume:
+        found = [p for p in (folder / "last.pt", folder / "best.pt") if p.exists()]
+        if not found:
+            raise UserError(f"{folder}: no prior checkpoint to resume from (start without --resume)")
+        saved = load_checkpoint(max(found, key=lambda p: p.stat().st_mtime_ns))
+        started = build_dataclass(PriorConfig, saved["prior_config"], "prior")
+        config = config if explicit else started  # given settings may extend the budget (max_steps, minutes)
+        shape = ("kind", "hidden_size", "layers", "kernel_size", "dilation_cycle", "mixtures")
+        if any(getattr(config, k) != getattr(started, k) for k in shape):
+            raise UserError(f"{folder}: the prior's model settings changed since it started "
+                            f"({', '.join(shape)}); resume with the original ones or train it anew")
+    train_latents = split_latents(model, "train")
+    valid_latents = split_latents(model, "valid") or train_latents
+    extra = {"recipe": model.recipe.to_dict(), "prior_config": dataclasses.asdict(config),
+             "latent_size": model.latent_size, "vae_checkpoint_sha256": model.checkpoint_sha256}
+    with RunLock(run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        result = fit_prior(config, train_latents, valid_latents, folder=folder, saved=saved, extra=extra,
+                           progress=progress)
+    if result.stopped == "interrupted":
+        print(f"interrupted at step {result.steps}; checkpoint saved. Resume with: audiovae train-prior {run_dir} "
+              "--resume", file=sys.stderr)
+    return PriorResult(folder, result.steps, result.best_valid_nll, result.gaussian_nll, result.stopped)
+
+
+def load_learned_prior(checkpoint: Path, device: torch.device) -> LearnedPrior | None:
+    """The learned prior beside a run's VAE checkpoint (RUN/prior/best.pt, else last.pt), or None."""
+    if checkpoint.parent.name != "checkpoints":
+        return None
+    folder = checkpoint.parent.parent / PRIOR_FOLDER
+    path = next((p for p in (folder / "best.pt", folder / "last.pt") if p.exists()), None)
+    if path is None:
+        return None
+    try:
+        prior = prior_from_checkpoint(load_checkpoint(path))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise UserError(f"{path}: not a learned prior of this run ({str(error).splitlines()[0][:120]}); "
+                        "train it again with audiovae train-prior") from None
+    return LearnedPrior(prior.eval().to(device))
