@@ -46,14 +46,16 @@ def _require(condition: bool, key: str, message: str) -> None:
 class PriorConfig:
     """The learned prior's model and its training (the recipe's `prior:` section)."""
 
-    kind: str = "gru"  # gru | conv
+    kind: str = "gru"  # gru | conv (bench/prior_designs.py: ties on Frechet, 3x faster sampling, fixed-size state)
     hidden_size: int = 256  # GRU hidden units, or conv channels
     layers: int = 2  # GRU layers, or conv layers (dilations 1, 2, 4, ... restarting every `dilation_cycle`)
     kernel_size: int = 3  # conv only
     dilation_cycle: int = 5  # conv only: receptive field 1 + (kernel_size - 1) * sum of dilations
     mixtures: int = 8  # Gaussian components per frame (shared weights across latent dims)
     dropout: float = 0.1
-    input_noise: float = 0.1  # std of noise added to the input frames while training, in normalized units
+    # std of noise added to the input frames while training, in normalized units. On the demo corpus 0.1 and
+    # 0.3 made 60-s samples linger in silence (quieter, less spread); 0.0 and 0.03 tie on NLL and Frechet.
+    input_noise: float = 0.03
     learning_rate: float = 2e-3
     batch_size: int = 32
     sequence_frames: int = 128  # latent frames per training sequence

@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--run", default="runs/quickstart", help="Trained VAE run folder.")
     parser.add_argument("--minutes", type=float, default=2.0, help="Training wall time per prior.")
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.3],
-                        help="Extra input-noise levels tried on the first design (its default is 0.1).")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.3],
+                        help="Extra input-noise levels tried on the first design (the default is 0.03).")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.7, 0.85, 1.0])
     parser.add_argument("--seeds", type=int, default=3, help="Sample sets averaged per Frechet distance.")
     parser.add_argument("--long-seconds", type=float, default=60.0)
