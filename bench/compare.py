@@ -1,7 +1,10 @@
 """Train several recipes for the same wall-clock budget on the same corpus, evaluate each on the same
 held-out files, and print quality next to cost as a markdown table (and write it as CSV).
 
-    python bench/compare.py [--minutes 4.5] [--corpus data/demo] [--recipes quickstart documents-example mel]
+    python bench/compare.py [--minutes 4.5] [--corpus data/demo] [--recipes quickstart quickstart-causal mel]
+
+A name is a recipe in recipes/ or a variant below (a recipe with overrides). --minutes is the VAE's budget;
+a recipe's learned prior (its `prior:` section) trains after it within its own budget, reported apart.
 
 Every recipe prepares the corpus with its own audio settings but the same split seed and valid fraction,
 so the held-out files are the same for all of them.
@@ -24,6 +27,9 @@ from audiovae.evaluate import evaluate
 from audiovae.prepare import prepare
 from audiovae.train import train
 
+VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
+            "quickstart-no-prior": ("quickstart", ("prior=null",))}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,12 +41,13 @@ def main() -> None:
     out = Path(args.out)
     rows = []
     for name in args.recipes:
-        recipe_path = Path(f"recipes/{name}.yaml")
-        recipe = load_recipe(recipe_path)
+        base, variant = VARIANTS.get(name, (name, ()))
+        recipe_path = Path(f"recipes/{base}.yaml")
+        recipe = load_recipe(recipe_path, variant)
         data_dir = out / "data" / name
         data = dataclasses.replace(recipe.data, folder=str(data_dir))
         prepare([args.corpus], data_dir, data, force=True, progress=False)
-        overrides = (f"data.folder={data_dir}", f"train.max_minutes={args.minutes}", "train.max_steps=1000000")
+        overrides = (*variant, f"data.folder={data_dir}", f"train.max_minutes={args.minutes}", "train.max_steps=1000000")
         started = time.monotonic()
         result = train(recipe_path, overrides=overrides, runs_root=out / "runs", progress=False)
         wall = time.monotonic() - started
@@ -51,7 +58,7 @@ def main() -> None:
 
         model = load(result.run_dir)
         start = time.perf_counter()
-        model.generate(1, 10.0)
+        model.generate(1, 10.0)  # with the run's learned prior when it has one
         generate_rtf = 10.0 / (time.perf_counter() - start)
         rec = metrics["reconstruction"]
         rows.append({
@@ -61,9 +68,17 @@ def main() -> None:
             "train_audio_s_per_s": round(sum(rates) / max(len(rates), 1), 1),
             "mel_distance": round(rec["model/mel_distance"], 3), "stft_distance": round(rec["model/stft_distance"], 3),
             "si_sdr_db": round(rec["model/si_sdr"], 2),
+            "pesq_wb": _round(rec.get("model/pesq_wb")), "stoi": _round(rec.get("model/stoi"), 3),
+            "dnsmos_ovrl": _round(((metrics.get("dnsmos") or {}).get("model") or {}).get("ovrl")),
+            "comb_reconstruction": _round(metrics["comb"].get("model")),
+            "comb_prior_samples": _round(metrics["comb"].get("prior samples")),
             "frechet": round(metrics["generation"]["frechet_prior_vs_heldout"], 2),
+            "frechet_learned": _round(metrics["generation"].get("frechet_learned_vs_heldout"), 1),
+            "nll_gaussian": _round(metrics["generation"]["nll_per_frame"].get("gaussian"), 1),
+            "nll_learned": _round(metrics["generation"]["nll_per_frame"].get("learned"), 1),
             "frechet_floor": round(metrics["generation"].get("frechet_heldout_half_vs_half", float("nan")), 2),
             "mulaw_mel_distance": round(rec["mu-law reference/mel_distance"], 3),
+            "opus_pesq_wb": _round(rec.get("opus reference/pesq_wb")),
             "generate_rtf": round(generate_rtf, 1),
         })
         print(f"{name}: done ({result.step} steps)", flush=True)
@@ -80,6 +95,10 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
     print(f"\nwrote {out / 'compare.csv'}")
+
+
+def _round(value, digits: int = 2):
+    return None if value is None else round(value, digits)
 
 
 if __name__ == "__main__":
