@@ -54,7 +54,8 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
 
     import torch
 
-    from audiovae.export import export_model, stream_file
+    from audiovae.export import export_model
+    from audiovae.stream_host import stream_file
 
     if destination.exists() and not force:
         raise UserError(f"{destination}: already exists; pass --force to overwrite")

@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiovae.config import load_recipe  # noqa: E402
-from audiovae.export import export_net, open_engine  # noqa: E402
+from audiovae.export import export_net  # noqa: E402
 from audiovae.models import build_model  # noqa: E402
+from audiovae.stream_host import open_engine  # noqa: E402
 
 BLOCKS = (128, 256, 512, 1024, 2048, 4096)
 
