@@ -201,6 +201,10 @@ class ExportResult:
 def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: str | None = None,
                force: bool = False) -> ExportResult:
     """Write model.ts, <method>.onnx and card.json for a conv model `net` built from `recipe`."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it; fail before any work
+        raise UserError("export writes ONNX models too, which needs the onnx package: pip install 'audiovae[export]'")
     out_dir = Path(out_dir)
     names = ["model.ts", "card.json"] + [f"{m}.onnx" for m in METHODS]
     taken = [out_dir / n for n in names if (out_dir / n).exists()]
