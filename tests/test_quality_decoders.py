@@ -160,8 +160,8 @@ def test_advancing_istft_phase_makes_continuous_sinusoids_for_constant_features(
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("phase", ["absolute", "advancing"])
-def test_istft_decoding_in_chunks_at_multiples_of_four_frames_equals_one_pass(phase):
+@pytest.mark.parametrize("phase", ["absolute", "advancing", "random"])
+def test_istft_decoding_in_chunks_like_synth_equals_one_pass(phase):
     torch.manual_seed(0)
     recipe = recipe_from_dict({"data": {"segment_samples": 1024},
                                "model": {**TINY_CONV, "strides": [2, 2], "bands": 4, "decoder": "istft",
@@ -171,7 +171,7 @@ def test_istft_decoding_in_chunks_at_multiples_of_four_frames_equals_one_pass(ph
     whole = model.decode(z)
     margin, hop = 16, model.hop
     first = model.decode(z[..., : 32 + margin])[..., : 32 * hop]
-    second = model.decode(z[..., 32 - margin :])[..., margin * hop :]  # starts at frame 16: 4 divides it
+    second = model.decode(z[..., 32 - margin :])[..., margin * hop :]  # frame 16, like synth (1024 j - 16)
     assert whole.shape[-1] == 64 * hop
     assert torch.allclose(torch.cat([first, second], -1), whole, atol=1e-5)
 
@@ -179,3 +179,13 @@ def test_istft_decoding_in_chunks_at_multiples_of_four_frames_equals_one_pass(ph
 def test_istft_phase_needs_the_istft_decoder():
     with pytest.raises(ConfigError, match="needs decoder: istft"):
         recipe_from_dict({"model": {"istft_phase": "advancing"}}, "tiny")
+
+
+def test_random_istft_phase_has_no_line_spectrum_for_constant_features():
+    """Noise phases: constant features give noise shaped by the magnitudes, not a comb at any rate."""
+    y = constant_head_output("random", frames=160)
+    assert frame_periodic_share(y, 8) < 0.1  # 0.03; absolute: 1.0
+    assert frame_periodic_share(y, 32) < 0.3  # 0.16 (the table repeats every 16 frames); advancing: 1.0
+    head = ISTFTHead(4, 8, 32, "random")
+    assert head.project.weight.shape[0] == 17  # magnitudes only: n_fft // 2 + 1
+    assert torch.equal(head.noise_phase, ISTFTHead(4, 8, 32, "random").noise_phase)  # rebuilt identically

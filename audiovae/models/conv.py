@@ -36,7 +36,7 @@ class ConvModelConfig:
     decoder: str = "conv"  # conv: the encoder's mirror (transposed convs); interp: the mirror upsampling by
     # linear interpolation + conv (no frame-periodic seams); istft: convolutions at the frame rate + inverse STFT
     decoder_channels: int | None = None  # width of the istft decoder; None: max_channels
-    istft_phase: str = "absolute"  # istft decoder: absolute | advancing (predicted as deviation from bin centres)
+    istft_phase: str = "absolute"  # istft decoder: absolute | advancing (from bin centres) | random (noise)
 
     def __post_init__(self):
         require(self.channels >= 1, "channels", "must be positive")
