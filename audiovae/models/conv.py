@@ -33,10 +33,9 @@ class ConvModelConfig:
     activation: str = "snake"  # snake | leaky_relu
     bands: int = 1  # PQMF sub-bands for waveform models (1: off); the convolutions run at a bands x lower rate
     causal: bool = False  # left padding only: the model streams block by block (docs/realtime.md)
-    decoder: str = "conv"  # conv: the encoder's mirror (transposed convs); interp: the mirror upsampling by
-    # linear interpolation + conv (no frame-periodic seams); istft: convolutions at the frame rate + inverse STFT
+    decoder: str = "conv"  # conv: the encoder's mirror; istft: convolutions at the frame rate + inverse STFT
     decoder_channels: int | None = None  # width of the istft decoder; None: max_channels
-    istft_phase: str = "absolute"  # istft decoder: absolute | advancing (from bin centres) | random (noise)
+    istft_phase: str = "absolute"  # istft decoder: absolute | advancing (predicted as deviation from bin centres)
 
     def __post_init__(self):
         require(self.channels >= 1, "channels", "must be positive")
@@ -47,12 +46,12 @@ class ConvModelConfig:
         require(self.residual_layers >= 0, "residual_layers", "must be >= 0")
         require(self.kernel_size % 2 == 1 and self.kernel_size >= 1, "kernel_size", "must be odd and positive")
         choice("activation", self.activation, ("snake", "leaky_relu"))
-        choice("decoder", self.decoder, ("conv", "interp", "istft"))
+        choice("decoder", self.decoder, ("conv", "istft"))
         choice("istft_phase", self.istft_phase, PHASES)
         require(self.istft_phase == "absolute" or self.decoder == "istft", "istft_phase", "needs decoder: istft")
         require(self.decoder_channels is None or self.decoder_channels >= 1, "decoder_channels", "must be positive")
-        require(not (self.causal and self.decoder in ("istft", "interp")), "decoder",
-                f"the {self.decoder} decoder does not stream yet; use decoder: conv with causal: true")
+        require(not (self.causal and self.decoder == "istft"), "decoder",
+                "the istft decoder does not stream yet; use decoder: conv with causal: true")
         require(self.bands >= 1 and (self.bands & (self.bands - 1)) == 0, "bands", "must be a power of two")
 
     @property
@@ -90,8 +89,7 @@ class ConvDecoder(nn.Sequential):
         k, act, layers, causal = config.kernel_size, config.activation, config.residual_layers, config.causal
         blocks = [wn_conv1d(config.latent_size, widths[0], k, causal=causal)]
         for i, stride in enumerate(reversed(config.strides)):
-            blocks.append(DecoderBlock(widths[i], widths[i + 1], stride, layers, k, act, causal,
-                                       interpolate=config.decoder == "interp"))
+            blocks.append(DecoderBlock(widths[i], widths[i + 1], stride, layers, k, act, causal))
         blocks += [activation(act, widths[-1]), wn_conv1d(widths[-1], out_channels, k, causal=causal)]
         super().__init__(*blocks)
 

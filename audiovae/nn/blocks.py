@@ -89,17 +89,6 @@ def wn_conv_transpose1d(in_channels: int, out_channels: int, stride: int, causal
                                           output_padding=stride % 2))
 
 
-def interpolating_upsample(in_channels: int, out_channels: int, stride: int, kernel_size: int) -> nn.Module:
-    """Linear interpolation by `stride`, then a weight-normalized 'same' conv: L -> L * stride, no seams.
-
-    A transposed conv (kernel 2s, stride s) adds two kernel halves in every output block, so a constant
-    input comes out periodic with period s (the checkerboard of Odena et al. 2016); interpolation keeps a
-    constant input constant and leaves the convolution shift invariant at the output rate.
-    """
-    return nn.Sequential(nn.Upsample(scale_factor=stride, mode="linear", align_corners=False),
-                         wn_conv1d(in_channels, out_channels, kernel_size))
-
-
 def strided_conv1d(in_channels: int, out_channels: int, stride: int, causal: bool = False) -> nn.Module:
     """Weight-normalized Conv1d that divides a length that is a multiple of `stride` exactly by `stride`."""
     return wn_conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=(stride + 1) // 2, causal=causal)
@@ -140,21 +129,13 @@ class EncoderBlock(nn.Sequential):
 
 
 class DecoderBlock(nn.Sequential):
-    """An upsampling layer, then residual units: (B, C_in, T) -> (B, C_out, T * stride).
-
-    interpolate: linear interpolation + conv (interpolating_upsample) instead of a transposed conv.
-    """
+    """An upsampling transposed conv, then residual units: (B, C_in, T) -> (B, C_out, T * stride)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, layers: int, kernel_size: int, act: str,
-                 causal: bool = False, interpolate: bool = False):
-        if stride == 1:
-            upsample = wn_conv1d(in_channels, out_channels, 1)
-        elif interpolate:
-            upsample = interpolating_upsample(in_channels, out_channels, stride, kernel_size)
-        else:
-            upsample = wn_conv_transpose1d(in_channels, out_channels, stride, causal)
+                 causal: bool = False):
         super().__init__(
             activation(act, in_channels),
-            upsample,
+            wn_conv_transpose1d(in_channels, out_channels, stride, causal) if stride > 1
+            else wn_conv1d(in_channels, out_channels, 1),
             *residual_stack(out_channels, layers, kernel_size, act, causal),
         )

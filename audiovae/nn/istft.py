@@ -20,9 +20,7 @@ from torch import nn
 
 from audiovae.nn.blocks import activation, residual_stack, wn_conv1d
 
-PHASES = ("absolute", "advancing", "random")
-RANDOM_PHASE_FRAMES = 16  # the random phases repeat every 16 frames; synth decodes in chunks that start at
-# multiples of 16 frames (1024 j - 16), so chunked decoding equals one pass
+PHASES = ("absolute", "advancing")
 LOG_MAGNITUDE_CEILING = 6.0  # exp(6) ~ 400: keeps an untrained head from producing inf
 
 
@@ -34,9 +32,8 @@ class ISTFTHead(nn.Module):
     frame (k pi / 2 for hop = n_fft / 4, so the term repeats every 4 frames and decoding in chunks that
     start at multiples of 4 frames is unchanged). A constant prediction then makes continuous sinusoids
     instead of a signal that restarts every hop (a comb at multiples of the frame rate); but those
-    sinusoids sit at the bin centres, a comb at sample_rate / n_fft. 'random': the network predicts
-    magnitudes only and the phases are fixed uniform noise (a noise vocoder): no line spectrum at all; with
-    true magnitudes it keeps STOI 0.83 where constant phases give 0.78 and bin-centre phases 0.58.
+    sinusoids sit at the bin centres: an undertrained decoder's comb moves to sample_rate / n_fft (a
+    quarter of the frame rate); it does not go away.
     """
 
     def __init__(self, channels: int, hop: int, n_fft: int, phase: str = "absolute"):
@@ -44,21 +41,13 @@ class ISTFTHead(nn.Module):
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
         self.hop, self.n_fft, self.phase = hop, n_fft, phase
-        bins = n_fft // 2 + 1
-        self.project = wn_conv1d(channels, bins if phase == "random" else 2 * bins, 1)  # log magnitudes, phases
+        self.project = wn_conv1d(channels, n_fft + 2, 1)  # (n_fft // 2 + 1) log magnitudes and phases
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        noise = torch.rand(bins, RANDOM_PHASE_FRAMES, generator=torch.Generator().manual_seed(0)) * 2 * torch.pi
-        self.register_buffer("noise_phase", noise, persistent=False)  # the same on every build
-        k = torch.arange(bins, dtype=torch.float64)
+        k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
         self.register_buffer("advance", (2 * torch.pi * k * hop / n_fft).float()[:, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.phase == "random":
-            log_magnitude = self.project(x).float()  # (B, bins, frames)
-            frames = torch.arange(x.shape[-1], device=x.device) % RANDOM_PHASE_FRAMES
-            phase = self.noise_phase[:, frames].expand_as(log_magnitude)
-        else:
-            log_magnitude, phase = self.project(x).float().chunk(2, dim=1)  # (B, bins, frames) each
+        log_magnitude, phase = self.project(x).float().chunk(2, dim=1)  # (B, bins, frames) each
         if self.phase == "advancing":
             frames = torch.arange(x.shape[-1], device=x.device, dtype=torch.float32)
             cycle = self.n_fft // math.gcd(self.n_fft, self.hop)  # frames after which every advance is 2 pi k
