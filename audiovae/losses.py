@@ -1,7 +1,7 @@
 """Training objectives as named, weighted terms: spectral distances, L1/MSE, and the KL to the prior.
 
 A reconstruction term is a small function registered in LOSS_TERMS by the name a recipe's `loss.terms`
-uses (stft: multi-resolution STFT distance; log_mel: multi-scale log-mel distance; mse; l1); the
+uses (stft: multi-resolution STFT distance; complex_stft: its phase-aware form; log_mel: multi-scale log-mel distance; mse; l1); the
 KL is the term `kl`, weighted by beta(step); the adversary adds its own terms with `plus`.
 """
 
@@ -80,6 +80,26 @@ def stft_distance(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...]) ->
     return torch.stack(terms).mean()
 
 
+def complex_stft_distance(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...]) -> torch.Tensor:
+    """Phase-aware multi-resolution distance: mean over windows of the L1 distance of the complex STFTs'
+    real and imaginary parts, divided by the target's mean magnitude (so it does not scale with level).
+
+    x, y: (batch, 1, samples); hop = window / 4. Windows longer than the signal are skipped. Unlike
+    stft_distance it is zero only when the phases agree too.
+    """
+    terms = []
+    for window in windows:
+        if window > x.shape[-1]:
+            continue
+        hann = torch.hann_window(window, device=x.device)
+        sx, sy = (torch.view_as_real(torch.stft(s.float().flatten(0, 1), window, window // 4, window=hann,
+                                                return_complex=True)) for s in (x, y))
+        terms.append((sx - sy).abs().mean() / sx.square().sum(-1).sqrt().mean().clamp_min(1e-7))
+    if not terms:
+        raise ValueError(f"every STFT window {windows} is longer than the signal ({x.shape[-1]} samples)")
+    return torch.stack(terms).mean()
+
+
 def mel_distance(x: torch.Tensor, y: torch.Tensor, sample_rate: int, windows: tuple[int, ...] = (2048, 1024, 512)
                  ) -> torch.Tensor:
     """Multi-scale mel distance: mean over windows of the L1 distance of natural-log mel magnitudes.
@@ -142,6 +162,8 @@ LOSS_TERMS: dict[str, LossTerm] = {term.name: term for term in (
     LossTerm("stft", lambda x, y, config, rate: stft_distance(x, y, config.stft_windows), True, "stft_windows"),
     LossTerm("log_mel", lambda x, y, config, rate: mel_distance(x, y, rate, config.mel_windows), True,
              "mel_windows"),
+    LossTerm("complex_stft", lambda x, y, config, rate: complex_stft_distance(x, y, config.stft_windows), True,
+             "stft_windows"),
     LossTerm("mse", lambda x, y, config, rate: (x.float() - y.float()).square().mean()),
     LossTerm("l1", lambda x, y, config, rate: (x.float() - y.float()).abs().mean()),
 )}

@@ -11,7 +11,7 @@ from torch import nn
 
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
 from audiovae.nn.blocks import DecoderBlock, EncoderBlock, activation, wn_conv1d
-from audiovae.nn.istft import ISTFTDecoder
+from audiovae.nn.istft import PHASES, ISTFTDecoder
 from audiovae.nn.pqmf import PQMF
 from audiovae.schema import choice, require
 
@@ -35,6 +35,7 @@ class ConvModelConfig:
     causal: bool = False  # left padding only: the model streams block by block (docs/realtime.md)
     decoder: str = "conv"  # conv: the encoder's mirror; istft: convolutions at the frame rate + inverse STFT
     decoder_channels: int | None = None  # width of the istft decoder; None: max_channels
+    istft_phase: str = "absolute"  # istft decoder: absolute | advancing (predicted as deviation from bin centres)
 
     def __post_init__(self):
         require(self.channels >= 1, "channels", "must be positive")
@@ -46,6 +47,8 @@ class ConvModelConfig:
         require(self.kernel_size % 2 == 1 and self.kernel_size >= 1, "kernel_size", "must be odd and positive")
         choice("activation", self.activation, ("snake", "leaky_relu"))
         choice("decoder", self.decoder, ("conv", "istft"))
+        choice("istft_phase", self.istft_phase, PHASES)
+        require(self.istft_phase == "absolute" or self.decoder == "istft", "istft_phase", "needs decoder: istft")
         require(self.decoder_channels is None or self.decoder_channels >= 1, "decoder_channels", "must be positive")
         require(not (self.causal and self.decoder == "istft"), "decoder",
                 "the istft decoder does not stream yet; use decoder: conv with causal: true")
@@ -139,7 +142,7 @@ def build_conv(recipe: Recipe) -> VAE:
     if config.decoder == "istft":
         decoder = ISTFTDecoder(config.latent_size, config.decoder_channels or config.max_channels,
                                config.total_stride, len(config.strides), config.residual_layers, config.kernel_size,
-                               config.activation)
+                               config.activation, config.istft_phase)
     else:
         decoder = ConvDecoder(config.bands, config)
     return ConvVAE(encoder, decoder, config.latent_size, config.total_stride, pqmf)
