@@ -350,7 +350,7 @@ def format_table(metrics: dict[str, Any]) -> str:
     if dnsmos:
         lines += ["", "| DNSMOS P.835 (16 kHz) | SIG | BAK | OVRL |", "| --- | ---: | ---: | ---: |"]
         for name, label in (("held-out", "held-out audio (ceiling)"), ("model", "reconstructions"),
-                            ("prior samples", "prior samples")):
+                            ("prior samples", f"prior samples ({metrics['generation']['samples_prior']} prior)")):
             lines.append(f"| {label} | " + " | ".join(_fmt(dnsmos[name].get(p)) for p in ("sig", "bak", "ovrl")) + " |")
     comb = metrics["comb"]
     latent = metrics["latent"]
@@ -359,7 +359,7 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines += ["",
               f"frame-rate comb (share of spectral peaks within {comb['tolerance_hz']:g} Hz of multiples of "
               f"{comb['frame_rate_hz']:g} Hz; chance {comb['chance']:.2f}): held-out {_fmt(comb.get('held-out'))}, "
-              f"reconstructions {_fmt(comb.get('model'))}, prior samples {_fmt(comb.get('prior samples'))}",
+              f"reconstructions {_fmt(comb.get('model'))}, prior samples ({gen['samples_prior']}) {_fmt(comb.get('prior samples'))}",
               f"latent: {latent['active_dimensions']} of {latent['latent_size']} dimensions active, "
               f"KL {latent['kl_total']:.2f} nats per frame",
               "generation: Frechet distance (log-mel) to held-out audio: "
