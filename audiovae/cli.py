@@ -344,8 +344,7 @@ def decode(latents, out_dir, run, checkpoint, device, force) -> None:
 @click.argument("first", type=click.Path(path_type=Path))
 @click.argument("second", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--steps", type=click.IntRange(min=2), default=8, show_default=True,
-              help="Number of sounds, endpoints included.")
+@click.option("--steps", type=int, default=8, show_default=True, help="Number of sounds, endpoints included (>= 2).")
 @click.option("--method", type=click.Choice(["slerp", "linear"]), default="slerp", show_default=True,
               help="Spherical or linear interpolation of the latent sequences.")
 @model_options
@@ -353,6 +352,8 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
     """Move from FIRST's latents to SECOND's in STEPS sounds: OUT_DIR/interp_000.wav ..."""
     from audiovae.audio import write_wav
 
+    if steps < 2:
+        raise UserError("--steps must be at least 2")
     paths = _outputs(out_dir, [f"interp_{i:03d}.wav" for i in range(steps)], force)  # before any work
     model = _load(run, checkpoint, device)
     waves = model.interpolate(model.load_audio(first), model.load_audio(second), steps, method)

@@ -273,3 +273,10 @@ class _no_resource_warning:
         gc.collect()
         self.catcher.__exit__(*exc)
         assert not [w for w in self.caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_interpolate_steps_below_two_is_one_line_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "load", lambda *a, **k: pytest.fail("loaded a model before refusing"))
+    result = CliRunner().invoke(main, ["interpolate", "a.wav", "b.wav", str(tmp_path / "o"), "--steps", "1"])
+    assert (result.exit_code, result.output) == (1, "error: --steps must be at least 2\n")
+    assert not (tmp_path / "o").exists()
