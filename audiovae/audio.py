@@ -141,6 +141,14 @@ def level_stats(samples: np.ndarray, block: int = 1 << 18) -> tuple[float, float
     return peak, (math.sqrt(squares / len(samples)) if len(samples) else 0.0)
 
 
+PEAK_CEILING = 0.999  # synthesized audio never goes above this
+
+
+def peak_safe_scale(peak: float, ceiling: float = PEAK_CEILING) -> float:
+    """The factor that brings a signal whose peak is `peak` to at most `ceiling` (1.0 when it is already)."""
+    return ceiling / peak if peak > ceiling else 1.0
+
+
 def db(value: float) -> float:
     """Amplitude ratio to decibels, with -inf for zero."""
     return float(20.0 * np.log10(value)) if value > 0 else float("-inf")

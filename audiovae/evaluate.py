@@ -25,6 +25,7 @@ import soundfile as sf
 import torch
 
 from audiovae import perceptual
+from audiovae.audio import peak_safe_scale
 from audiovae.dataset import read_manifest
 from audiovae.errors import UserError
 from audiovae.fileio import write_atomic, write_json_atomic
@@ -187,7 +188,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     for path in tqdm(paths, unit="file", desc="evaluate", disable=not progress, file=sys.stderr):
         try:
             with reconstruction_on_disk(model, path, block_seconds) as streamed:
-                output_scale = 0.999 / streamed.peak if streamed.peak > 0.999 else 1.0
+                output_scale = peak_safe_scale(streamed.peak)
                 features = FeatureMoments()
                 for start, stop in _blocks(len(streamed.source), rate, block_seconds):
                     reference = np.asarray(streamed.source[start:stop]) * np.float32(streamed.latents.gain)

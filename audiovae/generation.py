@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from audiovae.audio import audio_info, db, level_stats, load_for_model, normalization_gain
+from audiovae.audio import audio_info, db, level_stats, load_for_model
 from audiovae.errors import UserError
 from audiovae.ondisk import write_wav_blocks
 from audiovae.priors import GAUSSIAN, Prior
@@ -53,13 +53,19 @@ def prompt_latents(model: Model, path: str | Path) -> torch.Tensor:
     rate = audio_info(path)[0]
     if rate != model.sample_rate:
         print(f"{path}: resampled from {rate} Hz to the model's {model.sample_rate} Hz", file=sys.stderr)
+    return encode_prompt(model, wave, str(path))
+
+
+def encode_prompt(model: Model, wave: np.ndarray, where: str) -> torch.Tensor:
+    """The latents (1, latent_size, frames) of a prompt's whole latent frames, so an output starts with them;
+    UserError (`where` names the prompt) when it is silent or shorter than one latent frame."""
     peak, rms = level_stats(wave)
     if peak == 0 or db(rms) < SILENT_PROMPT_DB:
-        raise UserError(f"{path}: the prompt is silent (RMS {db(rms):.0f} dBFS); give a sound to continue")
+        raise UserError(f"{where}: the prompt is silent (RMS {db(rms):.0f} dBFS); give a sound to continue")
     if len(wave) < model.frame_samples:
-        raise UserError(f"{path}: the prompt is {len(wave)} samples, shorter than one latent frame "
+        raise UserError(f"{where}: the prompt is {len(wave)} samples, shorter than one latent frame "
                         f"({model.frame_samples} samples at {model.sample_rate} Hz)")
-    usable = len(wave) // model.frame_samples * model.frame_samples  # whole frames, so the output starts with them
+    usable = len(wave) // model.frame_samples * model.frame_samples
     return torch.from_numpy(model.encode(wave[:usable]).values)[None]
 
 
@@ -73,16 +79,6 @@ def latent_chunks(model: Model, prior: Prior, frames: int, temperature: float, s
         yield prompts
     yield from prior.sample_stream(len(seeds), model.latent_size, frames, temperature, generators,
                                    PRIOR_CHUNK_FRAMES, prompts)
-
-
-def level_scales(model: Model, wave: np.ndarray) -> tuple[float, float]:
-    """(normalization gain, peak-safe scale) that bring generated audio to the training level, never above
-    full scale; applied one after the other, as Model._level does. `wave` may be a memory map."""
-    data = model.recipe.data
-    peak, rms = level_stats(wave)
-    gain = normalization_gain(peak, rms, data.normalization, data.level_db)
-    leveled = peak * float(np.float32(gain))
-    return gain, (0.999 / leveled if leveled > 0.999 else 1.0)
 
 
 def generate_files(model: Model, paths: list[Path], seconds: float | None, temperature: float, seed: int,
@@ -115,6 +111,6 @@ def generate_files(model: Model, paths: list[Path], seconds: float | None, tempe
                 position += piece.shape[1]
                 bar.update(piece.shape[1] * len(batch))
             for path, wave in zip(batch, maps, strict=True):
-                write_wav_blocks(path, wave, model.sample_rate, level_scales(model, wave))
+                write_wav_blocks(path, wave, model.sample_rate, model._level_scales(wave))
             del maps
     return samples

@@ -70,7 +70,12 @@ def split_latents(model: Any, split: str, batch_size: int = 16) -> list[np.ndarr
         first, count = record.get("first_segment"), int(record.get("segments", 0))
         if record.get("split") == split and first is not None and count:
             files.append(np.concatenate(list(segments[first : first + count]), axis=1))
-    return files or [s for s in segments]
+    return files or list(segments)
+
+
+def mean_nll(prior: Any, sequences: list[torch.Tensor]) -> float:
+    """NLL in nats per frame over latent sequences (1, latent_size, frames) of any lengths, weighted by frames."""
+    return sum(prior.nll(z) * z.shape[-1] for z in sequences) / sum(z.shape[-1] for z in sequences)
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,7 @@ def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latent
                         f"({config.sequence_frames}); prepare more audio or shorten it")
     stream = torch.from_numpy(np.concatenate(train_latents, axis=1).astype(np.float32))  # (latent, frames)
     valid = [torch.from_numpy(np.asarray(z, np.float32))[None] for z in valid_latents]
-    valid_frames = sum(z.shape[-1] for z in valid)
-    gaussian_nll = sum(GAUSSIAN.nll(z) * z.shape[-1] for z in valid) / valid_frames
+    gaussian_nll = mean_nll(GAUSSIAN, valid)
 
     torch.manual_seed(config.seed)
     prior = build_prior(config, stream.shape[0], train_latents)
@@ -116,7 +120,7 @@ def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latent
         return LossResult(nll, {"nll": nll}, {"nll": 1.0})
 
     def validate(state: TrainState) -> dict[str, float]:
-        value = sum(state.model.nll(z) * z.shape[-1] for z in valid) / valid_frames
+        value = mean_nll(state.model, valid)
         return {"loss": value, "score": value, "gaussian_nll": gaussian_nll}
 
     best: dict[str, torch.Tensor] = {}

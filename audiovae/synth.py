@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio import level_stats, load_for_model, normalization_gain, normalize
+from audiovae.audio import level_stats, load_for_model, normalization_gain, peak_safe_scale
 from audiovae.checkpoint import load_checkpoint
 from audiovae.config import ConfigError, Recipe, recipe_from_saved
 from audiovae.errors import UserError
@@ -148,11 +148,20 @@ class Model:
         wave = np.concatenate(list(pieces), axis=1)[:, :samples]
         return np.pad(wave, ((0, 0), (0, samples - wave.shape[1]))) if wave.shape[1] < samples else wave
 
+    def _level_scales(self, wave: np.ndarray) -> tuple[float, float]:
+        """(normalization gain, peak-safe scale) that bring generated audio (samples,) to the training level and
+        never above full scale, applied one after the other as float32 products. `wave` may be a memory map."""
+        data = self.recipe.data
+        peak, rms = level_stats(wave)
+        gain = normalization_gain(peak, rms, data.normalization, data.level_db)
+        return gain, peak_safe_scale(float(np.float32(peak) * np.float32(gain)))  # the peak after the gain
+
     def _level(self, wave: np.ndarray) -> np.ndarray:
         """Generated audio: the training normalization, and never above full scale."""
-        data = self.recipe.data
-        wave = normalize(wave.astype(np.float32), data.normalization, data.level_db)
-        return _peak_safe(wave)
+        leveled = wave.astype(np.float32)
+        for scale in self._level_scales(leveled):
+            leveled = leveled * np.float32(scale)
+        return leveled
 
     # ---- public API -------------------------------------------------------------------------------------------
     def generate(self, n: int, seconds: float | None = None, temperature: float = 1.0, seed: int = 0,
@@ -187,12 +196,10 @@ class Model:
                        prior: str | Prior | None = None) -> np.ndarray:
         """The reconstruction of `wave` (whole latent frames of it), then `seconds` of new material from the
         prior continuing it, at the training level."""
-        from audiovae.generation import choose_prior, latent_chunks
+        from audiovae.generation import choose_prior, encode_prompt, latent_chunks
 
+        prompt = encode_prompt(self, wave, "continue_sound")
         frame = self.frame_samples
-        if len(wave) < frame:
-            raise UserError(f"the prompt is {len(wave)} samples, shorter than one latent frame ({frame} samples)")
-        prompt = torch.from_numpy(self.encode(wave[: len(wave) // frame * frame]).values)[None]
         new = round(seconds * self.sample_rate)
         frames = self._frames_for(new)
         chunks = latent_chunks(self, choose_prior(self, prior), frames, temperature, [seed], prompt)
@@ -263,7 +270,7 @@ class Model:
         with reconstruction_on_disk(self, source, block_seconds) as result:
             gain = result.latents.gain
             peak = result.peak / gain  # at the input's level
-            scale = (0.999 / peak if peak > 0.999 else 1.0) / gain
+            scale = peak_safe_scale(peak) / gain
             write_wav_blocks(destination, result.output, self.sample_rate, scale, block_seconds)
         return Path(destination)
 
@@ -278,9 +285,9 @@ def _fold_weight_norm(net: VAE) -> VAE:
     return net
 
 
-def _peak_safe(wave: np.ndarray, ceiling: float = 0.999) -> np.ndarray:
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    return (wave * (ceiling / peak)).astype(np.float32) if peak > ceiling else wave.astype(np.float32)
+def _peak_safe(wave: np.ndarray) -> np.ndarray:
+    scale = peak_safe_scale(float(np.max(np.abs(wave))) if wave.size else 0.0)
+    return (wave * scale).astype(np.float32) if scale != 1.0 else wave.astype(np.float32)
 
 
 def _slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
