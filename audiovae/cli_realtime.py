@@ -16,8 +16,9 @@ from audiovae.errors import UserError
 def export(paths, run, checkpoint, device, force) -> None:
     """Write OUT_DIR/model.ts (TorchScript, nn~ methods), encode/decode/forward.onnx and card.json.
 
-    RUN (or --run / --checkpoint; default: the most recent run) must be a conv model. A causal one
-    (model.causal: true) streams block by block; others export whole-signal modules.
+    RUN (or --run / --checkpoint; default: the most recent run): a causal conv model (model.causal: true)
+    streams block by block; other models export whole-signal modules. A run with a learned prior also gets
+    a `prior` method (and prior.onnx) that generates latent frames for decode.
     """
     from audiovae.export import export_model
 
@@ -30,7 +31,10 @@ def export(paths, run, checkpoint, device, force) -> None:
     mode = (f"streams in blocks of {card['frame_samples']} x k samples, latency {card['latency_samples']} samples "
             f"({card['latency_ms']:.1f} ms) plus one block") if card["streams"] else "whole signals (does not stream)"
     check = "" if result.onnx_max_error is None else f"; ONNX Runtime vs PyTorch {result.onnx_max_error:.1e}"
-    click.echo(f"wrote {out_dir}: model.ts, encode/decode/forward.onnx, card.json; {mode}{check}")
+    if result.onnx_relative_error is not None:
+        check += f" ({result.onnx_relative_error:.1%} of the peak after Griffin-Lim's iterations)"
+    methods = "/".join(card["methods"])
+    click.echo(f"wrote {out_dir}: model.ts, {methods}.onnx, card.json; {mode}{check}")
 
 
 @click.command()
@@ -63,7 +67,7 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
     with tempfile.TemporaryDirectory(prefix="audiovae-export-") as tmp:
         if export_dir is None:
             export_dir = Path(tmp)
-            export_model(_load(run, checkpoint, "cpu"), export_dir)
+            export_model(_load(run, checkpoint, "cpu"), export_dir, with_prior=False)
         report = stream_file(source, destination, export_dir, block, engine)
     click.echo(report.summary())
     click.echo(f"wrote {destination}")

@@ -7,6 +7,8 @@ import functools
 import torch
 import torchaudio
 
+GRIFFIN_LIM_ITERATIONS = 32  # the mel family's synthesis, in Python and in its export (audiovae.nn.spectral)
+
 
 @functools.lru_cache(maxsize=32)
 def _mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
@@ -57,7 +59,7 @@ def griffin_lim_from_log_mel(
     hop_length: int,
     f_min: float = 0.0,
     f_max: float | None = None,
-    iterations: int = 32,
+    iterations: int = GRIFFIN_LIM_ITERATIONS,
 ) -> torch.Tensor:
     """Invert natural-log mel magnitudes to a waveform: (..., n_mels, frames) -> (..., frames * hop_length).
 

@@ -161,3 +161,14 @@ def test_train_prior_on_a_run_whose_dataset_is_gone(tiny_run, tmp_path):
     result = CliRunner().invoke(main, ["train-prior", str(run), "-q"])
     assert result.exit_code == 1
     assert "no manifest.json" in result.output and "prepare it again with the run's recipe" in result.output
+
+
+def test_export_of_a_run_with_a_prior_adds_the_prior_method(prior_run, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(prior_run), str(tmp_path / "export")])
+    assert result.exit_code == 0, result.output
+    assert "encode/decode/forward/prior.onnx" in result.output
+    card = json.loads((tmp_path / "export" / "card.json").read_text())
+    assert card["methods"][-1] == "prior" and (tmp_path / "export" / "prior.onnx").is_file()
+    module = torch.jit.load(str(tmp_path / "export" / "model.ts"))
+    z = module.prior(torch.ones(2, 1, 5))
+    assert z.shape == (2, card["latent_size"], 5) and torch.isfinite(z).all()

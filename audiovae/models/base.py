@@ -50,7 +50,8 @@ class Family:
 
     config: the frozen dataclass of a recipe's `model:` section (with a `family` field defaulting to `name`);
     build(recipe) -> VAE; check(recipe) raises ConfigError for recipes the family cannot serve; features: the
-    input representation it reads (a key of audiovae.representation.REPRESENTATIONS).
+    input representation it reads (a key of audiovae.representation.REPRESENTATIONS); face(net, recipe) -> the
+    scriptable module `audiovae export` writes (audiovae.nn.faces), or None where the family does not export.
     """
 
     name: str
@@ -58,6 +59,7 @@ class Family:
     build: Callable[[Recipe], VAE]
     features: str
     check: Callable[[Recipe], None] = lambda recipe: None
+    face: Callable[[VAE, Recipe], nn.Module] | None = None
 
 
 class VAE(nn.Module):

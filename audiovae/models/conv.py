@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from audiovae.errors import UserError
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
 from audiovae.nn.blocks import DecoderBlock, EncoderBlock, activation, wn_conv1d
+from audiovae.nn.faces import StatefulStreaming, WholeSignal
 from audiovae.nn.istft import PHASES, ISTFTDecoder
 from audiovae.nn.pqmf import PQMF
+from audiovae.nn.streaming import StreamingVAE, folded_copy
 from audiovae.schema import choice, require
 
 if TYPE_CHECKING:
@@ -154,4 +157,42 @@ def check_conv(recipe: Recipe) -> None:
             f"total stride {stride} (strides x bands) must divide the training length {length}")
 
 
-FAMILY = Family("conv", ConvModelConfig, build_conv, "wave", check_conv)
+class ConvWholeSignal(WholeSignal):
+    """The export face of a non-causal conv model (weights folded): whole signals, nothing streamed."""
+
+    def __init__(self, net: ConvVAE):
+        super().__init__()
+        net = folded_copy(net).eval()
+        self.encoder, self.decoder = net.encoder, net.decoder
+        self.pqmf = net.pqmf if net.pqmf is not None else NoBands()
+        self.setup(net.latent_size, net.hop)
+
+    def encode_padded(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.pqmf.analysis(x))[:, : self.latent_size]
+
+    @torch.jit.export
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.pqmf.synthesis(self.decoder(z)))
+
+
+class NoBands(nn.Module):
+    """PQMF stand-in for models without sub-bands."""
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def synthesis(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def conv_face(net: VAE, recipe: Recipe) -> nn.Module:
+    """What `audiovae export` scripts: a causal model streams block by block, others run whole signals."""
+    if isinstance(net.decoder, ISTFTDecoder):
+        raise UserError("export covers the conv family with its conv decoder (model.decoder: conv); the istft "
+                        "decoder's inverse STFT has no ONNX form yet")
+    if recipe.model.causal:
+        return StatefulStreaming(StreamingVAE(net))
+    return ConvWholeSignal(net)
+
+
+FAMILY = Family("conv", ConvModelConfig, build_conv, "wave", check_conv, conv_face)

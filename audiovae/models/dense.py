@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
+from audiovae.nn.faces import WholeSignal
+from audiovae.nn.streaming import folded_copy
 from audiovae.schema import require
 
 if TYPE_CHECKING:
@@ -76,4 +78,23 @@ def check_dense(recipe: Recipe) -> None:
     require(recipe.train.crop_samples is None, "train.crop_samples", "the dense model needs whole segments")
 
 
-FAMILY = Family("dense", DenseModelConfig, build_dense, "wave", check_dense)
+class DenseWholeSignal(WholeSignal):
+    """The export face of a dense model: every `segment_samples` of audio is one latent frame, on its own."""
+
+    def __init__(self, net: DenseVAE, recipe: Recipe):
+        super().__init__()
+        net = folded_copy(net).eval()  # a copy: export freezes its parameters
+        self.encoder, self.decoder = net.encoder, net.decoder
+        self.setup(net.latent_size, net.hop)
+
+    def encode_padded(self, x: torch.Tensor) -> torch.Tensor:
+        stats = self.encoder(x.reshape(-1, self.hop)).reshape(x.shape[0], -1, 2 * self.latent_size)
+        return stats.transpose(1, 2)[:, : self.latent_size]  # (B, latent, frames)
+
+    @torch.jit.export
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(z.transpose(1, 2).reshape(-1, self.latent_size))  # (B * frames, hop)
+        return out.reshape(z.shape[0], 1, -1)
+
+
+FAMILY = Family("dense", DenseModelConfig, build_dense, "wave", check_dense, DenseWholeSignal)
