@@ -6,6 +6,9 @@ weights (speed does not depend on training), causal and offline, and prints a ma
 
     python bench/stream.py [--recipe recipes/quickstart.yaml] [--seconds 8]
 
+When the recipe has a `prior:` section, a second table times live generation on one thread: the exported
+`prior` method (fresh weights of the recipe's prior) making each block's latent frames, then `decode`.
+
 latency = block + the model's delay (the causal PQMF pair). The offline model cannot stream: its rows run
 each block as an independent whole-signal pass (audible seams), for speed only.
 """
@@ -25,18 +28,46 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiovae.config import load_recipe  # noqa: E402
-from audiovae.export import export_net  # noqa: E402
+from audiovae.export import OnnxRunner, export_net  # noqa: E402
+from audiovae.learned_prior import build_prior  # noqa: E402
 from audiovae.models import build_model  # noqa: E402
 from audiovae.stream_host import open_engine  # noqa: E402
 
 BLOCKS = (128, 256, 512, 1024, 2048, 4096)
 
 
-def export(recipe_path: str, causal: bool, folder: Path):
+def export(recipe_path: str, causal: bool, folder: Path, with_prior: bool = False):
     recipe = load_recipe(recipe_path, [f"model.causal={'true' if causal else 'false'}"])
     torch.manual_seed(0)
-    result = export_net(build_model(recipe).eval(), recipe, folder)
+    prior = build_prior(recipe.prior, recipe.model.latent_size) if with_prior else None
+    result = export_net(build_model(recipe).eval(), recipe, folder, prior=prior)
     return result.card
+
+
+def time_generation(folder: Path, engine: str, block: int, hop: int, rate: int, seconds: float) -> tuple[float, float]:
+    """(real-time factor, worst block in ms) of prior -> decode, block by block, on one thread."""
+    torch.set_num_threads(1)
+    frames = block // hop
+    if engine == "torchscript":
+        module = torch.jit.load(str(folder / "model.ts"))
+
+        def run() -> None:
+            with torch.no_grad():
+                module.decode(module.prior(torch.ones(1, 1, frames)))
+    else:
+        prior, decode = OnnxRunner(folder / "prior.onnx", threads=1), OnnxRunner(folder / "decode.onnx", threads=1)
+        one = np.ones((1, 1, 1), np.float32)
+
+        def run() -> None:
+            decode(np.concatenate([prior(one) for _ in range(frames)], -1))
+    for _ in range(5):
+        run()
+    times = []
+    for _ in range(int(seconds * rate) // block):
+        begin = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - begin)
+    return len(times) * block / rate / sum(times), 1000 * max(times)
 
 
 def time_blocks(folder: Path, engine: str, threads: int, block: int, wave: np.ndarray,
@@ -82,6 +113,20 @@ def main() -> None:
     print("| model | block | latency ms | engine | threads | real-time factor | worst block / deadline ms | misses |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if load_recipe(args.recipe).prior is None:
+        return
+    generation = []
+    with tempfile.TemporaryDirectory() as tmp:
+        card = export(args.recipe, True, Path(tmp), with_prior=True)
+        rate, hop = card["sample_rate"], card["frame_samples"]
+        for block in [b for b in BLOCKS if b % hop == 0]:
+            for engine in ("torchscript", "onnx"):
+                rtf, worst = time_generation(Path(tmp), engine, block, hop, rate, args.seconds)
+                generation.append(f"| {block} | {block // hop} | {engine} | {rtf:.1f}x | {worst:.2f} / {1000 * block / rate:.1f} |")
+    print("\nlive generation, causal model, one thread: prior -> decode per block\n")
+    print("| block | latent frames | engine | real-time factor | worst block / deadline ms |")
+    print("|---|---|---|---|---|")
+    print("\n".join(generation))
 
 
 if __name__ == "__main__":
