@@ -23,11 +23,12 @@ TINY_CONV = {"channels": 4, "max_channels": 8, "latent_size": 3, "residual_layer
 WINDOWS = (512, 256, 128)
 
 
-def tiny(decoder: str, strides=(2, 3), bands: int = 1, seed: int = 0):
+def tiny(decoder: str, strides=(2, 3), bands: int = 1, seed: int = 0, upsample: str = "transposed"):
     torch.manual_seed(seed)
     hop = bands * math.prod(strides)
     recipe = recipe_from_dict({"data": {"segment_samples": hop * 96},
-                               "model": {**TINY_CONV, "strides": list(strides), "bands": bands, "decoder": decoder}},
+                               "model": {**TINY_CONV, "strides": list(strides), "bands": bands, "decoder": decoder,
+                                         "upsample": upsample}},
                               "tiny")
     return build_model(recipe).eval(), recipe
 
@@ -50,6 +51,17 @@ def test_transposed_convolutions_repeat_once_per_frame_for_constant_latents():
     model, recipe = tiny("conv")
     y = model.decoder(constant_latents(3))[0, 0]  # bands = 1: the decoder's output is the waveform
     assert frame_periodic_share(y, 6) > 0.9
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nearest_upsampling_keeps_constant_latents_constant(seed):
+    """The fix: repeat-then-convolve sees the same taps at every output phase, so the frame-periodic
+    share falls to about chance (what is left comes from the zero-padded edges), for any weights."""
+    periodic, _ = tiny("conv", seed=seed)
+    fixed, _ = tiny("conv", seed=seed, upsample="nearest")
+    assert frame_periodic_share(periodic.decoder(constant_latents(3))[0, 0], 6) > 0.5
+    assert frame_periodic_share(fixed.decoder(constant_latents(3))[0, 0], 6) < 0.05  # chance: 1 / 88 frames
 
 
 def sine(frequency: float, phase: float = 0.0, samples: int = 4096) -> torch.Tensor:

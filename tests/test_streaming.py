@@ -23,7 +23,8 @@ from audiovae.schema import ConfigError
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 TINY = {"channels": 4, "max_channels": 8, "latent_size": 3, "residual_layers": 2, "kernel_size": 5}
 # name -> (model keys, segment): hops 4 * 4 * 4 = 64 with PQMF (latency 15 * 4 - 1 = 59), 2 * 3 = 6 without
-SHAPES = {"pqmf": ({"bands": 4, "strides": [4, 4]}, 2048), "odd": ({"bands": 1, "strides": [2, 3]}, 2046)}
+SHAPES = {"pqmf": ({"bands": 4, "strides": [4, 4]}, 2048), "odd": ({"bands": 1, "strides": [2, 3]}, 2046),
+          "nearest": ({"bands": 4, "strides": [4, 4], "upsample": "nearest"}, 2048)}
 
 
 def tiny(name: str, causal: bool = True, seed: int = 0):

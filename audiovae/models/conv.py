@@ -11,7 +11,7 @@ from torch import nn
 
 from audiovae.errors import UserError
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
-from audiovae.nn.blocks import DecoderBlock, EncoderBlock, activation, wn_conv1d
+from audiovae.nn.blocks import UPSAMPLERS, DecoderBlock, EncoderBlock, activation, wn_conv1d
 from audiovae.nn.faces import StatefulStreaming, WholeSignal
 from audiovae.nn.istft import PHASES, ISTFTDecoder
 from audiovae.nn.pqmf import PQMF
@@ -39,6 +39,7 @@ class ConvModelConfig:
     decoder: str = "conv"  # conv: the encoder's mirror; istft: convolutions at the frame rate + inverse STFT
     decoder_channels: int | None = None  # width of the istft decoder; None: max_channels
     istft_phase: str = "absolute"  # istft decoder: absolute | advancing (predicted as deviation from bin centres)
+    upsample: str = "transposed"  # conv decoder: transposed | nearest (repeat + conv: no frame-rate comb)
 
     def __post_init__(self):
         require(self.channels >= 1, "channels", "must be positive")
@@ -51,6 +52,7 @@ class ConvModelConfig:
         choice("activation", self.activation, ("snake", "leaky_relu"))
         choice("decoder", self.decoder, ("conv", "istft"))
         choice("istft_phase", self.istft_phase, PHASES)
+        choice("upsample", self.upsample, UPSAMPLERS)
         require(self.istft_phase == "absolute" or self.decoder == "istft", "istft_phase", "needs decoder: istft")
         require(self.decoder_channels is None or self.decoder_channels >= 1, "decoder_channels", "must be positive")
         require(not (self.causal and self.decoder == "istft"), "decoder",
@@ -92,7 +94,7 @@ class ConvDecoder(nn.Sequential):
         k, act, layers, causal = config.kernel_size, config.activation, config.residual_layers, config.causal
         blocks = [wn_conv1d(config.latent_size, widths[0], k, causal=causal)]
         for i, stride in enumerate(reversed(config.strides)):
-            blocks.append(DecoderBlock(widths[i], widths[i + 1], stride, layers, k, act, causal))
+            blocks.append(DecoderBlock(widths[i], widths[i + 1], stride, layers, k, act, causal, config.upsample))
         blocks += [activation(act, widths[-1]), wn_conv1d(widths[-1], out_channels, k, causal=causal)]
         super().__init__(*blocks)
 

@@ -128,14 +128,28 @@ class EncoderBlock(nn.Sequential):
         )
 
 
+UPSAMPLERS = ("transposed", "nearest")
+
+
+def upsampler(in_channels: int, out_channels: int, stride: int, kind: str, causal: bool = False) -> nn.Module:
+    """Multiply the length by `stride`. transposed: a transposed conv (kernel 2 * stride), whose output phases
+    use different taps, so constant input comes out stride-periodic; nearest: repeat each step `stride` times,
+    then a conv (kernel 2 * stride + 1) that sees the same taps at every phase, so constant stays constant."""
+    if stride == 1:
+        return wn_conv1d(in_channels, out_channels, 1)
+    if kind == "transposed":
+        return wn_conv_transpose1d(in_channels, out_channels, stride, causal)
+    return nn.Sequential(nn.Upsample(scale_factor=stride, mode="nearest"),
+                         wn_conv1d(in_channels, out_channels, 2 * stride + 1, causal=causal))
+
+
 class DecoderBlock(nn.Sequential):
-    """An upsampling transposed conv, then residual units: (B, C_in, T) -> (B, C_out, T * stride)."""
+    """An upsampler, then residual units: (B, C_in, T) -> (B, C_out, T * stride)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, layers: int, kernel_size: int, act: str,
-                 causal: bool = False):
+                 causal: bool = False, upsample: str = "transposed"):
         super().__init__(
             activation(act, in_channels),
-            wn_conv_transpose1d(in_channels, out_channels, stride, causal) if stride > 1
-            else wn_conv1d(in_channels, out_channels, 1),
+            upsampler(in_channels, out_channels, stride, upsample, causal),
             *residual_stack(out_channels, layers, kernel_size, act, causal),
         )

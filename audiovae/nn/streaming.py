@@ -133,7 +133,7 @@ def _convert(module: nn.Module, shapes: list[list[int]]) -> nn.Module:
         return OverlapAddConvTranspose1d(module.weight, module.bias, module.stride[0], overlap, len(shapes) - 1)
     if isinstance(module, nn.Conv1d) and module.kernel_size[0] == 1 and module.padding[0] == 0:
         return Stateless(_plain_conv(module))
-    if isinstance(module, Snake | nn.LeakyReLU):
+    if isinstance(module, Snake | nn.LeakyReLU | nn.Upsample):  # per-step (nearest repeats a step stride times)
         return Stateless(copy.deepcopy(module))
     if isinstance(module, ResidualUnit):
         return StreamingResidual(_convert(module.block, shapes))
