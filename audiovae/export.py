@@ -13,6 +13,7 @@ one temperature per latent frame in, latent frames out (ONNX: one frame per call
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from dataclasses import dataclass
@@ -145,7 +146,10 @@ def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: s
     taken = [out_dir / n for n in names if (out_dir / n).exists()]
     if taken and not force:
         raise UserError(f"{taken[0]}: already exists; pass --force to overwrite")
-    module = scriptable(net.cpu().eval(), recipe, None if prior is None else prior.cpu())
+    # copies: export freezes parameters and moves them to the CPU, and the caller keeps its models as they were
+    module = scriptable(copy.deepcopy(net).cpu().eval(), recipe, None if prior is None else copy.deepcopy(prior).cpu())
+    if prior is None and (out_dir / "prior.onnx").exists():  # --force over an export that had a prior
+        (out_dir / "prior.onnx").unlink()
     face = module.face if isinstance(module, WithPrior) else module
     inner = face.model if isinstance(face, StatefulStreaming) else face
     layout = state_layout(inner)

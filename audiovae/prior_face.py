@@ -14,6 +14,8 @@ State, batch first so that ONNX Runtime hosts can allocate it from the card:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,7 +78,7 @@ class PriorFace(nn.Module):
 
     def __init__(self, prior: LatentPrior):
         super().__init__()
-        prior = prior.eval()
+        prior = copy.deepcopy(prior).eval()  # a copy: export freezes and moves its parameters
         self.step = GRUStep(prior.core) if isinstance(prior.core, GRUCore) else ConvStep(prior.core)
         self.head = prior.head
         self.mixtures, self.latent_size, self.min_log_scale = prior.config.mixtures, prior.latent_size, MIN_LOG_SCALE
@@ -89,7 +91,8 @@ class PriorFace(nn.Module):
         return [torch.zeros(batch, shape[0], shape[1]) for shape in self.state_shapes]
 
     def _draw(self, features: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-        """features (B, H), temperature (B, 1) -> one normalized frame (B, latent)."""
+        """features (B, H), temperature (B, 1) -> one normalized frame (B, latent). Negative temperatures count as 0."""
+        temperature = temperature.clamp_min(0.0)
         out = self.head(features)
         k, d = self.mixtures, self.latent_size
         logits, means, log_scales = out[:, :k], out[:, k : k + k * d], out[:, k + k * d :]
@@ -98,7 +101,8 @@ class PriorFace(nn.Module):
         index = pick[:, None, None].expand(-1, 1, d)
         mean = torch.gather(means.reshape(-1, k, d), 1, index)[:, 0]
         log_scale = torch.gather(log_scales.reshape(-1, k, d), 1, index)[:, 0].clamp_min(self.min_log_scale)
-        return mean + temperature * torch.exp(log_scale) * torch.randn_like(mean)
+        noise = torch.exp(log_scale) * torch.randn_like(mean)
+        return mean + torch.where(temperature > 0, temperature * noise, torch.zeros_like(noise))
 
     def step_with_state(self, temperature: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
         """temperature (B, 1, frames) -> latents (B, latent, frames); `states` is advanced in place."""

@@ -16,10 +16,23 @@ from audiovae.errors import UserError
 from audiovae.export import OnnxRunner, read_card
 
 
+def cannot_stream(model_section: dict[str, Any]) -> str | None:
+    """Why a model (its recipe's `model:` section, as plain data) cannot stream, with the fix; None if it can."""
+    family = model_section.get("family")
+    if family == "mel":
+        return "mel models cannot stream (Griffin-Lim needs whole spectrograms): train family conv with model.causal: true"
+    if family == "dense":
+        return "dense models cannot stream (each latent frame is a whole segment): train family conv with model.causal: true"
+    if not model_section.get("causal"):
+        return "this model cannot stream (it is not causal): train with model.causal: true"
+    return None
+
+
 def check_block(card: dict[str, Any], block: int) -> None:
     """UserError unless the exported model streams and `block` is a multiple of its hop."""
     if not card["streams"]:
-        raise UserError("this model cannot stream (it is not causal): train with model.causal: true")
+        reason = cannot_stream(card.get("recipe", {}).get("model", {}))
+        raise UserError(reason or "this model cannot stream: train with model.causal: true")
     hop = card["frame_samples"]
     if block < hop or block % hop:
         sizes = ", ".join(str(hop * k) for k in range(1, 5))

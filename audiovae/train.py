@@ -8,6 +8,7 @@ Under `torchrun` the same loop runs data-parallel; rank 0 alone writes logs and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -104,6 +105,14 @@ def _prepare_run_dir(recipe: Recipe, runs_root: Path, run_dir: Path | None, resu
     return run_dir or new_run_dir(runs_root, recipe.name), None
 
 
+def model_changes(before, after) -> str:
+    """'model.key: old -> new, ...' for the fields that differ between two model sections."""
+    if type(before) is not type(after):
+        return f"model.family: {before.family} -> {after.family}"
+    return ", ".join(f"model.{f.name}: {getattr(before, f.name)} -> {getattr(after, f.name)}"
+                     for f in dataclasses.fields(before) if getattr(before, f.name) != getattr(after, f.name))
+
+
 def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_dir: str | Path | None = None,
           resume: bool = False, runs_root: str | Path = DEFAULT_RUNS, progress: bool = True) -> TrainResult:
     """Train the model a recipe describes; see the module docstring. Returns where the run ended."""
@@ -158,9 +167,11 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
                            ema=EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
                            adversary=Adversary(recipe.adversarial, device) if recipe.adversarial.enabled else None)
         if saved is not None:
-            if recipe_from_saved(saved["recipe"]).model != recipe.model:
-                raise UserError(f"{resume_from}: the recipe's model section changed since this run started; "
-                                "resume with the original recipe or start a new run")
+            before = recipe_from_saved(saved["recipe"]).model
+            if before != recipe.model:
+                raise UserError(f"{resume_from}: the recipe's model section changed since this run started "
+                                f"({model_changes(before, recipe.model)}); resume with the original recipe "
+                                "(or --set those keys back) or start a new run")
             changes = dataset_changes(saved["dataset"], trained_on) if "dataset" in saved else []
             if changes:
                 raise UserError(f"{recipe.data.folder}: the dataset changed since this run started ({'; '.join(changes)}); "

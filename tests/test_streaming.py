@@ -166,9 +166,10 @@ def test_export_loads_without_audiovae_and_matches(tmp_path, causal):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["pqmf", "nearest"])
 @pytest.mark.parametrize("block", [64, 256])
-def test_onnx_runtime_matches_pytorch_for_any_block(tmp_path, block):
-    model, recipe = tiny("pqmf")
+def test_onnx_runtime_matches_pytorch_for_any_block(tmp_path, block, name):
+    model, recipe = tiny(name)
     export_net(model, recipe, tmp_path)
     streaming = StreamingVAE(model).eval()
     x = signal(8 * 64, batch=1)

@@ -400,3 +400,14 @@ def test_resume_under_torchrun_restores_every_ranks_random_state(tiny_recipe, tm
     run("halves", 4, "--resume")
     assert_same_tensors(checkpoint_of(tmp_path / "halves" / "tiny")["model"],
                         checkpoint_of(tmp_path / "whole" / "tiny")["model"])
+
+
+def test_a_changed_model_section_is_named_key_by_key_on_resume():
+    from audiovae.config import load_recipe
+    from audiovae.train import model_changes
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    before = load_recipe(recipes / "quickstart.yaml", ["model.upsample=transposed"]).model
+    after = load_recipe(recipes / "quickstart.yaml", ["model.latent_size=8"]).model
+    assert model_changes(before, after) == "model.latent_size: 16 -> 8, model.upsample: transposed -> nearest"
+    assert model_changes(before, load_recipe(recipes / "mel.yaml").model) == "model.family: conv -> mel"

@@ -53,6 +53,7 @@ class ConvModelConfig:
         choice("decoder", self.decoder, ("conv", "istft"))
         choice("istft_phase", self.istft_phase, PHASES)
         choice("upsample", self.upsample, UPSAMPLERS)
+        require(self.upsample == "transposed" or self.decoder == "conv", "upsample", "needs decoder: conv")
         require(self.istft_phase == "absolute" or self.decoder == "istft", "istft_phase", "needs decoder: istft")
         require(self.decoder_channels is None or self.decoder_channels >= 1, "decoder_channels", "must be positive")
         require(not (self.causal and self.decoder == "istft"), "decoder",

@@ -79,7 +79,7 @@ class MelInversion(nn.Module):
     the least-norm linear magnitudes (the filterbank's pseudo-inverse, clipped at 0), then fast Griffin-Lim
     (momentum 0.99, phases starting at 0)."""
 
-    def __init__(self, filterbank: torch.Tensor, n_fft: int, hop_length: int, iterations: int = 32,
+    def __init__(self, filterbank: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
                  momentum: float = 0.99):
         super().__init__()
         self.stft = ConvSTFT(n_fft, hop_length)
