@@ -55,13 +55,22 @@ def test_transposed_convolutions_repeat_once_per_frame_for_constant_latents():
 
 @torch.no_grad()
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_nearest_upsampling_keeps_constant_latents_constant(seed):
-    """The fix: repeat-then-convolve sees the same taps at every output phase, so the frame-periodic
+@pytest.mark.parametrize("upsample", ["nearest", "ramp"])
+def test_nearest_upsampling_keeps_constant_latents_constant(seed, upsample):
+    """The fix: repeat (or ramp) then convolve sees the same taps at every output phase, so the frame-periodic
     share falls to about chance (what is left comes from the zero-padded edges), for any weights."""
     periodic, _ = tiny("conv", seed=seed)
-    fixed, _ = tiny("conv", seed=seed, upsample="nearest")
+    fixed, _ = tiny("conv", seed=seed, upsample=upsample)
     assert frame_periodic_share(periodic.decoder(constant_latents(3))[0, 0], 6) > 0.5
     assert frame_periodic_share(fixed.decoder(constant_latents(3))[0, 0], 6) < 0.05  # chance: 1 / 40 frames
+
+
+def test_frame_ramp_draws_a_straight_line_from_each_step_to_the_next():
+    from audiovae.nn.blocks import FrameRamp
+
+    y = FrameRamp(1, 4)(torch.tensor([[[1.0, 2.0, 2.0, 0.0]]]))[0, 0]
+    expected = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.0, 2.0, 2.0, 2.0, 1.5, 1.0, 0.5, 0.0]
+    assert y.tolist() == expected
 
 
 def sine(frequency: float, phase: float = 0.0, samples: int = 4096) -> torch.Tensor:

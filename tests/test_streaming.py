@@ -24,7 +24,8 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"
 TINY = {"channels": 4, "max_channels": 8, "latent_size": 3, "residual_layers": 2, "kernel_size": 5}
 # name -> (model keys, segment): hops 4 * 4 * 4 = 64 with PQMF (latency 15 * 4 - 1 = 59), 2 * 3 = 6 without
 SHAPES = {"pqmf": ({"bands": 4, "strides": [4, 4]}, 2048), "odd": ({"bands": 1, "strides": [2, 3]}, 2046),
-          "nearest": ({"bands": 4, "strides": [4, 4], "upsample": "nearest"}, 2048)}
+          "nearest": ({"bands": 4, "strides": [4, 4], "upsample": "nearest"}, 2048),
+          "ramp": ({"bands": 4, "strides": [4, 4], "upsample": "ramp"}, 2048)}
 
 
 def tiny(name: str, causal: bool = True, seed: int = 0):
@@ -166,7 +167,7 @@ def test_export_loads_without_audiovae_and_matches(tmp_path, causal):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["pqmf", "nearest"])
+@pytest.mark.parametrize("name", ["pqmf", "nearest", "ramp"])
 @pytest.mark.parametrize("block", [64, 256])
 def test_onnx_runtime_matches_pytorch_for_any_block(tmp_path, block, name):
     model, recipe = tiny(name)

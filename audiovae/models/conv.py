@@ -39,7 +39,7 @@ class ConvModelConfig:
     decoder: str = "conv"  # conv: the encoder's mirror; istft: convolutions at the frame rate + inverse STFT
     decoder_channels: int | None = None  # width of the istft decoder; None: max_channels
     istft_phase: str = "absolute"  # istft decoder: absolute | advancing (predicted as deviation from bin centres)
-    upsample: str = "transposed"  # conv decoder: transposed | nearest (repeat + conv: no frame-rate comb)
+    upsample: str = "transposed"  # conv decoder: transposed | nearest | ramp (repeat or ramp + conv: no frame-rate comb)
 
     def __post_init__(self):
         require(self.channels >= 1, "channels", "must be positive")

@@ -128,19 +128,39 @@ class EncoderBlock(nn.Sequential):
         )
 
 
-UPSAMPLERS = ("transposed", "nearest")
+UPSAMPLERS = ("transposed", "nearest", "ramp")
+
+
+class FrameRamp(nn.Module):
+    """Upsample by `stride` with a first-order hold: sub-step j of step t is
+    ((j + 1) x[t] + (stride - 1 - j) x[t - 1]) / stride, with x[-1] = 0. A straight line from each step to the
+    next, reaching x[t] at its last sub-step: no look-ahead (it streams with one step of state), constant
+    input stays constant, and a jump between steps becomes a ramp instead of an edge."""
+
+    def __init__(self, channels: int, stride: int):
+        super().__init__()
+        self.channels, self.stride = channels, stride
+        self.register_buffer("rise", (torch.arange(stride) + 1.0) / stride, persistent=False)
+
+    def ramp(self, x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """x, previous: (B, C, T) -> (B, C, T * stride)."""
+        return (previous[..., None] + (x - previous)[..., None] * self.rise).flatten(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ramp(x, nn.functional.pad(x, (1, 0))[..., :-1])
 
 
 def upsampler(in_channels: int, out_channels: int, stride: int, kind: str, causal: bool = False) -> nn.Module:
     """Multiply the length by `stride`. transposed: a transposed conv (kernel 2 * stride), whose output phases
     use different taps, so constant input comes out stride-periodic; nearest: repeat each step `stride` times,
-    then a conv (kernel 2 * stride + 1) that sees the same taps at every phase, so constant stays constant."""
+    then a conv (kernel 2 * stride + 1) that sees the same taps at every phase, so constant stays constant;
+    ramp: the same with a straight line from step to step instead of a repeat (FrameRamp)."""
     if stride == 1:
         return wn_conv1d(in_channels, out_channels, 1)
     if kind == "transposed":
         return wn_conv_transpose1d(in_channels, out_channels, stride, causal)
-    return nn.Sequential(nn.Upsample(scale_factor=stride, mode="nearest"),
-                         wn_conv1d(in_channels, out_channels, 2 * stride + 1, causal=causal))
+    hold = nn.Upsample(scale_factor=stride, mode="nearest") if kind == "nearest" else FrameRamp(in_channels, stride)
+    return nn.Sequential(hold, wn_conv1d(in_channels, out_channels, 2 * stride + 1, causal=causal))
 
 
 class DecoderBlock(nn.Sequential):

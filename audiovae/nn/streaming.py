@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiovae.nn.blocks import CausalConv1d, CausalConvTranspose1d, ResidualUnit, Snake
+from audiovae.nn.blocks import CausalConv1d, CausalConvTranspose1d, FrameRamp, ResidualUnit, Snake
 
 
 class Stateless(nn.Module):
@@ -93,6 +93,19 @@ class OverlapAddConvTranspose1d(nn.Module):
         return y[..., : -self.overlap] + self.bias.unsqueeze(-1)
 
 
+class CachedRamp(nn.Module):
+    """A FrameRamp over blocks: its state is the previous block's last step (channels, 1)."""
+
+    def __init__(self, ramp: FrameRamp, index: int):
+        super().__init__()
+        self.ramp, self.index = copy.deepcopy(ramp), index
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        previous = torch.cat([states[self.index], x[..., :-1]], -1)
+        states[self.index] = x[..., -1:]
+        return self.ramp.ramp(x, previous)
+
+
 class StreamingSequential(nn.Module):
     """Streaming layers applied in order."""
 
@@ -133,6 +146,9 @@ def _convert(module: nn.Module, shapes: list[list[int]]) -> nn.Module:
         return OverlapAddConvTranspose1d(module.weight, module.bias, module.stride[0], overlap, len(shapes) - 1)
     if isinstance(module, nn.Conv1d) and module.kernel_size[0] == 1 and module.padding[0] == 0:
         return Stateless(_plain_conv(module))
+    if isinstance(module, FrameRamp):
+        shapes.append([module.channels, 1])
+        return CachedRamp(module, len(shapes) - 1)
     if isinstance(module, Snake | nn.LeakyReLU | nn.Upsample):  # per-step (nearest repeats a step stride times)
         return Stateless(copy.deepcopy(module))
     if isinstance(module, ResidualUnit):
