@@ -65,6 +65,24 @@ def test_nearest_upsampling_keeps_constant_latents_constant(seed, upsample):
     assert frame_periodic_share(fixed.decoder(constant_latents(3))[0, 0], 6) < 0.05  # chance: 1 / 40 frames
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("stride", [2, 3, 4])
+def test_repeat_conv_equals_convolving_the_repeated_signal(causal, stride):
+    """RepeatConv runs at the input rate; its numbers are those of repeating, then convolving."""
+    from torch import nn
+
+    from audiovae.nn.blocks import RepeatConv
+
+    torch.manual_seed(stride)
+    fused = RepeatConv(5, 7, stride, causal)
+    naive = nn.Sequential(nn.Upsample(scale_factor=stride, mode="nearest"), fused.conv)
+    for steps in (1, 2, 13):
+        x = torch.randn(2, 5, steps)
+        assert fused(x).shape == (2, 7, steps * stride)
+        torch.testing.assert_close(fused(x), naive(x), atol=1e-5, rtol=1e-5)
+
+
 def test_frame_ramp_draws_a_straight_line_from_each_step_to_the_next():
     from audiovae.nn.blocks import FrameRamp
 

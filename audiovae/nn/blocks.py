@@ -150,6 +150,58 @@ class FrameRamp(nn.Module):
         return self.ramp(x, nn.functional.pad(x, (1, 0))[..., :-1])
 
 
+def interleave_phases(y: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, C * stride, T) with channel c * stride + p holding phase p -> (B, C, T * stride)."""
+    batch, channels, steps = y.shape
+    return y.reshape(batch, channels // stride, stride, steps).transpose(2, 3).reshape(batch, -1, steps * stride)
+
+
+class Interleave(nn.Module):
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return interleave_phases(y, self.stride)
+
+
+class RepeatConv(nn.Module):
+    """Repeat each step `stride` times, then convolve (kernel 2 * stride + 1; 'same', or causal), computed at
+    the input rate. Output phase p of step t reads the repeated signal over three input steps (t - 1..t + 1,
+    causal: t - 2..t), so the convolution is one kernel-3 convolution with stride x the output channels
+    (each phase's taps summed per input step), interleaved: a third of the operations of convolving the
+    repeated signal, the same numbers.
+
+        repeated   |x0 x0 x0 x0|x1 x1 x1 x1|x2 ...      stride 4, kernel 9 centred on a phase of x1:
+        kernel       [k0 ...        ...         k8]     taps k0-k2 land on x0, k3-k6 on x1, k7-k8 on x2
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, causal: bool = False):
+        super().__init__()
+        kernel = 2 * stride + 1
+        self.conv = wn_conv1d(in_channels, out_channels, kernel, causal=causal)  # holds the weights only
+        self.stride, self.causal = stride, causal
+        shift, first = (2 * stride, -2) if causal else (stride, -1)
+        select = torch.zeros(stride, 3, kernel)  # select[p, j, k] = 1: tap k of phase p reads step t + first + j
+        for phase in range(stride):
+            for k in range(kernel):
+                select[phase, (phase + k - shift) // stride - first, k] = 1.0
+        self.register_buffer("select", select, persistent=False)
+
+    def phase_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kernel-3 convolution's weight (out * stride, in, 3) and bias (out * stride,)."""
+        weight = self.conv.weight  # (out, in, 2 * stride + 1)
+        phased = torch.einsum("pjk,oik->opij", self.select, weight)  # (out, stride, in, 3)
+        bias = self.conv.bias
+        assert bias is not None  # wn_conv1d always has one (and TorchScript needs to know)
+        return phased.reshape(-1, weight.shape[1], 3), bias.repeat_interleave(self.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.phase_weights()
+        padded = nn.functional.pad(x, (2, 0) if self.causal else (1, 1))
+        return interleave_phases(nn.functional.conv1d(padded, weight, bias), self.stride)
+
+
 def upsampler(in_channels: int, out_channels: int, stride: int, kind: str, causal: bool = False) -> nn.Module:
     """Multiply the length by `stride`. transposed: a transposed conv (kernel 2 * stride), whose output phases
     use different taps, so constant input comes out stride-periodic; nearest: repeat each step `stride` times,
@@ -159,8 +211,10 @@ def upsampler(in_channels: int, out_channels: int, stride: int, kind: str, causa
         return wn_conv1d(in_channels, out_channels, 1)
     if kind == "transposed":
         return wn_conv_transpose1d(in_channels, out_channels, stride, causal)
-    hold = nn.Upsample(scale_factor=stride, mode="nearest") if kind == "nearest" else FrameRamp(in_channels, stride)
-    return nn.Sequential(hold, wn_conv1d(in_channels, out_channels, 2 * stride + 1, causal=causal))
+    if kind == "nearest":
+        return RepeatConv(in_channels, out_channels, stride, causal)
+    return nn.Sequential(FrameRamp(in_channels, stride), wn_conv1d(in_channels, out_channels, 2 * stride + 1,
+                                                                   causal=causal))
 
 
 class DecoderBlock(nn.Sequential):

@@ -27,7 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiovae.nn.blocks import CausalConv1d, CausalConvTranspose1d, FrameRamp, ResidualUnit, Snake
+from audiovae.nn.blocks import (
+    CausalConv1d,
+    CausalConvTranspose1d,
+    FrameRamp,
+    Interleave,
+    RepeatConv,
+    ResidualUnit,
+    Snake,
+)
 
 
 class Stateless(nn.Module):
@@ -146,10 +154,15 @@ def _convert(module: nn.Module, shapes: list[list[int]]) -> nn.Module:
         return OverlapAddConvTranspose1d(module.weight, module.bias, module.stride[0], overlap, len(shapes) - 1)
     if isinstance(module, nn.Conv1d) and module.kernel_size[0] == 1 and module.padding[0] == 0:
         return Stateless(_plain_conv(module))
+    if isinstance(module, RepeatConv):  # its kernel-3 convolution caches two input steps
+        weight, bias = module.phase_weights()
+        shapes.append([weight.shape[1], 2])
+        return StreamingSequential([CachedConv1d(weight, bias, 1, 1, 2, len(shapes) - 1),
+                                    Stateless(Interleave(module.stride))])
     if isinstance(module, FrameRamp):
         shapes.append([module.channels, 1])
         return CachedRamp(module, len(shapes) - 1)
-    if isinstance(module, Snake | nn.LeakyReLU | nn.Upsample):  # per-step (nearest repeats a step stride times)
+    if isinstance(module, Snake | nn.LeakyReLU):
         return Stateless(copy.deepcopy(module))
     if isinstance(module, ResidualUnit):
         return StreamingResidual(_convert(module.block, shapes))
