@@ -129,6 +129,9 @@ class ConvCore(nn.Module):
         self.skips = nn.ModuleList(nn.Conv1d(width, width, 1) for _ in self.dilations)
         self.dropout = nn.Dropout(config.dropout)
         self.context = [(kernel - 1) * d for d in self.dilations]  # left context each layer needs
+        # the same layers, one frame at a time (a plain list: their weights are the convs above, saved once)
+        self.frame_layers = [GatedFrameStep(self.gates[i], self.residuals[i], self.skips[i], d)
+                             for i, d in enumerate(self.dilations)]
 
     def _layer(self, i: int, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """window: (B, C, context + T) -> residual out, skip (B, C, T)."""
@@ -136,11 +139,6 @@ class ConvCore(nn.Module):
         h = self.dropout(torch.tanh(a) * torch.sigmoid(b))
         x = window[..., self.context[i]:]
         return x + self.residuals[i](h), self.skips[i](h)
-
-    @staticmethod
-    def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-        """conv over a single time step as a matrix product: x (B, C_in * kernel) -> (B, C_out)."""
-        return F.linear(x, conv.weight.flatten(1), conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input(x)
@@ -155,24 +153,48 @@ class ConvCore(nn.Module):
         return [torch.zeros(batch, self.input.out_channels, c, device=device) for c in self.context]
 
     def step(self, x: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """x: (B, latent) -> features (B, C); each cache (B, C, context) drops its oldest frame, gains x.
-
-        One frame through a dilated conv reads `kernel` taps `dilation` apart: the same numbers as the
-        offline pass, as matrix products (a conv1d call per frame is ~10x slower on CPU)."""
-        x = self._pointwise(self.input, x)  # (B, C)
-        skip, caches = 0.0, []
-        for i, cache in enumerate(state):
-            window = torch.cat([cache, x[..., None]], dim=-1)  # (B, C, context + 1)
-            caches.append(window[..., 1:])
-            taps = window[..., :: self.dilations[i]]  # (B, C, kernel)
-            a, b = self._pointwise(self.gates[i], taps.flatten(1)).chunk(2, dim=1)
-            h = torch.tanh(a) * torch.sigmoid(b)
-            x = x + self._pointwise(self.residuals[i], h)
-            skip = skip + self._pointwise(self.skips[i], h)
+        """x: (B, latent) -> features (B, C); each cache (B, C, context) drops its oldest frame, gains x."""
+        x = F.linear(x, self.input.weight.flatten(1), self.input.bias)  # (B, C)
+        skip, caches = torch.zeros_like(x), []
+        for layer, cache in zip(self.frame_layers, state, strict=True):
+            x, s, cache = layer(x, cache)
+            skip = skip + s
+            caches.append(cache)
         return torch.relu(skip), caches
 
 
+class GatedFrameStep(nn.Module):
+    """One gated dilated layer of a ConvCore over one frame, with its left context cached.
+
+    One frame through a dilated conv reads `kernel` taps `dilation` apart: the same numbers as the offline
+    pass, as matrix products (a conv1d call per frame is ~10x slower on CPU). Scriptable (audiovae.prior_face).
+    """
+
+    def __init__(self, gate: nn.Conv1d, residual: nn.Conv1d, skip: nn.Conv1d, dilation: int):
+        super().__init__()
+        self.gate, self.residual, self.skip, self.dilation = gate, residual, skip, dilation
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, C), cache (B, C, context) -> next x, skip (B, C), next cache."""
+        window = torch.cat([cache, x[..., None]], -1)  # (B, C, context + 1)
+        taps = window[..., :: self.dilation].flatten(1)  # (B, C * kernel)
+        a, b = F.linear(taps, self.gate.weight.flatten(1), self.gate.bias).chunk(2, dim=1)
+        h = torch.tanh(a) * torch.sigmoid(b)
+        residual = F.linear(h, self.residual.weight.flatten(1), self.residual.bias)
+        return x + residual, F.linear(h, self.skip.weight.flatten(1), self.skip.bias), window[..., 1:]
+
+
 CORES: dict[str, type[nn.Module]] = {"gru": GRUCore, "conv": ConvCore}
+
+
+def split_mixture(out: torch.Tensor, mixtures: int, latent_size: int,
+                  min_log_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The head's output (..., K + 2 K D) -> logits (..., K), means and log scales (..., K, D), the log scales
+    floored at min_log_scale. Scriptable (audiovae.prior_face)."""
+    k, d = mixtures, latent_size
+    logits, means, log_scales = out.split([k, k * d, k * d], dim=-1)
+    shape = list(out.shape[:-1]) + [k, d]
+    return logits, means.reshape(shape), log_scales.reshape(shape).clamp_min(min_log_scale)
 
 
 @dataclass
@@ -207,11 +229,7 @@ class LatentPrior(nn.Module):
 
     def _mixture(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """features (..., H) -> logits (..., K), means and log scales (..., K, latent), normalized units."""
-        k, d = self.config.mixtures, self.latent_size
-        out = self.head(features)
-        logits, means, log_scales = out.split([k, k * d, k * d], dim=-1)
-        shape = (*out.shape[:-1], k, d)
-        return logits, means.reshape(shape), log_scales.reshape(shape).clamp_min(MIN_LOG_SCALE)
+        return split_mixture(self.head(features), self.config.mixtures, self.latent_size, MIN_LOG_SCALE)
 
     def log_prob(self, z: torch.Tensor, input_noise: float = 0.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:

@@ -14,13 +14,11 @@ State, batch first so that ONNX Runtime hosts can allocate it from the card:
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiovae.learned_prior import MIN_LOG_SCALE, ConvCore, GRUCore, LatentPrior
+from audiovae.learned_prior import MIN_LOG_SCALE, ConvCore, GRUCore, LatentPrior, split_mixture
 
 
 class GRUStep(nn.Module):
@@ -37,30 +35,13 @@ class GRUStep(nn.Module):
         return out[:, 0]
 
 
-class ConvLayerStep(nn.Module):
-    """One gated dilated layer of a ConvCore over one frame, its left context cached (as ConvCore.step)."""
-
-    def __init__(self, gate: nn.Conv1d, residual: nn.Conv1d, skip: nn.Conv1d, dilation: int):
-        super().__init__()
-        self.gate, self.residual, self.skip, self.dilation = gate, residual, skip, dilation
-
-    def forward(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        window = torch.cat([cache, x[..., None]], -1)  # (B, C, context + 1)
-        taps = window[..., :: self.dilation].flatten(1)  # (B, C * kernel)
-        a, b = F.linear(taps, self.gate.weight.flatten(1), self.gate.bias).chunk(2, dim=1)
-        h = torch.tanh(a) * torch.sigmoid(b)
-        residual = F.linear(h, self.residual.weight.flatten(1), self.residual.bias)
-        return x + residual, F.linear(h, self.skip.weight.flatten(1), self.skip.bias), window[..., 1:]
-
-
 class ConvStep(nn.Module):
     """One frame through a ConvCore: x (B, latent) -> features (B, channels); states[1:] are the caches."""
 
     def __init__(self, core: ConvCore):
         super().__init__()
         self.input = core.input
-        self.layers = nn.ModuleList(ConvLayerStep(core.gates[i], core.residuals[i], core.skips[i], d)
-                                    for i, d in enumerate(core.dilations))
+        self.layers = nn.ModuleList(core.frame_layers)  # the core's own one-frame layers
         self.shapes = [[core.input.out_channels, c] for c in core.context]
 
     def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
@@ -78,7 +59,7 @@ class PriorFace(nn.Module):
 
     def __init__(self, prior: LatentPrior):
         super().__init__()
-        prior = copy.deepcopy(prior).eval()  # a copy: export freezes and moves its parameters
+        prior = prior.eval()  # its modules are shared: audiovae.export hands it a copy
         self.step = GRUStep(prior.core) if isinstance(prior.core, GRUCore) else ConvStep(prior.core)
         self.head = prior.head
         self.mixtures, self.latent_size, self.min_log_scale = prior.config.mixtures, prior.latent_size, MIN_LOG_SCALE
@@ -93,14 +74,13 @@ class PriorFace(nn.Module):
     def _draw(self, features: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         """features (B, H), temperature (B, 1) -> one normalized frame (B, latent). Negative temperatures count as 0."""
         temperature = temperature.clamp_min(0.0)
-        out = self.head(features)
-        k, d = self.mixtures, self.latent_size
-        logits, means, log_scales = out[:, :k], out[:, k : k + k * d], out[:, k + k * d :]
+        logits, means, log_scales = split_mixture(self.head(features), self.mixtures, self.latent_size,
+                                                  self.min_log_scale)  # (B, K), (B, K, D), (B, K, D)
         uniform = torch.rand_like(logits).clamp(1e-10, 1.0 - 1e-7)
         pick = torch.argmax(logits - temperature * torch.log(-torch.log(uniform)), dim=-1)  # (B,)
-        index = pick[:, None, None].expand(-1, 1, d)
-        mean = torch.gather(means.reshape(-1, k, d), 1, index)[:, 0]
-        log_scale = torch.gather(log_scales.reshape(-1, k, d), 1, index)[:, 0].clamp_min(self.min_log_scale)
+        index = pick[:, None, None].expand(-1, 1, self.latent_size)
+        mean = torch.gather(means, 1, index)[:, 0]
+        log_scale = torch.gather(log_scales, 1, index)[:, 0]
         noise = torch.exp(log_scale) * torch.randn_like(mean)
         return mean + torch.where(temperature > 0, temperature * noise, torch.zeros_like(noise))
 

@@ -33,6 +33,14 @@ def cannot_stream(model_section: dict[str, Any]) -> str | None:
 WARM_UP_BLOCKS = 3
 
 
+def warm_up(run, block: int):
+    """Run WARM_UP_BLOCKS silent blocks through an engine, then reset it, as a host does on loading; returns it."""
+    for _ in range(WARM_UP_BLOCKS):
+        run(np.zeros((1, 1, block), np.float32))
+    run.reset()
+    return run
+
+
 def check_block(card: dict[str, Any], block: int) -> None:
     """UserError unless the exported model streams and `block` is a multiple of its hop."""
     if not card["streams"]:
@@ -127,10 +135,7 @@ def stream_file(source: str | Path, destination: str | Path, folder: str | Path,
     total = -(-(length + latency) // block) * block
     padded = np.zeros((1, 1, total), np.float32)
     padded[0, 0, :length] = wave
-    run, times, pieces = open_engine(folder, engine), [], []
-    for _ in range(WARM_UP_BLOCKS):  # as a host does on loading, before audio flows; then back to silence
-        run(np.zeros((1, 1, block), np.float32))
-    run.reset()
+    run, times, pieces = warm_up(open_engine(folder, engine), block), [], []
     for start in range(0, total, block):
         begin = time.perf_counter()
         pieces.append(run(padded[..., start : start + block]))

@@ -31,7 +31,7 @@ from audiovae.config import load_recipe  # noqa: E402
 from audiovae.export import OnnxRunner, export_net  # noqa: E402
 from audiovae.learned_prior import build_prior  # noqa: E402
 from audiovae.models import build_model  # noqa: E402
-from audiovae.stream_host import open_engine  # noqa: E402
+from audiovae.stream_host import open_engine, warm_up  # noqa: E402
 
 BLOCKS = (128, 256, 512, 1024, 2048, 4096)
 
@@ -74,10 +74,7 @@ def time_blocks(folder: Path, engine: str, threads: int, block: int, wave: np.nd
                 rate: int) -> tuple[float, float, int]:
     """(real-time factor, worst block in ms, misses) for `wave` streamed in blocks of `block` samples."""
     torch.set_num_threads(threads)
-    run = open_engine(folder, engine)
-    for _ in range(5):  # warm-up: TorchScript profiles and optimizes the graph over its first calls
-        run(wave[..., :block])
-    run.reset()
+    run = warm_up(open_engine(folder, engine), block)  # as `audiovae stream` and a host do on loading
     times = []
     for start in range(0, wave.shape[-1] - block + 1, block):
         begin = time.perf_counter()

@@ -150,19 +150,17 @@ class FrameRamp(nn.Module):
         return self.ramp(x, nn.functional.pad(x, (1, 0))[..., :-1])
 
 
-def interleave_phases(y: torch.Tensor, stride: int) -> torch.Tensor:
-    """(B, C * stride, T) with channel c * stride + p holding phase p -> (B, C, T * stride)."""
-    batch, channels, steps = y.shape
-    return y.reshape(batch, channels // stride, stride, steps).transpose(2, 3).reshape(batch, -1, steps * stride)
-
-
 class Interleave(nn.Module):
+    """(B, C * stride, T) with channel c * stride + p holding phase p -> (B, C, T * stride)."""
+
     def __init__(self, stride: int):
         super().__init__()
         self.stride = stride
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return interleave_phases(y, self.stride)
+        batch, channels, steps = y.shape
+        y = y.reshape(batch, channels // self.stride, self.stride, steps)
+        return y.transpose(2, 3).reshape(batch, -1, steps * self.stride)
 
 
 class RepeatConv(nn.Module):
@@ -180,7 +178,7 @@ class RepeatConv(nn.Module):
         super().__init__()
         kernel = 2 * stride + 1
         self.conv = wn_conv1d(in_channels, out_channels, kernel, causal=causal)  # holds the weights only
-        self.stride, self.causal = stride, causal
+        self.stride, self.causal, self.interleave = stride, causal, Interleave(stride)
         shift, first = (2 * stride, -2) if causal else (stride, -1)
         select = torch.zeros(stride, 3, kernel)  # select[p, j, k] = 1: tap k of phase p reads step t + first + j
         for phase in range(stride):
@@ -199,7 +197,7 @@ class RepeatConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.phase_weights()
         padded = nn.functional.pad(x, (2, 0) if self.causal else (1, 1))
-        return interleave_phases(nn.functional.conv1d(padded, weight, bias), self.stride)
+        return self.interleave(nn.functional.conv1d(padded, weight, bias))
 
 
 def upsampler(in_channels: int, out_channels: int, stride: int, kind: str, causal: bool = False) -> nn.Module:

@@ -31,7 +31,6 @@ from audiovae.nn.blocks import (
     CausalConv1d,
     CausalConvTranspose1d,
     FrameRamp,
-    Interleave,
     RepeatConv,
     ResidualUnit,
     Snake,
@@ -158,7 +157,7 @@ def _convert(module: nn.Module, shapes: list[list[int]]) -> nn.Module:
         weight, bias = module.phase_weights()
         shapes.append([weight.shape[1], 2])
         return StreamingSequential([CachedConv1d(weight, bias, 1, 1, 2, len(shapes) - 1),
-                                    Stateless(Interleave(module.stride))])
+                                    Stateless(copy.deepcopy(module.interleave))])
     if isinstance(module, FrameRamp):
         shapes.append([module.channels, 1])
         return CachedRamp(module, len(shapes) - 1)
