@@ -238,3 +238,27 @@ def comb_chance(sample_rate: int, frame_rate: float) -> float:
     frequencies = frequencies[frequencies >= frame_rate / 2]
     distance = np.abs(frequencies - np.round(frequencies / frame_rate) * frame_rate)
     return float(np.mean(distance <= COMB_TOLERANCE_HZ))
+
+
+# ---- long samples stay alive: per-window statistics of latent sequences ------------------------------------
+
+def window_statistics(z: np.ndarray, window_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window mean and std of each latent dim: z (latent, frames) -> two (windows, latent) arrays."""
+    count = z.shape[1] // window_frames
+    windows = z[:, : count * window_frames].reshape(z.shape[0], count, window_frames)
+    return windows.mean(-1).T, windows.std(-1).T
+
+
+def windows_in_range(samples: np.ndarray, reference: np.ndarray, window_frames: int) -> float:
+    """Share of the samples' windows whose per-dim statistics stay in the range of the reference's windows.
+
+    samples, reference: (latent, frames). A window passes when, in every dim, its std lies within half the
+    smallest and twice the largest reference window std (a collapse to a constant or an explosion fails),
+    and its mean within the reference windows' range of means widened by the reference's std on each side.
+    """
+    ref_mean, ref_std = window_statistics(reference, window_frames)
+    mean, std = window_statistics(samples, window_frames)
+    spread = reference.std(axis=1)
+    inside = ((std >= 0.5 * ref_std.min(0)) & (std <= 2.0 * ref_std.max(0))
+              & (mean >= ref_mean.min(0) - spread) & (mean <= ref_mean.max(0) + spread))
+    return float(inside.all(1).mean())

@@ -25,13 +25,8 @@ import torch
 from audiovae.audio import normalize
 from audiovae.dataset import read_manifest
 from audiovae.evaluate import held_out_files
-from audiovae.learned_prior import (
-    PriorConfig,
-    checkpoint_state,
-    window_statistics,
-    windows_in_range,
-)
-from audiovae.metrics import frechet_distance, log_mel_features
+from audiovae.learned_prior import PriorConfig, checkpoint_state
+from audiovae.metrics import frechet_distance, log_mel_features, window_statistics, windows_in_range
 from audiovae.prior_stage import fit_prior
 from audiovae.synth import Model, load
 

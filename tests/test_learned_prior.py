@@ -15,8 +15,8 @@ from audiovae.learned_prior import (
     build_prior,
     checkpoint_state,
     prior_from_checkpoint,
-    windows_in_range,
 )
+from audiovae.metrics import windows_in_range
 from audiovae.prior_stage import fit_prior
 from audiovae.schema import ConfigError
 
