@@ -121,16 +121,30 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         recipe_path = str(recipe)
         recipe = load_recipe(recipe, overrides)
     run_dir = Path(run_dir) if run_dir is not None else None
-    cfg = recipe.train
+    # torchrun sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    device = select_device(recipe.train.device)
+    with _process_group(world > 1, device):
+        return _train(recipe, recipe_path, run_dir, resume, Path(runs_root), progress, device, rank, world)
 
-    # ---- distributed setup (torchrun sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT) ----------------
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = select_device(cfg.device)
-    distributed = world > 1
-    if distributed and not torch.distributed.is_initialized():
+
+@contextlib.contextmanager
+def _process_group(distributed: bool, device: torch.device):
+    """Join torchrun's process group for the run and leave it before the interpreter exits: a gloo group
+    left to the interpreter's teardown can abort the process after training finished (pytorch#190489)."""
+    owned = distributed and not torch.distributed.is_initialized()
+    if owned:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
+    try:
+        yield
+    finally:
+        if owned:
+            torch.distributed.destroy_process_group()
+
+
+def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume: bool, runs_root: Path,
+           progress: bool, device: torch.device, rank: int, world: int) -> TrainResult:
+    cfg, distributed, is_main = recipe.train, world > 1, rank == 0
 
     # ---- data -----------------------------------------------------------------------------------------------
     dataset = open_dataset(recipe.data.folder, recipe.data, recipe_path)
@@ -147,7 +161,7 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
                                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
 
     # ---- run folder, model, training state ------------------------------------------------------------------
-    run_dir, resume_from = _prepare_run_dir(recipe, Path(runs_root), run_dir, resume) if is_main else (None, None)
+    run_dir, resume_from = _prepare_run_dir(recipe, runs_root, run_dir, resume) if is_main else (None, None)
     if distributed:
         shared = [str(run_dir) if run_dir else None, str(resume_from) if resume_from else None]
         torch.distributed.broadcast_object_list(shared, src=0)
