@@ -18,6 +18,7 @@ from audiovae.models import FAMILIES, VAE, Posterior, build_model
 from audiovae.models.conv import ConvVAE
 from audiovae.models.dense import DenseVAE
 from audiovae.models.mel import MelVAE
+from audiovae.nn.blocks import Interleave, transposed_as_phases
 from audiovae.nn.pqmf import PQMF
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
@@ -199,6 +200,18 @@ def test_pqmf_reconstructs_noise(bands):
     inner_x, inner_y = x[..., edge:-edge], y[..., edge:-edge]
     snr = 10 * torch.log10(inner_x.square().sum() / (inner_x - inner_y).square().sum())
     assert snr > 50.0
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels", "kernel", "stride"), [(16, 1, 255, 16), (3, 2, 10, 4), (5, 3, 4, 4)])
+def test_transposed_convolution_as_interleaved_phases_gives_the_same_numbers(in_channels, out_channels, kernel, stride):
+    torch.manual_seed(kernel)
+    weight, x = torch.randn(in_channels, out_channels, kernel), torch.randn(2, in_channels, 37)
+    expected = torch.nn.functional.conv_transpose1d(x, weight, stride=stride)
+    phases = transposed_as_phases(weight, stride)
+    taps = phases.shape[-1]
+    got = Interleave(stride)(torch.nn.functional.conv1d(torch.nn.functional.pad(x, (taps - 1, taps - 1)), phases))
+    torch.testing.assert_close(got[..., : expected.shape[-1]], expected, atol=1e-4, rtol=1e-4)
+    assert 0 <= got.shape[-1] - expected.shape[-1] < stride and not got[..., expected.shape[-1] :].any()
 
 
 @pytest.mark.parametrize("bands", [4, 8])

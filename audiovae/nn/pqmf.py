@@ -16,6 +16,8 @@ from scipy.optimize import minimize_scalar
 from scipy.signal.windows import kaiser
 from torch import nn
 
+from audiovae.nn.blocks import Interleave, transposed_as_phases
+
 
 def _prototype(taps: int, cutoff: float, beta: float) -> np.ndarray:
     n = np.arange(taps + 1) - taps / 2
@@ -63,9 +65,12 @@ class PQMF(nn.Module):
         self.padding = (self.taps - 1) // 2
         self.delay = self.taps - bands if causal else 0
         self.register_buffer("analysis_filter", torch.from_numpy(analysis).unsqueeze(1), persistent=False)
-        # conv_transpose1d upsamples and filters in one step, never touching the zero-stuffed signal
+        # a transposed convolution upsamples and filters in one step, never touching the zero-stuffed signal;
+        # it is computed as `bands` phases of a plain convolution, interleaved (transposed_as_phases)
         self.register_buffer("synthesis_filter", torch.from_numpy(np.ascontiguousarray(synthesis[:, ::-1]) * bands).unsqueeze(1),
                              persistent=False)
+        self.register_buffer("synthesis_phases", transposed_as_phases(self.synthesis_filter, bands), persistent=False)
+        self.interleave = Interleave(bands)
 
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
         pad = (self.taps - self.bands, 0) if self.causal else (self.padding, self.padding)
@@ -74,6 +79,8 @@ class PQMF(nn.Module):
 
     def synthesis(self, y: torch.Tensor) -> torch.Tensor:
         length = y.shape[-1] * self.bands
-        out = nn.functional.conv_transpose1d(y, self.synthesis_filter.to(y.dtype), stride=self.bands)
+        taps = self.synthesis_phases.shape[-1]
+        phases = nn.functional.conv1d(nn.functional.pad(y, (taps - 1, taps - 1)), self.synthesis_phases.to(y.dtype))
+        out = self.interleave(phases)  # = conv_transpose1d(y, synthesis_filter, stride=bands), zero-padded
         start = 0 if self.causal else self.padding
         return out[..., start : start + length]
