@@ -191,12 +191,14 @@ def test_the_gaussian_prior_draws_what_generate_decodes(tiny_run):
 # ---- 0.1 checkpoints -------------------------------------------------------------------------------------------
 
 
-def test_a_checkpoint_written_by_0_1_loads_and_synthesizes_the_same_bytes():
+def test_a_checkpoint_written_by_0_1_loads_and_synthesizes_the_same_sound():
+    """The same samples to float32 rounding: 0.2 computes the PQMF synthesis in another order (as phases),
+    which moves the last bit of some samples; a changed default or layer would move them by far more."""
     model = synth.load(FIXTURES / "v0.1-conv.pt", device="cpu")
     expected = np.load(FIXTURES / "v0.1-conv-outputs.npz")
     assert model.recipe.loss.terms == {"stft": 1.0, "log_mel": 1.0}  # the 0.1 keys, read as aliases
-    assert np.array_equal(model.reconstruct(expected["input"]), expected["reconstruction"])
-    assert np.array_equal(model.generate(1, seconds=0.128, seed=3)[0], expected["generated"])
+    np.testing.assert_allclose(model.reconstruct(expected["input"]), expected["reconstruction"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.generate(1, seconds=0.128, seed=3)[0], expected["generated"], rtol=0, atol=1e-6)
 
 
 def test_a_run_of_0_1_resumes(tiny_dataset, tmp_path):
