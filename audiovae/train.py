@@ -125,7 +125,14 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     device = select_device(recipe.train.device)
     with _process_group(world > 1, device):
-        return _train(recipe, recipe_path, run_dir, resume, Path(runs_root), progress, device, rank, world)
+        result = _train(recipe, recipe_path, run_dir, resume, Path(runs_root), progress, device, rank, world)
+    # the learned prior's stage: small, so rank 0 alone trains it once the ranks are done; it takes the run
+    # folder's lock itself
+    if recipe.prior is None or result.stopped == "interrupted" or rank != 0:
+        return result
+    resume_prior = resume and any((result.run_dir / PRIOR_FOLDER / name).exists() for name in ("last.pt", "best.pt"))
+    prior = train_prior(result.run_dir, recipe.prior, resume=resume_prior, progress=progress, runs_root=runs_root)
+    return dataclasses.replace(result, prior=prior)
 
 
 @contextlib.contextmanager
@@ -226,11 +233,7 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
         if is_main and stopped == "interrupted":
             print(f"interrupted at step {state.step}; checkpoint saved. Resume with: audiovae train "
                   f"{recipe_path or recipe.name} --resume", file=sys.stderr)
-    prior = None  # the learned prior's stage takes the run folder's lock itself
-    if recipe.prior is not None and stopped != "interrupted" and is_main and not distributed:
-        resume_prior = resume and any((run_dir / PRIOR_FOLDER / name).exists() for name in ("last.pt", "best.pt"))
-        prior = train_prior(run_dir, recipe.prior, resume=resume_prior, progress=progress, runs_root=runs_root)
-    return TrainResult(run_dir, state.step, state.best_score, stopped, prior)
+    return TrainResult(run_dir, state.step, state.best_score, stopped)
 
 
 def _datasets(recipe: Recipe, dataset: PreparedDataset, is_main: bool
