@@ -27,9 +27,11 @@ from audiovae.models import VAE, Posterior, build_model
 from audiovae.priors import Prior
 from audiovae.runs import DEFAULT_RUNS, resolve_checkpoint
 from audiovae.trainer import select_device
+from audiovae.workers import Workers
 
 CHUNK_FRAMES = 1024  # latent frames per chunk (16 s at 256 samples per frame)
 MARGIN_FRAMES = 16  # latent frames of context on each side of a chunk
+SPLIT_FRAMES = 128  # shortest chunk made to share a sound among CPU workers (margins then add 25% at most)
 
 
 @dataclass
@@ -46,8 +48,11 @@ class Model:
     """A trained VAE with its recipe, ready for synthesis. Waveforms are float32 numpy arrays (samples,)."""
 
     def __init__(self, net: VAE, recipe: Recipe, checkpoint: Path, device: torch.device,
-                 learned_prior: Prior | None = None):
+                 learned_prior: Prior | None = None, workers: int | None = None):
+        """workers: CPU threads that encode and decode chunks at once (default: torch's thread count on the
+        CPU, 1 on CUDA); audiovae.workers says why."""
         self.net = _fold_weight_norm(net).eval().to(device)
+        self.workers = Workers(workers or (torch.get_num_threads() if device.type == "cpu" else 1))
         self.learned_prior = learned_prior  # the run's learned prior over latent sequences, when it has one
         self.recipe = recipe
         self.representation = recipe.data.representation
@@ -97,10 +102,13 @@ class Model:
         return MARGIN_FRAMES if self.net.frames_see_neighbours else 0
 
     def _chunks(self, frames: int):
-        """(start, stop, lo, hi) latent-frame ranges: keep [start, stop), compute [lo, hi) for context."""
-        margin = self._margin()
-        for start in range(0, frames, CHUNK_FRAMES):
-            stop = min(start + CHUNK_FRAMES, frames)
+        """(start, stop, lo, hi) latent-frame ranges: keep [start, stop), compute [lo, hi) for context.
+        A sound shorter than a chunk per worker is split among the workers, down to SPLIT_FRAMES a chunk."""
+        margin, size = self._margin(), CHUNK_FRAMES
+        if self.workers.count > 1:
+            size = min(CHUNK_FRAMES, max(SPLIT_FRAMES, math.ceil(frames / self.workers.count)))
+        for start in range(0, frames, size):
+            stop = min(start + size, frames)
             yield start, stop, max(0, start - margin), min(frames, stop + margin)
 
     @torch.no_grad()
@@ -110,15 +118,20 @@ class Model:
         `wave` may be a memory map: only one chunk and its margins are read at a time.
         """
         hop = self.frame_samples
-        means, logvars = [], []
-        for start, stop, lo, hi in self._chunks(self._frames_for(len(wave))):
-            piece = np.zeros((hi - lo) * hop, np.float32)
-            source = np.asarray(wave[lo * hop : hi * hop], dtype=np.float32)
-            piece[: len(source)] = source * np.float32(gain)
-            posterior = self.net.encode(self._to_features(piece))
-            means.append(posterior.mean[..., start - lo : stop - lo])
-            logvars.append(posterior.logvar[..., start - lo : stop - lo])
+
+        def jobs():
+            for start, stop, lo, hi in self._chunks(self._frames_for(len(wave))):
+                piece = np.zeros((hi - lo) * hop, np.float32)
+                source = np.asarray(wave[lo * hop : hi * hop], dtype=np.float32)
+                piece[: len(source)] = source * np.float32(gain)
+                yield self._encode_chunk, (piece, start - lo, stop - lo)
+
+        means, logvars = zip(*self.workers.in_order(jobs()), strict=True)
         return Posterior(torch.cat(means, dim=-1), torch.cat(logvars, dim=-1))
+
+    def _encode_chunk(self, piece: np.ndarray, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.net.encode(self._to_features(piece))
+        return posterior.mean[..., first:last], posterior.logvar[..., first:last]
 
     def _decode_pieces(self, z: torch.Tensor):
         """Chunked decode of z (batch, latent, frames): yields waveform pieces (batch, samples) in order."""
@@ -129,15 +142,21 @@ class Model:
         """Decode latents arriving in chunks (batch, latent, n), `frames` in all, into waveform pieces
         (batch, samples), exactly as one chunked decode of them all would; holds one chunk and its margins."""
         hop, margin, source = self.frame_samples, self._margin(), iter(z_chunks)
-        buffer, offset = None, 0  # buffer holds latent frames [offset, offset + its length)
-        for start, stop, lo, hi in self._chunks(frames):
-            while buffer is None or offset + buffer.shape[-1] < hi:
-                more = next(source).to(self.device)
-                buffer = more if buffer is None else torch.cat([buffer, more], dim=-1)
-            wave = self._chunk_to_wave(self.net.decode(buffer[..., lo - offset : hi - offset]))
-            yield wave[:, (start - lo) * hop : (stop - lo) * hop]
-            keep_from = max(0, stop - margin)  # the next chunk's context starts here
-            buffer, offset = buffer[..., keep_from - offset :], keep_from
+
+        def jobs():
+            buffer, offset = None, 0  # buffer holds latent frames [offset, offset + its length)
+            for start, stop, lo, hi in self._chunks(frames):
+                while buffer is None or offset + buffer.shape[-1] < hi:
+                    more = next(source).to(self.device)
+                    buffer = more if buffer is None else torch.cat([buffer, more], dim=-1)
+                yield self._decode_chunk, (buffer[..., lo - offset : hi - offset], (start - lo) * hop, (stop - lo) * hop)
+                keep_from = max(0, stop - margin)  # the next chunk's context starts here
+                buffer, offset = buffer[..., keep_from - offset :], keep_from
+
+        yield from self.workers.in_order(jobs())
+
+    def _decode_chunk(self, z: torch.Tensor, first: int, last: int) -> np.ndarray:
+        return self._chunk_to_wave(self.net.decode(z))[:, first:last]
 
     def _decode_all(self, z: torch.Tensor, samples: int) -> np.ndarray:
         return self._join(self._decode_pieces(z), samples)
@@ -301,8 +320,9 @@ def _slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 
 def load(run_or_checkpoint: str | Path | None = None, device: str = "auto", which: str = "best",
-         runs_root: str | Path = DEFAULT_RUNS) -> Model:
-    """Load a trained model: a checkpoint file, a run folder (its best checkpoint), or the newest run."""
+         runs_root: str | Path = DEFAULT_RUNS, workers: int | None = None) -> Model:
+    """Load a trained model: a checkpoint file, a run folder (its best checkpoint), or the newest run.
+    workers: CPU threads that synthesize chunks at once (see Model)."""
     path = resolve_checkpoint(run=run_or_checkpoint, root=Path(runs_root), which=which)
     state = load_checkpoint(path)
     try:
@@ -319,4 +339,4 @@ def load(run_or_checkpoint: str | Path | None = None, device: str = "auto", whic
     from audiovae.prior_stage import load_learned_prior
 
     chosen = select_device(device)
-    return Model(net, recipe, path, chosen, load_learned_prior(path, chosen))
+    return Model(net, recipe, path, chosen, load_learned_prior(path, chosen), workers)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from click.testing import CliRunner, Result
 
 import audiovae.synth as synth
@@ -197,6 +198,21 @@ def test_chunked_reconstruct_matches_a_single_pass(model, synthesize, monkeypatc
     assert np.abs(chunked - whole).max() < 1e-6  # float rounding only, at every join
     monkeypatch.setattr(synth, "MARGIN_FRAMES", 0)  # without context the joins do show: the test can fail
     assert np.abs(model.reconstruct(wave) - whole).max() > 1e-3
+
+
+def test_chunks_shared_among_cpu_workers_give_the_same_sound(tiny_run, synthesize, monkeypatch):
+    one, two = synth.load(tiny_run, device="cpu", workers=1), synth.load(tiny_run, device="cpu", workers=2)
+    frames = 2 * synth.SPLIT_FRAMES + 5
+    assert [c[:2] for c in two._chunks(frames)] == [(0, 131), (131, 261)]  # one chunk per worker
+    assert len(list(one._chunks(frames))) == 1
+    threads = torch.get_num_threads()
+    wave = tone(synthesize, frames * HOP)
+    np.testing.assert_allclose(two.reconstruct(wave), one.reconstruct(wave), atol=1e-6)
+    seconds = frames * HOP / RATE
+    np.testing.assert_allclose(two.generate(2, seconds, seed=4)[1], one.generate(2, seconds, seed=4)[1], atol=1e-6)
+    assert torch.get_num_threads() == threads  # the workers set one thread each for themselves only
+    monkeypatch.setattr(synth, "MARGIN_FRAMES", 0)  # the split is real: without context its join shows
+    assert np.abs(two.reconstruct(wave) - one.reconstruct(wave)).max() > 1e-3
 
 
 def test_cli_encode_and_decode_round_trip(model, tiny_run, tmp_path, write_signal):
