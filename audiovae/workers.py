@@ -4,9 +4,8 @@ The convolutions of a small decoder parallelize poorly inside one operation: on 
 decode a 10-s sound only ~10% faster than one. Splitting the sound into chunks (with their margins of
 context, as `synth` already does for long inputs) and giving each thread its own chunk keeps both cores
 busy: a 10-s generate at batch 1 ran 33% faster than with two intra-op threads on this project's
-2-core machine (README, Benchmarks). Each worker sets its own
-OpenMP thread count to 1 (the count is per thread), so the process never runs more threads than
-`count`; the caller's own thread count is left as it was.
+2-core machine (README, Benchmarks). Each worker sets its own OpenMP thread count to 1 (the count is per
+thread), so the workers together run `count` threads; the caller's own count is left as it was.
 """
 
 from __future__ import annotations
