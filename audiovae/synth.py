@@ -30,8 +30,8 @@ from audiovae.trainer import select_device
 from audiovae.workers import Workers
 
 CHUNK_FRAMES = 1024  # latent frames per chunk (16 s at 256 samples per frame)
-MARGIN_FRAMES = 16  # latent frames of context on each side of a chunk
-SPLIT_FRAMES = 128  # shortest chunk made to share a sound among CPU workers (margins then add 25% at most)
+MARGIN_FRAMES: int | None = None  # latent frames of context on each side of a chunk; None: the model's reach
+SPLIT_FRAMES = 128  # shortest chunk made to share a sound among CPU workers (and at least 4 margins)
 
 
 @dataclass
@@ -59,6 +59,7 @@ class Model:
         self.checkpoint = checkpoint
         self.device = device
         self._hash: str | None = None
+        self._context: int | None = None
 
     # ---- facts ------------------------------------------------------------------------------------------
     @property
@@ -99,14 +100,18 @@ class Model:
         return self.representation.to_audio(y).float().cpu().numpy()
 
     def _margin(self) -> int:
-        return MARGIN_FRAMES if self.net.frames_see_neighbours else 0
+        if MARGIN_FRAMES is not None:
+            return MARGIN_FRAMES if self.net.frames_see_neighbours else 0
+        if self._context is None:
+            self._context = self.net.context_frames()  # measured once: 17 frames for quickstart, 30 for speech
+        return self._context
 
     def _chunks(self, frames: int):
         """(start, stop, lo, hi) latent-frame ranges: keep [start, stop), compute [lo, hi) for context.
         A sound shorter than a chunk per worker is split among the workers, down to SPLIT_FRAMES a chunk."""
         margin, size = self._margin(), CHUNK_FRAMES
         if self.workers.count > 1:
-            size = min(CHUNK_FRAMES, max(SPLIT_FRAMES, math.ceil(frames / self.workers.count)))
+            size = min(CHUNK_FRAMES, max(SPLIT_FRAMES, 4 * margin, math.ceil(frames / self.workers.count)))
         for start in range(0, frames, size):
             stop = min(start + size, frames)
             yield start, stop, max(0, start - margin), min(frames, stop + margin)

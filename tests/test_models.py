@@ -214,6 +214,25 @@ def test_transposed_convolution_as_interleaved_phases_gives_the_same_numbers(in_
     assert 0 <= got.shape[-1] - expected.shape[-1] < stride and not got[..., expected.shape[-1] :].any()
 
 
+def test_context_frames_is_how_far_one_latent_frame_reaches():
+    recipe = load_recipe("recipes/speech.yaml", overrides=("model.channels=4", "model.max_channels=8",
+                                                           "model.latent_size=2"))
+    torch.manual_seed(0)
+    net = build_model(recipe).eval()
+    reach = net.context_frames()
+    assert reach > 16  # deeper than the fixed 16-frame margin synthesis kept before
+    frames, middle = 4 * reach, 2 * reach
+    z, x = torch.randn(1, 2, frames), 0.1 * torch.randn(1, 1, frames * net.hop)
+    nudged_z, nudged_x = z.clone(), x.clone()
+    nudged_z[..., middle] += 0.5
+    nudged_x[..., middle * net.hop + 7] += 0.05
+    with torch.no_grad():
+        out = (net.decode(nudged_z) != net.decode(z))[0, 0].reshape(frames, net.hop).any(1)
+        latents = (net.encode(nudged_x).mean != net.encode(x).mean)[0].any(0)
+    distances = [(torch.nonzero(moved).flatten() - middle).abs().max().item() for moved in (out, latents)]
+    assert max(distances) == reach  # another probe, signal and nudge than the measurement's: the same reach
+
+
 @pytest.mark.parametrize("bands", [4, 8])
 def test_pqmf_puts_a_sine_in_its_band(bands):
     pqmf = PQMF(bands)

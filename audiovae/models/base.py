@@ -101,6 +101,30 @@ class VAE(nn.Module):
         remainder = x.shape[-1] % self.hop
         return x if remainder == 0 else nn.functional.pad(x, (0, self.hop - remainder), value=self.pad_value(x))
 
+    @torch.no_grad()
+    def context_frames(self, probe: int = 32) -> int:
+        """Latent frames on either side that encoding or decoding one frame reaches (0 when frames do not
+        see their neighbours), measured: change the middle frame of a probe and see how far the output moves.
+        Chunked synthesis keeps this much context around each chunk, so its joins match one pass."""
+        if not self.frames_see_neighbours:
+            return 0
+        like = next(self.parameters())
+        generator = torch.Generator().manual_seed(0)
+        frames = 2 * probe + 1
+        z = torch.randn(1, self.latent_size, frames, generator=generator).to(like)
+        x = 0.1 * torch.randn(1, self.input_channels, frames * self.hop, generator=generator).to(like)
+        nudged_z, nudged_x = z.clone(), x.clone()
+        nudged_z[..., probe] += 1.0
+        nudged_x[..., probe * self.hop : (probe + 1) * self.hop] += 0.1
+        out = (self.decode(nudged_z) != self.decode(z)).flatten(0, 1).any(0)  # (steps,)
+        moved = torch.nonzero(out).flatten() // (out.shape[-1] // frames)  # the output frames that moved
+        latents = (self.encode(nudged_x).mean != self.encode(x).mean).any(1).flatten()
+        moved = torch.cat([moved, torch.nonzero(latents).flatten()])
+        reach = int((moved - probe).abs().max()) if moved.numel() else 0
+        if reach >= probe and probe < 1024:  # it reaches the probe's ends: look further
+            return self.context_frames(2 * probe)
+        return reach
+
     def latent_frames(self, length: int) -> int:
         """Latent frames for an input of `length` steps (samples or mel frames)."""
         return -(-length // self.hop)
