@@ -108,9 +108,10 @@ class Model:
 
     def _chunks(self, frames: int):
         """(start, stop, lo, hi) latent-frame ranges: keep [start, stop), compute [lo, hi) for context.
-        A sound shorter than a chunk per worker is split among the workers, down to SPLIT_FRAMES a chunk."""
+        A waveform model's sound shorter than a chunk per worker is split among the workers, down to
+        SPLIT_FRAMES a chunk (not a mel model's: Griffin-Lim makes each chunk's phase on its own)."""
         margin, size = self._margin(), CHUNK_FRAMES
-        if self.workers.count > 1:
+        if self.workers.count > 1 and self.representation.is_waveform:
             size = min(CHUNK_FRAMES, max(SPLIT_FRAMES, 4 * margin, math.ceil(frames / self.workers.count)))
         for start in range(0, frames, size):
             stop = min(start + size, frames)

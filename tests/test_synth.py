@@ -215,6 +215,16 @@ def test_chunks_shared_among_cpu_workers_give_the_same_sound(tiny_run, synthesiz
     assert np.abs(two.reconstruct(wave) - one.reconstruct(wave)).max() > 1e-3
 
 
+def test_a_mel_models_sound_is_not_split_among_workers(tmp_path):
+    """Griffin-Lim makes each chunk's phase on its own, so a split would put a seam in every sound."""
+    from audiovae.config import load_recipe
+    from audiovae.models import build_model
+
+    recipe = load_recipe("recipes/mel.yaml", overrides=("model.channels=4", "model.max_channels=8"))
+    model = synth.Model(build_model(recipe), recipe, tmp_path / "none.pt", torch.device("cpu"), workers=2)
+    assert [c[:2] for c in model._chunks(600)] == [(0, 600)]
+
+
 def test_cli_encode_and_decode_round_trip(model, tiny_run, tmp_path, write_signal):
     source = write_signal("in/voice.wav", 0.3, RATE, kind="chirp", frequency=200.0, stop_frequency=3000.0)
     result = invoke("encode", source, tmp_path / "latents", "--run", tiny_run)
