@@ -49,8 +49,8 @@ class Model:
 
     def __init__(self, net: VAE, recipe: Recipe, checkpoint: Path, device: torch.device,
                  learned_prior: Prior | None = None, workers: int | None = None):
-        """workers: CPU threads that encode and decode chunks at once (default: torch's thread count on the
-        CPU, 1 on CUDA); audiovae.workers says why."""
+        """workers: CPU threads for encoding and decoding, shared among up to 4 chunks at once (default:
+        torch's thread count on the CPU; 1 on CUDA, one chunk at a time); audiovae.workers says why."""
         self.net = _fold_weight_norm(net).eval().to(device)
         self.workers = Workers(workers or (torch.get_num_threads() if device.type == "cpu" else 1))
         self.learned_prior = learned_prior  # the run's learned prior over latent sequences, when it has one
@@ -125,14 +125,16 @@ class Model:
         """
         hop = self.frame_samples
 
+        chunks = list(self._chunks(self._frames_for(len(wave))))
+
         def jobs():
-            for start, stop, lo, hi in self._chunks(self._frames_for(len(wave))):
+            for start, stop, lo, hi in chunks:
                 piece = np.zeros((hi - lo) * hop, np.float32)
                 source = np.asarray(wave[lo * hop : hi * hop], dtype=np.float32)
                 piece[: len(source)] = source * np.float32(gain)
                 yield self._encode_chunk, (piece, start - lo, stop - lo)
 
-        means, logvars = zip(*self.workers.in_order(jobs()), strict=True)
+        means, logvars = zip(*self.workers.in_order(jobs(), parallel=len(chunks) > 1), strict=True)
         return Posterior(torch.cat(means, dim=-1), torch.cat(logvars, dim=-1))
 
     def _encode_chunk(self, piece: np.ndarray, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,10 +150,11 @@ class Model:
         """Decode latents arriving in chunks (batch, latent, n), `frames` in all, into waveform pieces
         (batch, samples), exactly as one chunked decode of them all would; holds one chunk and its margins."""
         hop, margin, source = self.frame_samples, self._margin(), iter(z_chunks)
+        chunks = list(self._chunks(frames))
 
         def jobs():
             buffer, offset = None, 0  # buffer holds latent frames [offset, offset + its length)
-            for start, stop, lo, hi in self._chunks(frames):
+            for start, stop, lo, hi in chunks:
                 while buffer is None or offset + buffer.shape[-1] < hi:
                     more = next(source).to(self.device)
                     buffer = more if buffer is None else torch.cat([buffer, more], dim=-1)
@@ -159,7 +162,7 @@ class Model:
                 keep_from = max(0, stop - margin)  # the next chunk's context starts here
                 buffer, offset = buffer[..., keep_from - offset :], keep_from
 
-        yield from self.workers.in_order(jobs())
+        yield from self.workers.in_order(jobs(), parallel=len(chunks) > 1)
 
     def _decode_chunk(self, z: torch.Tensor, first: int, last: int) -> np.ndarray:
         return self._chunk_to_wave(self.net.decode(z))[:, first:last]

@@ -130,6 +130,8 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
     # folder's lock itself
     if recipe.prior is None or result.stopped == "interrupted" or rank != 0:
         return result
+    if world > 1:
+        apply_threads(choose_threads(None))  # the ranks' cores are free again
     resume_prior = resume and any((result.run_dir / PRIOR_FOLDER / name).exists() for name in ("last.pt", "best.pt"))
     prior = train_prior(result.run_dir, recipe.prior, resume=resume_prior, progress=progress, runs_root=runs_root)
     return dataclasses.replace(result, prior=prior)
@@ -142,11 +144,9 @@ def _process_group(distributed: bool, device: torch.device):
     owned = distributed and not torch.distributed.is_initialized()
     if owned:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield
-    finally:
-        if owned:
-            torch.distributed.destroy_process_group()
+    yield  # on an error the group is left as it is: NCCL's teardown could wait for a rank that died
+    if owned:
+        torch.distributed.destroy_process_group()
 
 
 def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume: bool, runs_root: Path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,15 @@ def test_chunked_reconstruct_matches_a_single_pass(model, synthesize, monkeypatc
     assert np.abs(model.reconstruct(wave) - whole).max() > 1e-3
 
 
-def test_chunks_shared_among_cpu_workers_give_the_same_sound(tiny_run, synthesize, monkeypatch):
+@pytest.fixture
+def two_threads():
+    """torch at two threads (the tests run at one), so that a worker's count leaking out would show."""
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(1)
+
+
+def test_chunks_shared_among_cpu_workers_give_the_same_sound(tiny_run, synthesize, monkeypatch, two_threads):
     one, two = synth.load(tiny_run, device="cpu", workers=1), synth.load(tiny_run, device="cpu", workers=2)
     frames = 2 * synth.SPLIT_FRAMES + 5
     assert [c[:2] for c in two._chunks(frames)] == [(0, 131), (131, 261)]  # one chunk per worker
@@ -210,7 +219,20 @@ def test_chunks_shared_among_cpu_workers_give_the_same_sound(tiny_run, synthesiz
     np.testing.assert_allclose(two.reconstruct(wave), one.reconstruct(wave), atol=1e-6)
     seconds = frames * HOP / RATE
     np.testing.assert_allclose(two.generate(2, seconds, seed=4)[1], one.generate(2, seconds, seed=4)[1], atol=1e-6)
-    assert torch.get_num_threads() == threads  # the workers set one thread each for themselves only
+    # the workers set their thread counts for themselves only: the caller and new threads keep torch's
+    fresh: list[int] = []
+    thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert threads == 2 and torch.get_num_threads() == 2 and fresh == [2]
+    # a sound of one chunk is decoded on the caller's thread (with all its threads), a split one on the workers
+    names, decode = [], two.net.decode
+    monkeypatch.setattr(two.net, "decode", lambda z: (names.append(threading.current_thread().name), decode(z))[1])
+    two.generate(1, 0.5)
+    assert names == [threading.current_thread().name]
+    names.clear()
+    two.generate(1, seconds)
+    assert len(names) == 2 and all(name.startswith("audiovae") for name in names)
     monkeypatch.setattr(synth, "MARGIN_FRAMES", 0)  # the split is real: without context its join shows
     assert np.abs(two.reconstruct(wave) - one.reconstruct(wave)).max() > 1e-3
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -109,6 +111,9 @@ class VAE(nn.Module):
         if not self.frames_see_neighbours:
             return 0
         like = next(self.parameters())
+        if self.training or like.device.type != "cpu" or like.dtype != torch.float32:
+            # float32 on the CPU: rounding stays local there (bf16 drops far changes, FFT algorithms spread them)
+            return copy.deepcopy(self).float().cpu().eval().context_frames(probe)
         generator = torch.Generator().manual_seed(0)
         frames = 2 * probe + 1
         z = torch.randn(1, self.latent_size, frames, generator=generator).to(like)
@@ -123,6 +128,9 @@ class VAE(nn.Module):
         reach = int((moved - probe).abs().max()) if moved.numel() else 0
         if reach >= probe and probe < 1024:  # it reaches the probe's ends: look further
             return self.context_frames(2 * probe)
+        if reach >= probe:
+            warnings.warn(f"a latent frame reaches {reach} frames or more; chunked synthesis keeps {reach} of context",
+                          stacklevel=2)
         return reach
 
     def latent_frames(self, length: int) -> int:
