@@ -166,6 +166,10 @@ class TrainConfig:
 
     optimizer: str = "adamw"  # adamw | adam
     learning_rate: float = 1e-3
+    # the last fraction of the budget (max_steps or max_minutes, whichever comes first) over which the
+    # learning rate falls linearly to lr_final x learning_rate; 0 keeps it constant
+    lr_decay_fraction: float = 0.0
+    lr_final: float = 0.05
     weight_decay: float = 0.0
     batch_size: int = 16
     max_steps: int = 10000
@@ -186,6 +190,8 @@ class TrainConfig:
     def __post_init__(self):
         choice("optimizer", self.optimizer, ("adamw", "adam"))
         require(self.learning_rate > 0, "learning_rate", "must be positive")
+        require(0 <= self.lr_decay_fraction <= 1, "lr_decay_fraction", "must be in [0, 1]")
+        require(0 <= self.lr_final <= 1, "lr_final", "must be in [0, 1]")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(self.batch_size >= 1, "batch_size", "must be positive")
         require(self.max_steps >= 1, "max_steps", "must be positive")

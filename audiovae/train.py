@@ -31,7 +31,16 @@ from audiovae.runlock import RunLock
 from audiovae.runlog import RunLog
 from audiovae.runs import DEFAULT_RUNS, latest_run_of, new_run_dir, newest_checkpoint
 from audiovae.threads import apply_threads, choose_threads
-from audiovae.trainer import EMA, EpochBatches, Hooks, TrainState, autocast_for, select_device, train_loop
+from audiovae.trainer import (
+    EMA,
+    EpochBatches,
+    Hooks,
+    TrainState,
+    autocast_for,
+    learning_rate_scale,
+    select_device,
+    train_loop,
+)
 
 __all__ = ["TrainResult", "select_device", "train", "validate", "vae_objective"]
 
@@ -225,6 +234,8 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
             rates={"audio_seconds_per_second": recipe.training_samples * cfg.batch_size * world / recipe.data.sample_rate},
             failure_hint=f"lower train.learning_rate or check the data; the last good checkpoint is "
                          f"{run_dir / 'checkpoints' / 'last.pt'}",
+            learning_rate=lambda progress: cfg.learning_rate * learning_rate_scale(progress, cfg.lr_decay_fraction,
+                                                                                   cfg.lr_final),
         )
         stopped = train_loop(state, cfg, hooks, f"train {recipe.name}", progress and is_main, announce=is_main)
         if distributed:

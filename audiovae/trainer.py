@@ -231,6 +231,18 @@ class Hooks:
     log: Callable[[str, int, dict[str, float]], None]
     rates: dict[str, float]
     failure_hint: str  # appended to the error when the loss turns non-finite
+    # the learning rate at a progress through the budget (0-1, steps or minutes, whichever is further);
+    # None leaves the optimizer's own
+    learning_rate: Callable[[float], float] | None = None
+
+
+def learning_rate_scale(progress: float, decay_fraction: float, final: float) -> float:
+    """Hold, then fall linearly to `final` over the last `decay_fraction` of the budget. A budget of minutes
+    ends at a step no one knows in advance, so the decay follows whichever of steps or time is further."""
+    start = 1.0 - decay_fraction
+    if decay_fraction <= 0 or progress <= start:
+        return 1.0
+    return 1.0 - (1.0 - final) * min(1.0, (progress - start) / decay_fraction)
 
 
 def train_loop(state: TrainState, schedule: Schedule, hooks: Hooks, description: str, show_progress: bool,
@@ -261,6 +273,12 @@ def train_loop(state: TrainState, schedule: Schedule, hooks: Hooks, description:
     with StopFlag() as stop:
         while state.step < schedule.max_steps and stopped == "finished":
             for batch in hooks.batches(state.step):
+                if hooks.learning_rate is not None:
+                    progress = (state.step + 1) / schedule.max_steps
+                    if schedule.max_minutes is not None:
+                        progress = max(progress, (time.monotonic() - started) / (schedule.max_minutes * 60))
+                    for group in state.optimizer.param_groups:
+                        group["lr"] = hooks.learning_rate(progress)
                 try:
                     loss, grad_norm = train_step(state, batch, hooks.loss, schedule.grad_clip)
                 except NonFiniteLoss as error:
@@ -272,6 +290,7 @@ def train_loop(state: TrainState, schedule: Schedule, hooks: Hooks, description:
                     rate = (step - logged_step) / max(now - logged_time, 1e-9)  # steps/s since the last log
                     logged_step, logged_time = step, now
                     values = {**loss.logs(), "grad_norm": grad_norm, "steps_per_second": rate,
+                              "learning_rate": state.optimizer.param_groups[0]["lr"],
                               **{name: rate * amount for name, amount in hooks.rates.items()}}
                     hooks.log("train", step, values)
                     bar.set_postfix(loss=f"{values['loss']:.3f}", it_s=f"{rate:.2f}")

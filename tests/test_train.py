@@ -30,6 +30,7 @@ from audiovae.dataset import open_dataset
 from audiovae.errors import UserError
 from audiovae.models import build_model
 from audiovae.train import train
+from audiovae.trainer import learning_rate_scale
 
 # random crop and gain: the augmentation draws must repeat exactly after a resume. Batch 8 over the 31
 # training segments gives 3 steps per epoch, so a 4-step run crosses an epoch boundary after the resume.
@@ -247,6 +248,29 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_recipe, tmp_path, mo
     assert train_steps == [1, 2, 3, 4, 5]
     model_whole, model_resumed = checkpoint_of(whole.run_dir)["model"], checkpoint_of(resumed.run_dir)["model"]
     assert_same_tensors(model_resumed, model_whole)
+
+
+def test_learning_rate_holds_then_falls_to_its_final_share():
+    assert [learning_rate_scale(p, 0.3, 0.05) for p in (0.0, 0.7, 0.85, 1.0, 1.2)] == pytest.approx(
+        [1.0, 1.0, 0.525, 0.05, 0.05])
+    assert learning_rate_scale(0.99, 0.0, 0.05) == 1.0  # no decay: constant
+
+
+def test_learning_rate_decay_over_steps_is_logged_and_resumes_exactly(tiny_recipe, tmp_path, monkeypatch):
+    overrides = ("train.max_steps=4", "train.lr_decay_fraction=0.5", "train.lr_final=0.1")
+    whole = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "a", progress=False)
+    rate = load_recipe(tiny_recipe).train.learning_rate
+    logged = [line["learning_rate"] for line in read_metrics(whole.run_dir) if line["split"] == "train"]
+    assert logged == pytest.approx([rate, rate, 0.55 * rate, 0.1 * rate])  # steps 1-4: progress 0.25 ... 1
+    interrupt_at(monkeypatch, 2)
+    stopped = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "b", progress=False)
+    assert (stopped.stopped, stopped.step) == ("interrupted", 3)
+    on_training_step(monkeypatch, 2, lambda loss: loss)
+    resumed = train(tiny_recipe, overrides=overrides, resume=True, runs_root=tmp_path / "b", progress=False)
+    assert_same_tensors(checkpoint_of(resumed.run_dir)["model"], checkpoint_of(whole.run_dir)["model"])
+    constant = train(tiny_recipe, overrides=("train.max_steps=4",), runs_root=tmp_path / "c", progress=False)
+    decayed, kept = checkpoint_of(whole.run_dir)["model"], checkpoint_of(constant.run_dir)["model"]
+    assert any(not torch.equal(decayed[k], kept[k]) for k in kept)  # the schedule reached the optimizer
 
 
 def test_ctrl_c_with_ema_then_resume_equals_an_uninterrupted_run(tiny_recipe, tmp_path, monkeypatch):
