@@ -250,6 +250,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_recipe, tmp_path, mo
     assert_same_tensors(model_resumed, model_whole)
 
 
+def stopped_at_step_3_then_resumed(recipe: Path, overrides: tuple[str, ...], root: Path, monkeypatch) -> Path:
+    """The run folder of a run Ctrl-C'd during its third step, then resumed to its end."""
+    interrupt_at(monkeypatch, 2)
+    stopped = train(recipe, overrides=overrides, runs_root=root, progress=False)
+    assert (stopped.stopped, stopped.step) == ("interrupted", 3)
+    on_training_step(monkeypatch, 2, lambda loss: loss)
+    return train(recipe, overrides=overrides, resume=True, runs_root=root, progress=False).run_dir
+
+
 def test_learning_rate_holds_then_falls_to_its_final_share():
     assert [learning_rate_scale(p, 0.3, 0.05) for p in (0.0, 0.7, 0.85, 1.0, 1.2)] == pytest.approx(
         [1.0, 1.0, 0.525, 0.05, 0.05])
@@ -262,12 +271,8 @@ def test_learning_rate_decay_over_steps_is_logged_and_resumes_exactly(tiny_recip
     rate = load_recipe(tiny_recipe).train.learning_rate
     logged = [line["learning_rate"] for line in read_metrics(whole.run_dir) if line["split"] == "train"]
     assert logged == pytest.approx([rate, rate, 0.55 * rate, 0.1 * rate])  # steps 1-4: progress 0.25 ... 1
-    interrupt_at(monkeypatch, 2)
-    stopped = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "b", progress=False)
-    assert (stopped.stopped, stopped.step) == ("interrupted", 3)
-    on_training_step(monkeypatch, 2, lambda loss: loss)
-    resumed = train(tiny_recipe, overrides=overrides, resume=True, runs_root=tmp_path / "b", progress=False)
-    assert_same_tensors(checkpoint_of(resumed.run_dir)["model"], checkpoint_of(whole.run_dir)["model"])
+    resumed = stopped_at_step_3_then_resumed(tiny_recipe, overrides, tmp_path / "b", monkeypatch)
+    assert_same_tensors(checkpoint_of(resumed)["model"], checkpoint_of(whole.run_dir)["model"])
     constant = train(tiny_recipe, overrides=("train.max_steps=4",), runs_root=tmp_path / "c", progress=False)
     decayed, kept = checkpoint_of(whole.run_dir)["model"], checkpoint_of(constant.run_dir)["model"]
     assert any(not torch.equal(decayed[k], kept[k]) for k in kept)  # the schedule reached the optimizer
@@ -276,12 +281,8 @@ def test_learning_rate_decay_over_steps_is_logged_and_resumes_exactly(tiny_recip
 def test_ctrl_c_with_ema_then_resume_equals_an_uninterrupted_run(tiny_recipe, tmp_path, monkeypatch):
     overrides = ("train.max_steps=4", "train.ema_decay=0.9")
     whole = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "a", progress=False)
-    interrupt_at(monkeypatch, 2)
-    stopped = train(tiny_recipe, overrides=overrides, runs_root=tmp_path / "b", progress=False)
-    assert (stopped.stopped, stopped.step) == ("interrupted", 3)
-    on_training_step(monkeypatch, 2, lambda loss: loss)
-    resumed = train(tiny_recipe, overrides=overrides, resume=True, runs_root=tmp_path / "b", progress=False)
-    assert_same_tensors(checkpoint_of(resumed.run_dir)["model"], checkpoint_of(whole.run_dir)["model"])
+    resumed = stopped_at_step_3_then_resumed(tiny_recipe, overrides, tmp_path / "b", monkeypatch)
+    assert_same_tensors(checkpoint_of(resumed)["model"], checkpoint_of(whole.run_dir)["model"])
 
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
