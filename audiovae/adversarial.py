@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from audiovae.config import AdversarialConfig
+from audiovae.trainer import adam
 
 
 class STFTDiscriminator(nn.Module):
@@ -73,7 +74,7 @@ class Adversary:
     def __init__(self, config: AdversarialConfig, device: torch.device):
         self.config = config
         self.discriminator = MultiScaleSTFTDiscriminator(config.windows, config.channels).to(device)
-        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.learning_rate, betas=(0.5, 0.9))
+        self.optimizer = adam(self.discriminator.parameters(), config.learning_rate, betas=(0.5, 0.9))
 
     def step(self, real: torch.Tensor, generated: torch.Tensor
              ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, float]]:

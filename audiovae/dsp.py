@@ -35,6 +35,17 @@ def power_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.
     return power.reshape(*shape[:-1], *power.shape[-2:])
 
 
+def magnitude_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """|STFT| with a Hann window, centered frames: wave (..., time) -> (..., n_fft // 2 + 1, frames)."""
+    window = torch.hann_window(n_fft, device=wave.device, dtype=wave.dtype)
+    shape = wave.shape
+    spec = torch.stft(
+        wave.reshape(-1, shape[-1]), n_fft, hop_length, window=window, center=True, return_complex=True
+    )
+    magnitude = spec.abs()
+    return magnitude.reshape(*shape[:-1], *magnitude.shape[-2:])
+
+
 def log_mel(
     wave: torch.Tensor,
     sample_rate: int,

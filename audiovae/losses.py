@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from audiovae.dsp import log_mel, power_spectrogram
+from audiovae.dsp import magnitude_spectrogram, mel_filterbank
 from audiovae.models.base import Posterior
 from audiovae.priors import GAUSSIAN, Prior
 from audiovae.schema import require
@@ -61,61 +61,82 @@ class LossResult:
         return {**values, **self.notes}
 
 
-def stft_distance(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...]) -> torch.Tensor:
+class Spectra:
+    """One signal's STFT magnitudes (Hann window, hop = window / 4, centred frames), each window computed once
+    and shared by every term that asks: the stft and log_mel terms of a step use the same analyses.
+
+    wave: (batch, 1, samples).
+    """
+
+    def __init__(self, wave: torch.Tensor):
+        self.wave = wave
+        self._magnitudes: dict[int, torch.Tensor] = {}
+
+    def magnitude(self, window: int) -> torch.Tensor:
+        """|STFT|: (batch, 1, window // 2 + 1, frames)."""
+        if window not in self._magnitudes:
+            self._magnitudes[window] = magnitude_spectrogram(self.wave.float(), window, window // 4)
+        return self._magnitudes[window]
+
+
+def _spectra(signal: torch.Tensor | Spectra) -> Spectra:
+    return signal if isinstance(signal, Spectra) else Spectra(signal)
+
+
+def _usable(windows: tuple[int, ...], samples: int, what: str) -> list[int]:
+    usable = [window for window in windows if window <= samples]
+    if not usable:
+        raise ValueError(f"every {what} window {windows} is longer than the signal ({samples} samples)")
+    return usable
+
+
+def stft_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, windows: tuple[int, ...]) -> torch.Tensor:
     """Multi-resolution STFT distance: mean over windows of spectral convergence + L1 of log magnitudes.
 
-    x, y: (batch, 1, samples); hop = window / 4. Windows longer than the signal are skipped.
+    x, y: (batch, 1, samples), or their Spectra; hop = window / 4. Windows longer than the signal are skipped.
     """
+    x, y = _spectra(x), _spectra(y)
     terms = []
-    for window in windows:
-        if window > x.shape[-1]:
-            continue
-        sx = power_spectrogram(x.float(), window, window // 4).clamp_min(1e-10).sqrt()
-        sy = power_spectrogram(y.float(), window, window // 4).clamp_min(1e-10).sqrt()
+    for window in _usable(windows, x.wave.shape[-1], "STFT"):
+        sx, sy = x.magnitude(window).clamp_min(1e-5), y.magnitude(window).clamp_min(1e-5)
         convergence = torch.linalg.vector_norm(sx - sy) / torch.linalg.vector_norm(sx).clamp_min(1e-7)
         log_distance = (sx.log() - sy.log()).abs().mean()
         terms.append(convergence + log_distance)
-    if not terms:
-        raise ValueError(f"every STFT window {windows} is longer than the signal ({x.shape[-1]} samples)")
     return torch.stack(terms).mean()
 
 
-def complex_stft_distance(x: torch.Tensor, y: torch.Tensor, windows: tuple[int, ...]) -> torch.Tensor:
+def complex_stft_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, windows: tuple[int, ...]
+                          ) -> torch.Tensor:
     """Phase-aware multi-resolution distance: mean over windows of the L1 distance of the complex STFTs'
     real and imaginary parts, divided by the target's mean magnitude (so it does not scale with level).
 
-    x, y: (batch, 1, samples); hop = window / 4. Windows longer than the signal are skipped. Unlike
-    stft_distance it is zero only when the phases agree too.
+    x, y: (batch, 1, samples), or their Spectra; hop = window / 4. Windows longer than the signal are
+    skipped. Unlike stft_distance it is zero only when the phases agree too.
     """
+    x, y = _spectra(x).wave, _spectra(y).wave
     terms = []
-    for window in windows:
-        if window > x.shape[-1]:
-            continue
+    for window in _usable(windows, x.shape[-1], "STFT"):
         hann = torch.hann_window(window, device=x.device)
         sx, sy = (torch.view_as_real(torch.stft(s.float().flatten(0, 1), window, window // 4, window=hann,
                                                 return_complex=True)) for s in (x, y))
         terms.append((sx - sy).abs().mean() / sx.square().sum(-1).sqrt().mean().clamp_min(1e-7))
-    if not terms:
-        raise ValueError(f"every STFT window {windows} is longer than the signal ({x.shape[-1]} samples)")
     return torch.stack(terms).mean()
 
 
-def mel_distance(x: torch.Tensor, y: torch.Tensor, sample_rate: int, windows: tuple[int, ...] = (2048, 1024, 512)
-                 ) -> torch.Tensor:
-    """Multi-scale mel distance: mean over windows of the L1 distance of natural-log mel magnitudes.
+def mel_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, sample_rate: int,
+                 windows: tuple[int, ...] = (2048, 1024, 512)) -> torch.Tensor:
+    """Multi-scale mel distance: mean over windows of the L1 distance of natural-log mel magnitudes
+    (floor 1e-5, as audiovae.dsp.log_mel).
 
-    x, y: (batch, 1, samples). Mel bands scale with the window (window // 16, at most 128).
+    x, y: (batch, 1, samples), or their Spectra. Mel bands scale with the window (window // 16, at most 128).
     """
+    x, y = _spectra(x), _spectra(y)
     terms = []
-    for window in windows:
-        if window > x.shape[-1]:
-            continue
-        n_mels = max(16, min(128, window // 16))
-        mx = log_mel(x.float(), sample_rate, window, window // 4, n_mels)
-        my = log_mel(y.float(), sample_rate, window, window // 4, n_mels)
+    for window in _usable(windows, x.wave.shape[-1], "mel"):
+        bank = mel_filterbank(window, max(16, min(128, window // 16)), sample_rate, 0.0, None).to(x.wave.device)
+        mx, my = (torch.matmul(s.magnitude(window).clamp_min(1e-6).transpose(-1, -2), bank).clamp_min(1e-5).log()
+                  for s in (x, y))
         terms.append((mx - my).abs().mean())
-    if not terms:
-        raise ValueError(f"every mel window {windows} is longer than the signal ({x.shape[-1]} samples)")
     return torch.stack(terms).mean()
 
 
@@ -140,10 +161,11 @@ def kl_term(posterior: Posterior, free_bits: float = 0.0, prior: Prior = GAUSSIA
 
 @dataclass(frozen=True)
 class LossTerm:
-    """A reconstruction term: compute(target, output, loss config, sample rate) -> scalar tensor."""
+    """A reconstruction term: compute(target, output, loss config, sample rate) -> scalar tensor, target and
+    output as Spectra (their waveforms are `.wave`), so that terms share their STFTs."""
 
     name: str
-    compute: Callable[[torch.Tensor, torch.Tensor, LossConfig, int], torch.Tensor]
+    compute: Callable[[Spectra, Spectra, LossConfig, int], torch.Tensor]
     needs_waveform: bool = False
     windows_key: str | None = None  # the loss key holding its analysis windows, checked against the crop
 
@@ -164,8 +186,8 @@ LOSS_TERMS: dict[str, LossTerm] = {term.name: term for term in (
              "mel_windows"),
     LossTerm("complex_stft", lambda x, y, config, rate: complex_stft_distance(x, y, config.stft_windows), True,
              "stft_windows"),
-    LossTerm("mse", lambda x, y, config, rate: (x.float() - y.float()).square().mean()),
-    LossTerm("l1", lambda x, y, config, rate: (x.float() - y.float()).abs().mean()),
+    LossTerm("mse", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).square().mean()),
+    LossTerm("l1", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).abs().mean()),
 )}
 
 
@@ -173,8 +195,9 @@ def reconstruction_terms(x: torch.Tensor, y: torch.Tensor, config: LossConfig, s
                          ) -> dict[str, torch.Tensor]:
     """The recipe's reconstruction terms between target x and output y (same shape), unweighted, by name.
 
-    Terms of weight 0 are not computed.
+    Terms of weight 0 are not computed. Each STFT is taken once, whichever terms use it.
     """
+    x, y = Spectra(x), Spectra(y)
     return {name: LOSS_TERMS[name].compute(x, y, config, sample_rate) for name, weight in config.terms.items()
             if weight}
 

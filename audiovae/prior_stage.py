@@ -33,7 +33,7 @@ from audiovae.priors import GAUSSIAN
 from audiovae.runlock import RunLock
 from audiovae.runlog import RunLog
 from audiovae.schema import build_dataclass
-from audiovae.trainer import Hooks, TrainState, train_loop
+from audiovae.trainer import Hooks, TrainState, adam, train_loop
 
 PRIOR_FOLDER = "prior"
 
@@ -102,7 +102,7 @@ def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latent
 
     torch.manual_seed(config.seed)
     prior = build_prior(config, stream.shape[0], train_latents)
-    state = TrainState(prior, torch.optim.Adam(prior.parameters(), lr=config.learning_rate))
+    state = TrainState(prior, adam(prior.parameters(), config.learning_rate))
     if saved is not None:
         state.load_state_dict(saved, torch.device("cpu"))
 

@@ -36,6 +36,7 @@ from audiovae.trainer import (
     EpochBatches,
     Hooks,
     TrainState,
+    adam,
     autocast_for,
     learning_rate_scale,
     select_device,
@@ -192,8 +193,8 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
     with RunLock(run_dir) if is_main else contextlib.nullcontext():  # one trainer per run folder
         torch.manual_seed(cfg.seed + rank)
         model = build_model(recipe).to(device)
-        optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        state = TrainState(model, optimizer_class(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay),
+        optimizer = adam(model.parameters(), cfg.learning_rate, cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
+        state = TrainState(model, optimizer,
                            ema=EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
                            adversary=Adversary(recipe.adversarial, device) if recipe.adversarial.enabled else None)
         if saved is not None:

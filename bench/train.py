@@ -23,6 +23,7 @@ from audiovae.config import load_recipe
 from audiovae.losses import vae_loss
 from audiovae.models import build_model
 from audiovae.threads import apply_threads, choose_threads
+from audiovae.trainer import adam
 
 
 def batch_for(recipe, device):
@@ -40,7 +41,7 @@ def batch_for(recipe, device):
 def measure(recipe, device: torch.device, steps: int) -> dict:
     torch.manual_seed(0)
     model = build_model(recipe).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.train.learning_rate)
+    optimizer = adam(model.parameters(), recipe.train.learning_rate, decoupled=True)
     x = batch_for(recipe, device)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
 

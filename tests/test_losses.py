@@ -7,7 +7,7 @@ import torch
 from conftest import synthesize
 
 from audiovae.config import LossConfig, recipe_from_dict
-from audiovae.dsp import power_spectrogram
+from audiovae.dsp import log_mel, magnitude_spectrogram, power_spectrogram
 from audiovae.losses import beta_at, kl_term, mel_distance, reconstruction_loss, stft_distance, vae_loss
 from audiovae.models import Posterior, build_model
 
@@ -135,6 +135,29 @@ def test_spectral_reconstruction_weights_its_terms():
     only_mel = LossConfig(stft_weight=0.0, mel_windows=(512,))
     assert reconstruction_loss(x, y, only_mel, SAMPLE_RATE).item() == pytest.approx(
         mel_distance(x, y, SAMPLE_RATE, (512,)).item(), rel=1e-6)
+
+
+def test_terms_share_each_stft_and_match_the_feature_code(monkeypatch):
+    import audiovae.losses as losses
+
+    x, y = signal(), signal("noise", seed=3)
+    config = LossConfig(stft_windows=(1024, 512, 128), mel_windows=(1024, 512))
+    alone = {"stft": stft_distance(x, y, (1024, 512, 128)).item(),
+             "log_mel": mel_distance(x, y, SAMPLE_RATE, (1024, 512)).item()}
+    calls = []
+
+    def counted(wave, n_fft, hop_length):
+        calls.append(n_fft)
+        return magnitude_spectrogram(wave, n_fft, hop_length)
+
+    monkeypatch.setattr(losses, "magnitude_spectrogram", counted)
+    together = {name: value.item() for name, value in losses.reconstruction_terms(x, y, config, SAMPLE_RATE).items()}
+    assert together == pytest.approx(alone, rel=1e-6)
+    assert sorted(calls) == [128, 128, 512, 512, 1024, 1024]  # one per signal and window, not one per term
+    # the loss's log-mel is the features' log-mel (audiovae.dsp.log_mel), window by window
+    by_features = torch.stack([(log_mel(x, SAMPLE_RATE, w, w // 4, w // 16) - log_mel(y, SAMPLE_RATE, w, w // 4, w // 16))
+                               .abs().mean() for w in (1024, 512)]).mean()
+    assert alone["log_mel"] == pytest.approx(by_features.item(), rel=1e-5)
 
 
 def test_vae_loss_adds_the_weighted_kl():
