@@ -24,26 +24,23 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_ma
     return _mel_filterbank(n_fft // 2 + 1, float(f_min), f_max, n_mels, sample_rate)
 
 
+def _stft(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """Complex STFT with a Hann window, centered frames: wave (..., time) -> (..., n_fft // 2 + 1, frames)."""
+    window = torch.hann_window(n_fft, device=wave.device, dtype=wave.dtype)
+    spec = torch.stft(wave.reshape(-1, wave.shape[-1]), n_fft, hop_length, window=window, center=True,
+                      return_complex=True)
+    return spec.reshape(*wave.shape[:-1], *spec.shape[-2:])
+
+
 def power_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
     """|STFT|^2 with a Hann window, centered frames: wave (..., time) -> (..., n_fft // 2 + 1, frames)."""
-    window = torch.hann_window(n_fft, device=wave.device, dtype=wave.dtype)
-    shape = wave.shape
-    spec = torch.stft(
-        wave.reshape(-1, shape[-1]), n_fft, hop_length, window=window, center=True, return_complex=True
-    )
-    power = spec.real.square() + spec.imag.square()
-    return power.reshape(*shape[:-1], *power.shape[-2:])
+    spec = _stft(wave, n_fft, hop_length)
+    return spec.real.square() + spec.imag.square()
 
 
 def magnitude_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
     """|STFT| with a Hann window, centered frames: wave (..., time) -> (..., n_fft // 2 + 1, frames)."""
-    window = torch.hann_window(n_fft, device=wave.device, dtype=wave.dtype)
-    shape = wave.shape
-    spec = torch.stft(
-        wave.reshape(-1, shape[-1]), n_fft, hop_length, window=window, center=True, return_complex=True
-    )
-    magnitude = spec.abs()
-    return magnitude.reshape(*shape[:-1], *magnitude.shape[-2:])
+    return _stft(wave, n_fft, hop_length).abs()
 
 
 def log_mel(
@@ -57,8 +54,21 @@ def log_mel(
     log_floor: float = 1e-5,
 ) -> torch.Tensor:
     """Natural-log mel magnitude: wave (..., time) -> (..., n_mels, frames), frames = time // hop_length + 1."""
-    fb = mel_filterbank(n_fft, n_mels, sample_rate, f_min, f_max).to(wave.device, wave.dtype)
     magnitude = power_spectrogram(wave, n_fft, hop_length).clamp_min(1e-12).sqrt()
+    return log_mel_of_magnitude(magnitude, sample_rate, n_mels, f_min, f_max, log_floor)
+
+
+def log_mel_of_magnitude(
+    magnitude: torch.Tensor,
+    sample_rate: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    log_floor: float = 1e-5,
+) -> torch.Tensor:
+    """Natural-log mel magnitude of STFT magnitudes: (..., n_fft // 2 + 1, frames) -> (..., n_mels, frames)."""
+    n_fft = 2 * (magnitude.shape[-2] - 1)
+    fb = mel_filterbank(n_fft, n_mels, sample_rate, f_min, f_max).to(magnitude.device, magnitude.dtype)
     mel = torch.matmul(magnitude.transpose(-1, -2), fb).transpose(-1, -2)
     return torch.log(mel.clamp_min(log_floor))
 

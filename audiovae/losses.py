@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from audiovae.dsp import magnitude_spectrogram, mel_filterbank
+from audiovae.dsp import log_mel_of_magnitude, magnitude_spectrogram
 from audiovae.models.base import Posterior
 from audiovae.priors import GAUSSIAN, Prior
 from audiovae.schema import require
@@ -133,9 +133,8 @@ def mel_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, sample_ra
     x, y = _spectra(x), _spectra(y)
     terms = []
     for window in _usable(windows, x.wave.shape[-1], "mel"):
-        bank = mel_filterbank(window, max(16, min(128, window // 16)), sample_rate, 0.0, None).to(x.wave.device)
-        mx, my = (torch.matmul(s.magnitude(window).clamp_min(1e-6).transpose(-1, -2), bank).clamp_min(1e-5).log()
-                  for s in (x, y))
+        n_mels = max(16, min(128, window // 16))
+        mx, my = (log_mel_of_magnitude(s.magnitude(window).clamp_min(1e-6), sample_rate, n_mels) for s in (x, y))
         terms.append((mx - my).abs().mean())
     return torch.stack(terms).mean()
 
