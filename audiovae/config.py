@@ -252,8 +252,8 @@ class Recipe:
                 "adversarial.windows", f"must not exceed the training length ({self.training_samples} samples)")
         require(self.train.crop_samples is None or self.train.crop_samples <= self.data.segment_samples,
                 "train.crop_samples", "must not exceed data.segment_samples")
-        require(self.data.features == family.features, "data.features",
-                f"the '{family.name}' model family needs features: {family.features}")
+        require(self.data.features in family.features, "data.features",
+                f"the '{family.name}' model family needs features: {' or '.join(family.features)}")
         representation.check(self)
         for name in self.loss.terms:
             LOSS_TERMS[name].check(self)

@@ -73,6 +73,49 @@ def log_mel_of_magnitude(
     return torch.log(mel.clamp_min(log_floor))
 
 
+def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: float = 1e-5) -> torch.Tensor:
+    """Natural-log STFT magnitude: wave (..., time) -> (..., n_fft // 2 + 1, frames), frames = time // hop_length + 1.
+
+    The same analysis and floor as log_mel, without the filterbank."""
+    magnitude = power_spectrogram(wave, n_fft, hop_length).clamp_min(1e-12).sqrt()
+    return torch.log(magnitude.clamp_min(log_floor))
+
+
+def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device=None) -> torch.Tensor:
+    """(bins, frames): the phase of a steady sinusoid at each bin's centre frequency, 2 pi k hop / n_fft more
+    each frame. A Griffin-Lim start that continues from frame to frame, where all-zero phases start every
+    frame alike (a buzz at the frame rate that few iterations do not remove)."""
+    k = torch.arange(bins, device=device)[:, None]
+    t = torch.arange(frames, device=device)
+    return torch.remainder(k * hop_length * t, n_fft).float() * (2 * torch.pi / n_fft)  # exact in int64
+
+
+def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int,
+                iterations: int = GRIFFIN_LIM_ITERATIONS, start: str = "zeros", momentum: float = 0.99
+                ) -> torch.Tensor:
+    """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames): fast Griffin-Lim
+    (Perraudin et al. 2013, as torchaudio's), phases starting at 0 (start 'zeros') or at advancing_phase
+    (start 'advancing') -> (..., length)."""
+    shape = magnitude.shape
+    magnitude = magnitude.reshape(-1, *shape[-2:])
+    window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
+    if start == "advancing":
+        phase = advancing_phase(shape[-2], shape[-1], n_fft, hop_length, magnitude.device)
+        angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
+    else:
+        angles = torch.complex(torch.ones_like(magnitude), torch.zeros_like(magnitude))
+    previous = torch.zeros_like(angles)
+    pull = momentum / (1 + momentum)
+    for _ in range(iterations):
+        wave = torch.istft(magnitude * angles, n_fft, hop_length, window=window, length=length)
+        rebuilt = torch.stft(wave, n_fft, hop_length, window=window, return_complex=True)
+        angles = rebuilt - pull * previous
+        angles = angles / (angles.abs() + 1e-16)
+        previous = rebuilt
+    wave = torch.istft(magnitude * angles, n_fft, hop_length, window=window, length=length)
+    return wave.reshape(*shape[:-2], length)
+
+
 def griffin_lim_from_log_mel(
     log_mel_frames: torch.Tensor,
     sample_rate: int,
@@ -89,21 +132,29 @@ def griffin_lim_from_log_mel(
     """
     n_mels = log_mel_frames.shape[-2]
     f_max = float(sample_rate) / 2 if f_max is None else float(f_max)
-    device = log_mel_frames.device
     inverse = torchaudio.transforms.InverseMelScale(
         n_stft=n_fft // 2 + 1, n_mels=n_mels, sample_rate=sample_rate, f_min=f_min, f_max=f_max,
         norm="slaney", mel_scale="slaney",
-    ).to(device)
-    # Our frames drop the last centred frame (frames = samples // hop_length); repeating the final frame
-    # restores it, so the inversion spans exactly frames * hop_length samples.
-    frames = log_mel_frames.shape[-1]
-    log_mel_frames = torch.cat([log_mel_frames, log_mel_frames[..., -1:]], dim=-1)
-    griffin_lim = torchaudio.transforms.GriffinLim(
-        n_fft=n_fft, hop_length=hop_length, power=1.0, n_iter=iterations, rand_init=False,
-        length=frames * hop_length,
-    ).to(device)
-    magnitude = inverse(torch.exp(log_mel_frames.float())).clamp_min(0.0)
-    return griffin_lim(magnitude)
+    ).to(log_mel_frames.device)
+    return griffin_lim_from_log_magnitude(log_mel_frames, n_fft, hop_length, iterations,
+                                          lambda mel: inverse(mel).clamp_min(0.0))
+
+
+def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_length: int,
+                                   iterations: int = GRIFFIN_LIM_ITERATIONS, to_linear=None, start: str = "zeros"
+                                   ) -> torch.Tensor:
+    """Invert natural-log frames (..., channels, frames) to a waveform (..., frames * hop_length): exp, then
+    `to_linear` (frames' magnitudes -> STFT magnitudes; None: they already are), then griffin_lim from `start`.
+
+    Stored frames drop the last centred frame (frames = samples // hop_length); repeating the final frame
+    restores it, so the inversion spans exactly frames * hop_length samples.
+    """
+    frames = log_frames.shape[-1]
+    log_frames = torch.cat([log_frames, log_frames[..., -1:]], dim=-1)
+    magnitude = torch.exp(log_frames.float())
+    if to_linear is not None:
+        magnitude = to_linear(magnitude)
+    return griffin_lim(magnitude, n_fft, hop_length, frames * hop_length, iterations, start)
 
 
 def resample(wave: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

@@ -88,7 +88,7 @@ def _onnx_method(model: nn.Module, method: str, path: Path) -> None:
     first = model.encode_states if method == "decode" and total else 0
     wrapper = _OnnxMethod(model, method, first, len(layout), total)
     channels = model.latent_size if method == "decode" else 1
-    frames = 2 if method == "decode" else 2 * model.hop
+    frames = example_frames(model) * (1 if method == "decode" else model.hop)
     args = (torch.zeros(1, channels, frames), *[torch.zeros(1, c, n) for c, n in layout])
     inputs = ["z" if method == "decode" else "x"] + [f"state_{i}" for i in range(len(layout))]
     outputs = ["z" if method == "encode" else "y"] + [f"state_{i}_out" for i in range(len(layout))]
@@ -191,8 +191,15 @@ def export_model(model, out_dir: str | Path, force: bool = False, with_prior: bo
     return export_net(model.net, model.recipe, out_dir, model.checkpoint_sha256, force, learned)
 
 
+def example_frames(face: nn.Module) -> int:
+    """Latent frames in the blocks that export traces and checks: 2, or what a face asks for (a spectral front
+    end's reflect padding needs more than n_fft / 2 samples)."""
+    return int(getattr(face, "example_frames", 2))
+
+
 def check_onnx(out_dir: Path, module: nn.Module, blocks: int = 3) -> tuple[float | None, float | None]:
-    """ONNX Runtime against PyTorch on a test signal of `blocks` blocks of 2 hops; (None, None) without onnxruntime.
+    """ONNX Runtime against PyTorch on a test signal of `blocks` blocks of example_frames hops; (None, None)
+    without onnxruntime.
 
     Returns the largest absolute difference of the methods that compute exactly (forward; or encode, and the
     prior's frames at temperature 0, which are deterministic) and, for a face whose decode estimates phase
@@ -205,18 +212,17 @@ def check_onnx(out_dir: Path, module: nn.Module, blocks: int = 3) -> tuple[float
     face = module.face if isinstance(module, WithPrior) else module
     exact = getattr(face, "exact_decode", True)
     generator = torch.Generator().manual_seed(0)
-    x = 0.5 * torch.randn(1, 1, blocks * 2 * module.hop, generator=generator)
+    block = example_frames(face) * module.hop
+    x = 0.5 * torch.randn(1, 1, blocks * block, generator=generator)
     errors, relative = [], None
     for method in ("forward",) if exact else ("encode", "forward"):
         module.reset()
         call = getattr(module, method)
         with torch.no_grad():
-            expected = torch.cat([call(x[..., i : i + 2 * module.hop])
-                                  for i in range(0, x.shape[-1], 2 * module.hop)], -1).numpy()
+            expected = torch.cat([call(x[..., i : i + block]) for i in range(0, x.shape[-1], block)], -1).numpy()
         module.reset()
         runner = OnnxRunner(out_dir / f"{method}.onnx")
-        got = np.concatenate([runner(x[..., i : i + 2 * module.hop].numpy())
-                              for i in range(0, x.shape[-1], 2 * module.hop)], -1)
+        got = np.concatenate([runner(x[..., i : i + block].numpy()) for i in range(0, x.shape[-1], block)], -1)
         difference = float(np.max(np.abs(got - expected)))
         if method == "forward" and not exact:
             relative = difference / max(float(np.max(np.abs(expected))), 1e-12)

@@ -153,14 +153,14 @@ def test_mel_family_rejects_wave_features(tmp_path):
     raw = raw_recipe(MEL)
     raw["data"]["features"] = "wave"
     path = write_raw(tmp_path, raw)
-    assert load_error(path) == f"{path}: data.features: the 'mel' model family needs features: mel"
+    assert load_error(path) == f"{path}: data.features: the 'mel' model family needs features: mel or spectrogram"
 
 
 def test_mel_stride_product_must_divide_frames(tmp_path):
     raw = raw_recipe(MEL)
     raw["model"]["strides"] = [3]  # 16384 / 256 = 64 frames, not a multiple of 3
     path = write_raw(tmp_path, raw)
-    assert load_error(path) == f"{path}: model.strides: product 3 must divide the mel frames per segment (64)"
+    assert load_error(path) == f"{path}: model.strides: product 3 must divide the frames per segment (64)"
 
 
 def test_mel_segment_must_be_whole_frames(tmp_path):

@@ -52,16 +52,20 @@ class Family:
 
     config: the frozen dataclass of a recipe's `model:` section (with a `family` field defaulting to `name`);
     build(recipe) -> VAE; check(recipe) raises ConfigError for recipes the family cannot serve; features: the
-    input representation it reads (a key of audiovae.representation.REPRESENTATIONS); face(net, recipe) -> the
+    input representations it reads (keys of audiovae.representation.REPRESENTATIONS); face(net, recipe) -> the
     scriptable module `audiovae export` writes (audiovae.nn.faces), or None where the family does not export.
     """
 
     name: str
     config: type
     build: Callable[[Recipe], VAE]
-    features: str
+    features: tuple[str, ...]
     check: Callable[[Recipe], None] = lambda recipe: None
     face: Callable[[VAE, Recipe], nn.Module] | None = None
+
+    def __post_init__(self):
+        if isinstance(self.features, str):  # one name, as families written for 0.1 give it
+            object.__setattr__(self, "features", (self.features,))
 
 
 class VAE(nn.Module):

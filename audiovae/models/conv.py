@@ -198,4 +198,4 @@ def conv_face(net: VAE, recipe: Recipe) -> nn.Module:
     return ConvWholeSignal(net)
 
 
-FAMILY = Family("conv", ConvModelConfig, build_conv, "wave", check_conv, conv_face)
+FAMILY = Family("conv", ConvModelConfig, build_conv, ("wave",), check_conv, conv_face)

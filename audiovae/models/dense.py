@@ -97,4 +97,4 @@ class DenseWholeSignal(WholeSignal):
         return out.reshape(z.shape[0], 1, -1)
 
 
-FAMILY = Family("dense", DenseModelConfig, build_dense, "wave", check_dense, DenseWholeSignal)
+FAMILY = Family("dense", DenseModelConfig, build_dense, ("wave",), check_dense, DenseWholeSignal)

@@ -1,4 +1,5 @@
-"""The 'mel' family: the conv family's design over log-mel frames (inverted to audio by the representation)."""
+"""The 'mel' family: the conv family's design over frames of log magnitudes, log-mel (features: mel) or log-STFT
+(features: spectrogram), inverted to audio by the representation."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MelModelConfig(ConvModelConfig):
-    """The conv family's keys, over mel frames: strides count frames, and there are no sub-bands."""
+    """The conv family's keys, over frames: strides count frames, and there are no sub-bands."""
 
     family: str = "mel"
 
@@ -34,14 +35,14 @@ class MelModelConfig(ConvModelConfig):
 
 
 class MelVAE(VAE):
-    """Log-mel frame VAE. Input and output: (batch, n_mels, frames) of natural-log mel magnitudes."""
+    """Frame VAE. Input and output: (batch, channels, frames) of natural-log magnitudes (mel bands or STFT bins)."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, n_mels: int,
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, channels: int,
                  pad_value: Callable[[torch.Tensor], float], offset: float = -5.0):
         super().__init__()
         self.pad_value = pad_value  # the representation's silence
         self.encoder, self.decoder = encoder, decoder
-        self.latent_size, self.hop, self.input_channels = latent_size, hop, n_mels
+        self.latent_size, self.hop, self.input_channels = latent_size, hop, channels
         self.offset = offset  # log-mels sit far below zero; centring them makes the start of training easier
 
     def _encode(self, x: torch.Tensor) -> Posterior:
@@ -52,21 +53,21 @@ class MelVAE(VAE):
 
 
 def build_mel(recipe: Recipe) -> VAE:
-    """The log-mel model of a recipe's model section."""
+    """The frame model of a recipe's model section, as wide as its representation's frames."""
     config, representation = recipe.model, recipe.data.representation
-    n_mels = representation.channels
-    return MelVAE(ConvEncoder(n_mels, config), ConvDecoder(n_mels, config), config.latent_size,
-                  config.total_stride, n_mels, representation.pad_value)
+    channels = representation.channels
+    return MelVAE(ConvEncoder(channels, config), ConvDecoder(channels, config), config.latent_size,
+                  config.total_stride, channels, representation.pad_value)
 
 
 def check_mel(recipe: Recipe) -> None:
     frames = recipe.training_samples // recipe.data.representation.samples_per_step
     stride = recipe.model.total_stride
-    require(frames % stride == 0, "model.strides", f"product {stride} must divide the mel frames per segment ({frames})")
+    require(frames % stride == 0, "model.strides", f"product {stride} must divide the frames per segment ({frames})")
 
 
 class MelWholeSignal(WholeSignal):
-    """The export face of a mel model: audio -> log-mel -> latents, and latents -> log-mel -> Griffin-Lim audio,
+    """The export face of a mel model: audio -> log frames -> latents, and latents -> log frames -> Griffin-Lim audio,
     with the spectral transforms as convolutions (audiovae.nn.spectral) so that ONNX can run them. Whole
     signals only: Griffin-Lim needs the whole spectrogram."""
 
@@ -74,15 +75,16 @@ class MelWholeSignal(WholeSignal):
 
     def __init__(self, net: MelVAE, recipe: Recipe):
         super().__init__()
-        from audiovae.dsp import GRIFFIN_LIM_ITERATIONS, mel_filterbank
-
         net = folded_copy(net).eval()
-        mel, rate = recipe.data.mel, recipe.data.sample_rate
-        filterbank = mel_filterbank(mel.n_fft, mel.n_mels, rate, mel.f_min, mel.f_max)
+        mel = recipe.data.mel
+        representation = recipe.data.representation
+        filterbank = representation.filterbank()  # the identity for spectrogram frames
         self.front = LogMelFront(filterbank, mel.n_fft, mel.hop_length, mel.log_floor)
-        self.back = MelInversion(filterbank, mel.n_fft, mel.hop_length, GRIFFIN_LIM_ITERATIONS)
+        self.back = MelInversion(filterbank, mel.n_fft, mel.hop_length, representation.griffin_lim_iterations,
+                                 start=representation.griffin_lim_start)
         self.encoder, self.decoder, self.offset = net.encoder, net.decoder, net.offset
         self.setup(net.latent_size, net.hop * mel.hop_length)
+        self.example_frames = max(2, mel.n_fft // self.hop + 1)  # export's test blocks: longer than n_fft / 2
 
     def encode_padded(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.front(x) - self.offset)[:, : self.latent_size]
@@ -92,4 +94,4 @@ class MelWholeSignal(WholeSignal):
         return self.back(self.decoder(z) + self.offset)
 
 
-FAMILY = Family("mel", MelModelConfig, build_mel, "mel", check_mel, MelWholeSignal)
+FAMILY = Family("mel", MelModelConfig, build_mel, ("mel", "spectrogram"), check_mel, MelWholeSignal)

@@ -77,21 +77,30 @@ class LogMelFront(nn.Module):
 class MelInversion(nn.Module):
     """log-mel (batch, n_mels, frames) -> audio (batch, 1, frames * hop), as audiovae.dsp.griffin_lim_from_log_mel:
     the least-norm linear magnitudes (the filterbank's pseudo-inverse, clipped at 0), then fast Griffin-Lim
-    (momentum 0.99, phases starting at 0)."""
+    (momentum 0.99, phases starting at 0, or at audiovae.dsp.advancing_phase with start 'advancing'). A
+    spectrogram model passes the identity as its filterbank."""
 
     def __init__(self, filterbank: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
-                 momentum: float = 0.99):
+                 momentum: float = 0.99, start: str = "zeros"):
         super().__init__()
         self.stft = ConvSTFT(n_fft, hop_length)
         inverse = torch.linalg.pinv(filterbank.double().T).float()  # (bins, n_mels)
         self.register_buffer("inverse", inverse, persistent=False)
+        # bin k advances by k * hop / n_fft turns a frame: kept as integers modulo n_fft, exact for any length
+        self.register_buffer("advance", torch.arange(n_fft // 2 + 1)[:, None] * hop_length, persistent=False)
         self.iterations, self.momentum, self.hop_length = iterations, momentum / (1 + momentum), hop_length
+        self.n_fft, self.advancing = n_fft, start == "advancing"
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         length = log_mel.shape[-1] * self.hop_length
         log_mel = torch.cat([log_mel, log_mel[..., -1:]], -1)  # restore the dropped last frame
         magnitude = torch.relu(torch.matmul(self.inverse, torch.exp(log_mel)))  # (B, bins, frames + 1)
-        real, imag = torch.ones_like(magnitude), torch.zeros_like(magnitude)
+        if self.advancing:
+            frames = torch.arange(magnitude.shape[-1], device=magnitude.device)
+            phase = torch.remainder(self.advance * frames, self.n_fft).float() * (2 * math.pi / self.n_fft)
+            real, imag = torch.cos(phase).expand_as(magnitude), torch.sin(phase).expand_as(magnitude)
+        else:
+            real, imag = torch.ones_like(magnitude), torch.zeros_like(magnitude)
         previous_real, previous_imag = torch.zeros_like(magnitude), torch.zeros_like(magnitude)
         for _ in range(self.iterations):
             rebuilt_real, rebuilt_imag = self.stft(self.stft.inverse(magnitude * real, magnitude * imag, length))
