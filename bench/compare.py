@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=4.5, help="Training wall-clock budget per recipe.")
     parser.add_argument("--corpus", default="data/demo")
-    parser.add_argument("--recipes", nargs="+", default=["quickstart", "documents-example", "mel"])
+    parser.add_argument("--recipes", nargs="+", default=["quickstart", "spectrogram", "documents-example", "mel"])
     parser.add_argument("--out", default="bench/results", help="Folder for data, runs and the CSV.")
     args = parser.parse_args()
     out = Path(args.out)

@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each generated sound.")
     parser.add_argument("--batch", type=int, default=8, help="Batch size of the batched rows.")
-    parser.add_argument("--recipes", nargs="+", default=["quickstart", "speech", "mel", "documents-example"])
+    parser.add_argument("--recipes", nargs="+", default=["quickstart", "spectrogram", "speech", "mel", "documents-example"])
     parser.add_argument("--long", type=float, default=None, metavar="SECONDS",
                         help="Also time `generate -n 3 --seconds SECONDS` with each prior (peak memory too).")
     args = parser.parse_args()

@@ -87,7 +87,7 @@ def background_load(processes: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--recipes", nargs="+", default=["quickstart", "speech", "mel", "documents-example"])
+    parser.add_argument("--recipes", nargs="+", default=["quickstart", "spectrogram", "speech", "mel", "documents-example"])
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads. Default: the free cores (audiovae.threads.choose_threads).")
     parser.add_argument("--background-load", type=int, default=0, metavar="N",
