@@ -45,7 +45,7 @@ def main() -> None:
 @click.option("--recipe", type=click.Path(path_type=Path), default=None,
               help="Take the audio settings (sample rate, segments, features, mel) from this recipe.")
 @click.option("--features", type=click.Choice(list(REPRESENTATIONS)), default=None,
-              help="wave: normalized waveform segments; mel: log-mel frames. Default: wave.")
+              help="wave: normalized waveform segments; mel: log-mel frames; spectrogram: log-STFT frames. Default: wave.")
 @click.option("--sample-rate", type=int, default=None, help="Target sample rate in Hz. Default: 16000.")
 @click.option("--segment-samples", type=int, default=None, help="Segment length in samples. Default: 16384.")
 @click.option("--hop-samples", type=int, default=None,

@@ -21,7 +21,8 @@ from audiovae.yamlsafe import load_yaml
 
 @dataclass(frozen=True)
 class MelConfig:
-    """Log-mel analysis; recorded at prepare time so synthesis can invert it."""
+    """The STFT (and, for features: mel, mel-band) analysis of frame features; recorded at prepare time so
+    synthesis can invert it."""
 
     n_fft: int = 1024
     hop_length: int = 256
@@ -45,7 +46,7 @@ class DataConfig:
 
     folder: str = "data/prepared"
     sample_rate: int = 16000
-    features: str = "wave"  # the input representation (audiovae/representation.py): wave | mel
+    features: str = "wave"  # the input representation (audiovae/representation.py): wave | mel | spectrogram
     segment_samples: int = 16384
     hop_samples: int | None = None  # hop between segment starts; None: segment_samples (no overlap)
     normalization: str = "peak"  # peak | rms | none, per file

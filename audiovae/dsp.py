@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torchaudio
 
-GRIFFIN_LIM_ITERATIONS = 32  # the mel family's synthesis, in Python and in its export (audiovae.nn.spectral)
+GRIFFIN_LIM_STARTS = ("zeros", "advancing")  # the phases griffin_lim starts from
 
 
 @functools.lru_cache(maxsize=32)
@@ -81,7 +82,8 @@ def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: 
     return torch.log(magnitude.clamp_min(log_floor))
 
 
-def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device=None) -> torch.Tensor:
+def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device: torch.device | None = None
+                    ) -> torch.Tensor:
     """(bins, frames): the phase of a steady sinusoid at each bin's centre frequency, 2 pi k hop / n_fft more
     each frame. A Griffin-Lim start that continues from frame to frame, where all-zero phases start every
     frame alike (a buzz at the frame rate that few iterations do not remove)."""
@@ -90,12 +92,13 @@ def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device=
     return torch.remainder(k * hop_length * t, n_fft).float() * (2 * torch.pi / n_fft)  # exact in int64
 
 
-def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int,
-                iterations: int = GRIFFIN_LIM_ITERATIONS, start: str = "zeros", momentum: float = 0.99
-                ) -> torch.Tensor:
+def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, iterations: int,
+                start: str = "zeros", momentum: float = 0.99) -> torch.Tensor:
     """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames): fast Griffin-Lim
     (Perraudin et al. 2013, as torchaudio's), phases starting at 0 (start 'zeros') or at advancing_phase
-    (start 'advancing') -> (..., length)."""
+    (start 'advancing') -> (..., length). The representations hold the iteration counts (audiovae.representation)."""
+    if start not in GRIFFIN_LIM_STARTS:
+        raise ValueError(f"unknown Griffin-Lim start {start!r}; expected one of {GRIFFIN_LIM_STARTS}")
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
@@ -123,7 +126,8 @@ def griffin_lim_from_log_mel(
     hop_length: int,
     f_min: float = 0.0,
     f_max: float | None = None,
-    iterations: int = GRIFFIN_LIM_ITERATIONS,
+    *,
+    iterations: int,
 ) -> torch.Tensor:
     """Invert natural-log mel magnitudes to a waveform: (..., n_mels, frames) -> (..., frames * hop_length).
 
@@ -140,21 +144,25 @@ def griffin_lim_from_log_mel(
                                           lambda mel: inverse(mel).clamp_min(0.0))
 
 
-def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_length: int,
-                                   iterations: int = GRIFFIN_LIM_ITERATIONS, to_linear=None, start: str = "zeros"
-                                   ) -> torch.Tensor:
+def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
+                                   to_linear: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                                   start: str = "zeros") -> torch.Tensor:
     """Invert natural-log frames (..., channels, frames) to a waveform (..., frames * hop_length): exp, then
     `to_linear` (frames' magnitudes -> STFT magnitudes; None: they already are), then griffin_lim from `start`.
 
     Stored frames drop the last centred frame (frames = samples // hop_length); repeating the final frame
-    restores it, so the inversion spans exactly frames * hop_length samples.
+    restores it, so the inversion spans exactly frames * hop_length samples. Frames too few for the STFT's
+    reflect padding (n_fft / 2 samples) get silent ones after them, cut off again.
     """
     frames = log_frames.shape[-1]
     log_frames = torch.cat([log_frames, log_frames[..., -1:]], dim=-1)
     magnitude = torch.exp(log_frames.float())
     if to_linear is not None:
         magnitude = to_linear(magnitude)
-    return griffin_lim(magnitude, n_fft, hop_length, frames * hop_length, iterations, start)
+    extra = max(0, (n_fft // 2) // hop_length + 1 - frames)
+    magnitude = torch.nn.functional.pad(magnitude, (0, extra))
+    length = (frames + extra) * hop_length
+    return griffin_lim(magnitude, n_fft, hop_length, length, iterations, start)[..., : frames * hop_length]
 
 
 def resample(wave: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

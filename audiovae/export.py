@@ -164,10 +164,12 @@ def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: s
             layout["prior"] = module.prior_face.state_shapes
     error, relative = check_onnx(out_dir, module)
     sample_rate, hop, latency = recipe.data.sample_rate, module.hop, module.latency_samples
+    first = example_frames(face) if hasattr(face, "example_frames") else 1  # frames of the shortest block it takes
     streams = isinstance(face, StatefulStreaming)
     card = {
         "format": FORMAT, "version": FORMAT_VERSION, "sample_rate": sample_rate, "frame_samples": hop,
-        "block_sizes": {"multiple_of": hop, "examples": [hop * k for k in range(1, 4096 // hop + 1)] or [hop]},
+        "block_sizes": {"multiple_of": hop,
+                        "examples": [hop * k for k in range(first, 4096 // hop + 1)] or [first * hop]},
         "latency_samples": latency, "latency_ms": round(1000 * latency / sample_rate, 3),
         "latency_note": "delay of the output behind the input, on top of one block of buffering",
         "latent_size": module.latent_size, "streams": streams, "methods": list(methods),

@@ -146,7 +146,7 @@ class LogMel(Representation):
     name = "mel"
     is_waveform = False
     score_name = "frame_l1"
-    griffin_lim_iterations: ClassVar[int] = 32  # in Python and in the export (audiovae.nn.spectral)
+    griffin_lim_iterations: ClassVar[int] = 32  # synthesis, in Python and in the export (audiovae.nn.spectral)
     griffin_lim_start: ClassVar[str] = "zeros"  # the phases Griffin-Lim starts from (audiovae.dsp.griffin_lim)
 
     @property
@@ -167,7 +167,7 @@ class LogMel(Representation):
     def check_data(self) -> None:
         hop = self.data.mel.hop_length
         require(self.data.segment_samples % hop == 0, "segment_samples",
-                f"must be a multiple of mel.hop_length ({hop}) for mel features")
+                f"must be a multiple of mel.hop_length ({hop}) for {self.name} features")
 
     def check(self, recipe: Recipe) -> None:
         hop = self.data.mel.hop_length
@@ -194,16 +194,23 @@ class LogMel(Representation):
         from audiovae.dsp import log_mel
 
         mel = self.data.mel
-        frames = log_mel(wave, self.data.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels, mel.f_min, mel.f_max,
-                         mel.log_floor)
+        frames = log_mel(self.analysable(wave), self.data.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels,
+                         mel.f_min, mel.f_max, mel.log_floor)
         return frames[..., : max(1, wave.shape[-1] // mel.hop_length)]
+
+    def analysable(self, wave: torch.Tensor) -> torch.Tensor:
+        """wave (..., time), with silence after it when it is too short for the STFT's reflect padding."""
+        import torch
+
+        short = self.data.mel.n_fft // 2 + 1 - wave.shape[-1]
+        return torch.nn.functional.pad(wave, (0, short)) if short > 0 else wave
 
     def to_audio(self, output: torch.Tensor) -> torch.Tensor:
         from audiovae.dsp import griffin_lim_from_log_mel
 
         mel = self.data.mel
         return griffin_lim_from_log_mel(output.float(), self.data.sample_rate, mel.n_fft, mel.hop_length, mel.f_min,
-                                        mel.f_max, self.griffin_lim_iterations)
+                                        mel.f_max, iterations=self.griffin_lim_iterations)
 
     def pad_value(self, x: torch.Tensor) -> float:
         return float(x.min())  # the floor (silence), not zero, which is loud in log units
@@ -248,7 +255,7 @@ class LogSpectrogram(LogMel):
         from audiovae.dsp import log_spectrogram
 
         mel = self.data.mel
-        frames = log_spectrogram(wave, mel.n_fft, mel.hop_length, mel.log_floor)
+        frames = log_spectrogram(self.analysable(wave), mel.n_fft, mel.hop_length, mel.log_floor)
         return frames[..., : max(1, wave.shape[-1] // mel.hop_length)]
 
     def to_audio(self, output: torch.Tensor) -> torch.Tensor:

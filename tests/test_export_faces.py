@@ -14,11 +14,12 @@ import torch
 from test_learned_prior import LATENT, TINY, synthetic_latents
 from test_streaming import tiny
 
-from audiovae.dsp import GRIFFIN_LIM_ITERATIONS, griffin_lim_from_log_mel, log_mel, mel_filterbank
+from audiovae.dsp import griffin_lim_from_log_mel, log_mel, mel_filterbank
 from audiovae.export import OnnxRunner, export_net
 from audiovae.learned_prior import build_prior
 from audiovae.nn.spectral import ConvSTFT, LogMelFront, MelInversion
 from audiovae.prior_face import PriorFace
+from audiovae.representation import LogMel
 
 
 def prior_for(kind: str, latent: int = LATENT):
@@ -145,10 +146,11 @@ def test_mel_inversion_fits_as_well_as_torchaudio_and_onnx_runtime_agrees(tmp_pa
     """Griffin-Lim grows rounding differences over its iterations, so the implementations are compared by
     how well their output's log-mel fits the target (equally well) and by sample difference (~1% of peak)."""
     frames = log_mel(speech()[None], 16000, 1024, 256, 80)[..., :72]
-    inversion = MelInversion(mel_filterbank(1024, 80, 16000, 0.0, None), 1024, 256, GRIFFIN_LIM_ITERATIONS).eval()
+    iterations = LogMel.griffin_lim_iterations
+    inversion = MelInversion(mel_filterbank(1024, 80, 16000, 0.0, None), 1024, 256, iterations).eval()
     with torch.no_grad():
         ours = inversion(frames)[:, 0]
-    reference = griffin_lim_from_log_mel(frames, 16000, 1024, 256)
+    reference = griffin_lim_from_log_mel(frames, 16000, 1024, 256, iterations=iterations)
 
     def misfit(wave):
         return (log_mel(wave, 16000, 1024, 256, 80)[..., :72] - frames).abs().mean().item()

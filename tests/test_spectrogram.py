@@ -145,3 +145,15 @@ def test_exported_inversion_starts_from_the_same_advancing_phases():
     assert (got - expected).abs().max() < 1e-3 * expected.abs().max()
     from_zeros = griffin_lim_from_log_magnitude(frames, 1024, 256, 8)
     assert (from_zeros - expected).abs().max() > 0.1 * expected.abs().max()  # the start matters
+
+
+@pytest.mark.parametrize("features", ["spectrogram", "mel"])
+def test_sounds_shorter_than_half_an_fft_go_through_without_a_traceback(features):
+    """A 1024-point STFT reflect-pads 512 samples, which a 300-sample sound or 2 frames of 256 do not have."""
+    representation = spectrogram_recipe(features).data.representation
+    short = 0.1 * torch.randn(1, 300, generator=torch.Generator().manual_seed(0))
+    assert representation.from_audio(short).shape == (1, representation.channels, 1)
+    for frames in (1, 2, 3):
+        log_frames = torch.full((1, representation.channels, frames), -3.0)
+        wave = representation.to_audio(log_frames)
+        assert wave.shape == (1, frames * 256) and torch.isfinite(wave).all() and wave.abs().max() > 0

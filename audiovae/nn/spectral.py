@@ -83,6 +83,8 @@ class MelInversion(nn.Module):
     def __init__(self, filterbank: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
                  momentum: float = 0.99, start: str = "zeros"):
         super().__init__()
+        if start not in ("zeros", "advancing"):
+            raise ValueError(f"unknown Griffin-Lim start {start!r}")
         self.stft = ConvSTFT(n_fft, hop_length)
         inverse = torch.linalg.pinv(filterbank.double().T).float()  # (bins, n_mels)
         self.register_buffer("inverse", inverse, persistent=False)
