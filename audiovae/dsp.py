@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torchaudio
 
-GRIFFIN_LIM_STARTS = ("zeros", "advancing")  # the phases griffin_lim starts from
+from audiovae.nn.spectral import GRIFFIN_LIM_STARTS, advancing_phase
 
 
 @functools.lru_cache(maxsize=32)
@@ -80,16 +80,6 @@ def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: 
     The same analysis and floor as log_mel, without the filterbank."""
     magnitude = power_spectrogram(wave, n_fft, hop_length).clamp_min(1e-12).sqrt()
     return torch.log(magnitude.clamp_min(log_floor))
-
-
-def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device: torch.device | None = None
-                    ) -> torch.Tensor:
-    """(bins, frames): the phase of a steady sinusoid at each bin's centre frequency, 2 pi k hop / n_fft more
-    each frame. A Griffin-Lim start that continues from frame to frame, where all-zero phases start every
-    frame alike (a buzz at the frame rate that few iterations do not remove)."""
-    k = torch.arange(bins, device=device)[:, None]
-    t = torch.arange(frames, device=device)
-    return torch.remainder(k * hop_length * t, n_fft).float() * (2 * torch.pi / n_fft)  # exact in int64
 
 
 def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, iterations: int,

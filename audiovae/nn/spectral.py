@@ -16,6 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+GRIFFIN_LIM_STARTS = ("zeros", "advancing")  # the phases Griffin-Lim starts from, here and in audiovae.dsp
+
+
+def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device: torch.device) -> torch.Tensor:
+    """(bins, frames): the phase of a steady sinusoid at each bin's centre frequency, 2 pi k hop / n_fft more
+    each frame. A Griffin-Lim start that continues from frame to frame, where all-zero phases start every
+    frame alike (a buzz at the frame rate that few iterations do not remove). Computed in integers modulo
+    n_fft, so exact at any length; scriptable, for the export."""
+    k = torch.arange(bins, device=device)[:, None]
+    t = torch.arange(frames, device=device)
+    return torch.remainder(k * hop_length * t, n_fft).float() * (2 * math.pi / n_fft)
+
 
 def _dft_bases(n_fft: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Windowed analysis basis (2 * bins, 1, n_fft), synthesis basis (2 * bins, 1, n_fft), window (n_fft,)."""
@@ -77,19 +89,17 @@ class LogMelFront(nn.Module):
 class MelInversion(nn.Module):
     """log-mel (batch, n_mels, frames) -> audio (batch, 1, frames * hop), as audiovae.dsp.griffin_lim_from_log_mel:
     the least-norm linear magnitudes (the filterbank's pseudo-inverse, clipped at 0), then fast Griffin-Lim
-    (momentum 0.99, phases starting at 0, or at audiovae.dsp.advancing_phase with start 'advancing'). A
+    (momentum 0.99, phases starting at 0, or at advancing_phase with start 'advancing'). A
     spectrogram model passes the identity as its filterbank."""
 
     def __init__(self, filterbank: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
                  momentum: float = 0.99, start: str = "zeros"):
         super().__init__()
-        if start not in ("zeros", "advancing"):
-            raise ValueError(f"unknown Griffin-Lim start {start!r}")
+        if start not in GRIFFIN_LIM_STARTS:
+            raise ValueError(f"unknown Griffin-Lim start {start!r}; expected one of {GRIFFIN_LIM_STARTS}")
         self.stft = ConvSTFT(n_fft, hop_length)
         inverse = torch.linalg.pinv(filterbank.double().T).float()  # (bins, n_mels)
         self.register_buffer("inverse", inverse, persistent=False)
-        # bin k advances by k * hop / n_fft turns a frame: kept as integers modulo n_fft, exact for any length
-        self.register_buffer("advance", torch.arange(n_fft // 2 + 1)[:, None] * hop_length, persistent=False)
         self.iterations, self.momentum, self.hop_length = iterations, momentum / (1 + momentum), hop_length
         self.n_fft, self.advancing = n_fft, start == "advancing"
 
@@ -98,8 +108,8 @@ class MelInversion(nn.Module):
         log_mel = torch.cat([log_mel, log_mel[..., -1:]], -1)  # restore the dropped last frame
         magnitude = torch.relu(torch.matmul(self.inverse, torch.exp(log_mel)))  # (B, bins, frames + 1)
         if self.advancing:
-            frames = torch.arange(magnitude.shape[-1], device=magnitude.device)
-            phase = torch.remainder(self.advance * frames, self.n_fft).float() * (2 * math.pi / self.n_fft)
+            phase = advancing_phase(magnitude.shape[-2], magnitude.shape[-1], self.n_fft, self.hop_length,
+                                    magnitude.device)
             real, imag = torch.cos(phase).expand_as(magnitude), torch.sin(phase).expand_as(magnitude)
         else:
             real, imag = torch.ones_like(magnitude), torch.zeros_like(magnitude)
