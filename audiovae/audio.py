@@ -135,9 +135,11 @@ def level_stats(samples: np.ndarray, block: int = 1 << 18) -> tuple[float, float
     """(peak, RMS) of a possibly memory-mapped array, read a block at a time."""
     peak, squares = 0.0, 0.0
     for start in range(0, len(samples), block):
-        part = np.asarray(samples[start : start + block], dtype=np.float64)
-        peak = max(peak, float(np.max(np.abs(part))))
-        squares += float(np.square(part).sum())  # not np.dot: no BLAS threads
+        part = np.asarray(samples[start : start + block])
+        if part.dtype.kind != "f":  # integers: abs(-32768) would wrap
+            part = part.astype(np.float64)
+        peak = max(peak, float(np.max(np.abs(part))))  # exact in the samples' own type
+        squares += float(np.square(part, dtype=np.float64).sum())  # not np.dot: no BLAS threads
     return peak, (math.sqrt(squares / len(samples)) if len(samples) else 0.0)
 
 

@@ -379,3 +379,17 @@ def test_outputs_get_the_usual_permissions_not_the_temp_files_private_ones(tiny_
     assert result.exit_code == 0, result.output
     for name in ("sample_000.wav", "samples.json"):
         assert (tmp_path / "o" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_level_stats_reads_blocks_and_any_sample_type(tmp_path):
+    from audiovae.audio import level_stats
+
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(70_000)).astype(np.float32)
+    wave[12_345] = -0.75
+    mapped = np.lib.format.open_memmap(tmp_path / "wave.npy", mode="w+", dtype=np.float32, shape=wave.shape)
+    mapped[:] = wave
+    peak, rms = level_stats(mapped, block=1 << 12)  # 18 blocks, the last one short
+    assert peak == 0.75
+    assert rms == pytest.approx(float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))), rel=1e-12)
+    assert level_stats(np.array([3, -32768, 7], np.int16))[0] == 32768.0  # no wrap-around in abs
