@@ -83,17 +83,18 @@ def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: 
 
 
 def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, iterations: int,
-                start: str = "zeros", momentum: float = 0.99) -> torch.Tensor:
+                start: str = "zeros", momentum: float = 0.99, first_frame: int = 0) -> torch.Tensor:
     """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames): fast Griffin-Lim
     (Perraudin et al. 2013, as torchaudio's), phases starting at 0 (start 'zeros') or at advancing_phase
-    (start 'advancing') -> (..., length). The representations hold the iteration counts (audiovae.representation)."""
+    (start 'advancing'; `first_frame`: the index of the first frame in the whole sound, for chunks of one)
+    -> (..., length). The representations hold the iteration counts (audiovae.representation)."""
     if start not in GRIFFIN_LIM_STARTS:
         raise ValueError(f"unknown Griffin-Lim start {start!r}; expected one of {GRIFFIN_LIM_STARTS}")
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
     if start == "advancing":
-        phase = advancing_phase(shape[-2], shape[-1], n_fft, hop_length, magnitude.device)
+        phase = advancing_phase(shape[-2], shape[-1], n_fft, hop_length, magnitude.device, first_frame)
         angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
     else:
         angles = torch.complex(torch.ones_like(magnitude), torch.zeros_like(magnitude))
@@ -136,7 +137,7 @@ def griffin_lim_from_log_mel(
 
 def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
                                    to_linear: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                                   start: str = "zeros") -> torch.Tensor:
+                                   start: str = "zeros", first_frame: int = 0) -> torch.Tensor:
     """Invert natural-log frames (..., channels, frames) to a waveform (..., frames * hop_length): exp, then
     `to_linear` (frames' magnitudes -> STFT magnitudes; None: they already are), then griffin_lim from `start`.
 
@@ -152,7 +153,8 @@ def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_len
     extra = max(0, (n_fft // 2) // hop_length + 1 - frames)
     magnitude = torch.nn.functional.pad(magnitude, (0, extra))
     length = (frames + extra) * hop_length
-    return griffin_lim(magnitude, n_fft, hop_length, length, iterations, start)[..., : frames * hop_length]
+    return griffin_lim(magnitude, n_fft, hop_length, length, iterations, start,
+                       first_frame=first_frame)[..., : frames * hop_length]
 
 
 def resample(wave: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

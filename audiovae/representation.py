@@ -78,8 +78,9 @@ class Representation:
         """Model input of audio: (batch, samples) -> (batch, channels, samples // samples_per_step)."""
         raise NotImplementedError
 
-    def to_audio(self, output: torch.Tensor) -> torch.Tensor:
-        """Audio of model output: (batch, channels, steps) -> (batch, steps * samples_per_step)."""
+    def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
+        """Audio of model output: (batch, channels, steps) -> (batch, steps * samples_per_step). first_step: the
+        index of output's first step in the whole sound, when it is a chunk of one (synth's chunked synthesis)."""
         raise NotImplementedError
 
     def pad_value(self, x: torch.Tensor) -> float:
@@ -128,7 +129,7 @@ class Waveform(Representation):
     def from_audio(self, wave: torch.Tensor) -> torch.Tensor:
         return wave[:, None]
 
-    def to_audio(self, output: torch.Tensor) -> torch.Tensor:
+    def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
         return output[:, 0]
 
     def validation_scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -205,7 +206,7 @@ class LogMel(Representation):
         short = self.data.mel.n_fft // 2 + 1 - wave.shape[-1]
         return torch.nn.functional.pad(wave, (0, short)) if short > 0 else wave
 
-    def to_audio(self, output: torch.Tensor) -> torch.Tensor:
+    def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
         from audiovae.dsp import griffin_lim_from_log_mel
 
         mel = self.data.mel
@@ -258,12 +259,12 @@ class LogSpectrogram(LogMel):
         frames = log_spectrogram(self.analysable(wave), mel.n_fft, mel.hop_length, mel.log_floor)
         return frames[..., : max(1, wave.shape[-1] // mel.hop_length)]
 
-    def to_audio(self, output: torch.Tensor) -> torch.Tensor:
+    def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
         from audiovae.dsp import griffin_lim_from_log_magnitude
 
         mel = self.data.mel
         return griffin_lim_from_log_magnitude(output.float(), mel.n_fft, mel.hop_length, self.griffin_lim_iterations,
-                                              start=self.griffin_lim_start)
+                                              start=self.griffin_lim_start, first_frame=first_step)
 
     def filterbank(self) -> torch.Tensor:
         import torch

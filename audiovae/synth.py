@@ -95,9 +95,10 @@ class Model:
         x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device).reshape(1, -1)
         return self.representation.from_audio(x)
 
-    def _chunk_to_wave(self, y: torch.Tensor) -> np.ndarray:
-        """Model output (batch, channels, steps) -> waveforms (batch, steps * samples per step)."""
-        return self.representation.to_audio(y).float().cpu().numpy()
+    def _chunk_to_wave(self, y: torch.Tensor, first_step: int = 0) -> np.ndarray:
+        """Model output (batch, channels, steps) -> waveforms (batch, steps * samples per step); first_step: the
+        index of y's first step in the whole sound."""
+        return self.representation.to_audio(y, first_step).float().cpu().numpy()
 
     def _margin(self) -> int:
         if MARGIN_FRAMES is not None:
@@ -158,14 +159,15 @@ class Model:
                 while buffer is None or offset + buffer.shape[-1] < hi:
                     more = next(source).to(self.device)
                     buffer = more if buffer is None else torch.cat([buffer, more], dim=-1)
-                yield self._decode_chunk, (buffer[..., lo - offset : hi - offset], (start - lo) * hop, (stop - lo) * hop)
+                yield self._decode_chunk, (buffer[..., lo - offset : hi - offset], lo, (start - lo) * hop, (stop - lo) * hop)
                 keep_from = max(0, stop - margin)  # the next chunk's context starts here
                 buffer, offset = buffer[..., keep_from - offset :], keep_from
 
         yield from self.workers.in_order(jobs(), parallel=len(chunks) > 1)
 
-    def _decode_chunk(self, z: torch.Tensor, first: int, last: int) -> np.ndarray:
-        return self._chunk_to_wave(self.net.decode(z))[:, first:last]
+    def _decode_chunk(self, z: torch.Tensor, lo: int, first: int, last: int) -> np.ndarray:
+        """Samples [first, last) of the decoded latent frames [lo, lo + z's length) of a sound."""
+        return self._chunk_to_wave(self.net.decode(z), lo * self.net.hop)[:, first:last]
 
     def _decode_all(self, z: torch.Tensor, samples: int) -> np.ndarray:
         return self._join(self._decode_pieces(z), samples)

@@ -19,13 +19,15 @@ from torch import nn
 GRIFFIN_LIM_STARTS = ("zeros", "advancing")  # the phases Griffin-Lim starts from, here and in audiovae.dsp
 
 
-def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device: torch.device) -> torch.Tensor:
+def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device: torch.device,
+                    first: int = 0) -> torch.Tensor:
     """(bins, frames): the phase of a steady sinusoid at each bin's centre frequency, 2 pi k hop / n_fft more
-    each frame. A Griffin-Lim start that continues from frame to frame, where all-zero phases start every
-    frame alike (a buzz at the frame rate that few iterations do not remove). Computed in integers modulo
-    n_fft, so exact at any length; scriptable, for the export."""
+    each frame, for frames first, first + 1, ... of a sound (so that chunks of it start where the whole would).
+    A Griffin-Lim start that continues from frame to frame, where all-zero phases start every frame alike (a
+    buzz at the frame rate that few iterations do not remove). Computed in integers modulo n_fft, so exact at
+    any length; scriptable, for the export."""
     k = torch.arange(bins, device=device)[:, None]
-    t = torch.arange(frames, device=device)
+    t = torch.arange(first, first + frames, device=device)
     return torch.remainder(k * hop_length * t, n_fft).float() * (2 * math.pi / n_fft)
 
 
