@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torchaudio
 
-from audiovae.nn.spectral import GRIFFIN_LIM_STARTS, advancing_phase
+from audiovae.nn.spectral import advancing_phase, check_griffin_lim_start
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,8 +88,7 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     (Perraudin et al. 2013, as torchaudio's), phases starting at 0 (start 'zeros') or at advancing_phase
     (start 'advancing'; `first_frame`: the index of the first frame in the whole sound, for chunks of one)
     -> (..., length). The representations hold the iteration counts (audiovae.representation)."""
-    if start not in GRIFFIN_LIM_STARTS:
-        raise ValueError(f"unknown Griffin-Lim start {start!r}; expected one of {GRIFFIN_LIM_STARTS}")
+    check_griffin_lim_start(start)
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)

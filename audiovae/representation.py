@@ -192,12 +192,16 @@ class LogMel(Representation):
         return item + gain_db * math.log(10.0) / 20.0  # a gain is an offset of natural-log magnitudes
 
     def from_audio(self, wave: torch.Tensor) -> torch.Tensor:
+        frames = self.log_frames(self.analysable(wave))
+        return frames[..., : max(1, wave.shape[-1] // self.data.mel.hop_length)]
+
+    def log_frames(self, wave: torch.Tensor) -> torch.Tensor:
+        """The analysis of from_audio: wave (..., time) -> (..., channels, time // hop_length + 1)."""
         from audiovae.dsp import log_mel
 
         mel = self.data.mel
-        frames = log_mel(self.analysable(wave), self.data.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels,
-                         mel.f_min, mel.f_max, mel.log_floor)
-        return frames[..., : max(1, wave.shape[-1] // mel.hop_length)]
+        return log_mel(wave, self.data.sample_rate, mel.n_fft, mel.hop_length, mel.n_mels, mel.f_min, mel.f_max,
+                       mel.log_floor)
 
     def analysable(self, wave: torch.Tensor) -> torch.Tensor:
         """wave (..., time), with silence after it when it is too short for the STFT's reflect padding."""
@@ -252,12 +256,11 @@ class LogSpectrogram(LogMel):
         analysis = {"n_fft": mel.n_fft, "hop_length": mel.hop_length, "log_floor": mel.log_floor}
         return {**Representation.settings(self), "mel": analysis}
 
-    def from_audio(self, wave: torch.Tensor) -> torch.Tensor:
+    def log_frames(self, wave: torch.Tensor) -> torch.Tensor:
         from audiovae.dsp import log_spectrogram
 
         mel = self.data.mel
-        frames = log_spectrogram(self.analysable(wave), mel.n_fft, mel.hop_length, mel.log_floor)
-        return frames[..., : max(1, wave.shape[-1] // mel.hop_length)]
+        return log_spectrogram(wave, mel.n_fft, mel.hop_length, mel.log_floor)
 
     def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
         from audiovae.dsp import griffin_lim_from_log_magnitude

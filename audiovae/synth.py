@@ -95,7 +95,7 @@ class Model:
         x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device).reshape(1, -1)
         return self.representation.from_audio(x)
 
-    def _chunk_to_wave(self, y: torch.Tensor, first_step: int = 0) -> np.ndarray:
+    def _chunk_to_wave(self, y: torch.Tensor, first_step: int) -> np.ndarray:
         """Model output (batch, channels, steps) -> waveforms (batch, steps * samples per step); first_step: the
         index of y's first step in the whole sound."""
         return self.representation.to_audio(y, first_step).float().cpu().numpy()

@@ -19,6 +19,12 @@ from torch import nn
 GRIFFIN_LIM_STARTS = ("zeros", "advancing")  # the phases Griffin-Lim starts from, here and in audiovae.dsp
 
 
+def check_griffin_lim_start(start: str) -> None:
+    """ValueError unless `start` names one of GRIFFIN_LIM_STARTS (dsp.griffin_lim and MelInversion)."""
+    if start not in GRIFFIN_LIM_STARTS:
+        raise ValueError(f"unknown Griffin-Lim start {start!r}; expected one of {GRIFFIN_LIM_STARTS}")
+
+
 def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device: torch.device,
                     first: int = 0) -> torch.Tensor:
     """(bins, frames): the phase of a steady sinusoid at each bin's centre frequency, 2 pi k hop / n_fft more
@@ -97,8 +103,7 @@ class MelInversion(nn.Module):
     def __init__(self, filterbank: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
                  momentum: float = 0.99, start: str = "zeros"):
         super().__init__()
-        if start not in GRIFFIN_LIM_STARTS:
-            raise ValueError(f"unknown Griffin-Lim start {start!r}; expected one of {GRIFFIN_LIM_STARTS}")
+        check_griffin_lim_start(start)
         self.stft = ConvSTFT(n_fft, hop_length)
         inverse = torch.linalg.pinv(filterbank.double().T).float()  # (bins, n_mels)
         self.register_buffer("inverse", inverse, persistent=False)
