@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torchaudio
 
-from audiovae.nn.spectral import advancing_phase, check_griffin_lim_start
+from audiovae.nn.spectral import advancing_phase, check_griffin_lim_start, peak_locked_phase
 
 
 @functools.lru_cache(maxsize=32)
@@ -85,8 +85,9 @@ def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: 
 def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, iterations: int,
                 start: str = "zeros", momentum: float = 0.99, first_frame: int = 0) -> torch.Tensor:
     """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames): fast Griffin-Lim
-    (Perraudin et al. 2013, as torchaudio's), phases starting at 0 (start 'zeros') or at advancing_phase
-    (start 'advancing'; `first_frame`: the index of the first frame in the whole sound, for chunks of one)
+    (Perraudin et al. 2013, as torchaudio's), phases starting at 0 (start 'zeros'), at advancing_phase
+    (start 'advancing'; `first_frame`: the index of the first frame in the whole sound, for chunks of one) or
+    at peak_locked_phase (start 'peaks', from the magnitudes; with 0 iterations, a phase-locked vocoder)
     -> (..., length). The representations hold the iteration counts (audiovae.representation)."""
     check_griffin_lim_start(start)
     shape = magnitude.shape
@@ -95,6 +96,9 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     if start == "advancing":
         phase = advancing_phase(shape[-2], shape[-1], n_fft, hop_length, magnitude.device, first_frame)
         angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
+    elif start == "peaks":
+        phase = peak_locked_phase(torch.log(magnitude.clamp_min(1e-12)), n_fft, hop_length)
+        angles = torch.polar(torch.ones_like(phase), phase)
     else:
         angles = torch.complex(torch.ones_like(magnitude), torch.zeros_like(magnitude))
     previous = torch.zeros_like(angles)

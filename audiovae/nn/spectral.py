@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GRIFFIN_LIM_STARTS = ("zeros", "advancing")  # the phases Griffin-Lim starts from, here and in audiovae.dsp
+GRIFFIN_LIM_STARTS = ("zeros", "advancing", "peaks")  # the phases Griffin-Lim starts from, here and in audiovae.dsp
 
 
 def check_griffin_lim_start(start: str) -> None:
@@ -35,6 +35,34 @@ def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device:
     k = torch.arange(bins, device=device)[:, None]
     t = torch.arange(first, first + frames, device=device)
     return torch.remainder(k * hop_length * t, n_fft).float() * (2 * math.pi / n_fft)
+
+
+def peak_locked_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, reach: int = 2) -> torch.Tensor:
+    """Phases (..., bins, frames) for log magnitudes (..., bins, frames), from their peaks alone: a phase-locked
+    vocoder (Laroche and Dolson 1999) without loops. Each bin belongs to the loudest bin within `reach` of it
+    (a Hann window's main lobe is 2 bins either side), that peak's frequency is refined by a parabola through
+    its log magnitude and its two neighbours, each bin's phase advances by that frequency times the hop from
+    frame to frame, and the bins of a lobe take the peak's phase, minus pi per bin away from it (the phase
+    relation of a steady sinusoid's lobe in frames that start at the window's edge). On a model's magnitudes,
+    which belong to no signal, Griffin-Lim's iterations undo the harmonics' continuity that this keeps
+    (docs/quality.md). The first frame starts at 0; scriptable, for the export."""
+    bins, frames = log_magnitude.shape[-2], log_magnitude.shape[-1]
+    x = log_magnitude.reshape(-1, bins, frames).transpose(1, 2)  # (batch, frames, bins)
+    batch = x.shape[0]
+    padded = F.pad(x.reshape(batch * frames, 1, bins), (reach, reach), value=-1e9)
+    _, owner = F.max_pool1d(padded, 2 * reach + 1, 1, return_indices=True)
+    owner = (owner - reach).clamp(0, bins - 1).reshape(batch, frames, bins)
+    below = torch.cat([x[..., :1], x[..., :-1]], -1)
+    above = torch.cat([x[..., 1:], x[..., -1:]], -1)
+    curvature = below - 2 * x + above
+    offset = (0.5 * (below - above) / curvature.clamp(max=-1e-6)).clamp(-0.5, 0.5)
+    offset = torch.where(curvature < -1e-6, offset, torch.zeros_like(offset))  # a parabola's vertex, in bins
+    frequency = owner.to(x.dtype) + torch.gather(offset, -1, owner)  # each bin's peak, in bins
+    step = torch.remainder(frequency * hop_length, n_fft) * (2 * math.pi / n_fft)
+    integrated = torch.cumsum(step, 1) - step[:, :1]
+    away = torch.arange(bins, device=x.device)[None, None] - owner
+    phase = torch.gather(integrated, -1, owner) - math.pi * away.to(x.dtype)
+    return phase.transpose(1, 2).reshape(log_magnitude.shape)
 
 
 def _dft_bases(n_fft: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,7 +125,8 @@ class LogMelFront(nn.Module):
 class MelInversion(nn.Module):
     """log-mel (batch, n_mels, frames) -> audio (batch, 1, frames * hop), as audiovae.dsp.griffin_lim_from_log_mel:
     the least-norm linear magnitudes (the filterbank's pseudo-inverse, clipped at 0), then fast Griffin-Lim
-    (momentum 0.99, phases starting at 0, or at advancing_phase with start 'advancing'). A
+    (momentum 0.99, phases starting at 0, at advancing_phase with start 'advancing', or at peak_locked_phase
+    with start 'peaks'). A
     spectrogram model passes the identity as its filterbank."""
 
     def __init__(self, filterbank: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
@@ -108,16 +137,19 @@ class MelInversion(nn.Module):
         inverse = torch.linalg.pinv(filterbank.double().T).float()  # (bins, n_mels)
         self.register_buffer("inverse", inverse, persistent=False)
         self.iterations, self.momentum, self.hop_length = iterations, momentum / (1 + momentum), hop_length
-        self.n_fft, self.advancing = n_fft, start == "advancing"
+        self.n_fft, self.start = n_fft, start
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         length = log_mel.shape[-1] * self.hop_length
         log_mel = torch.cat([log_mel, log_mel[..., -1:]], -1)  # restore the dropped last frame
         magnitude = torch.relu(torch.matmul(self.inverse, torch.exp(log_mel)))  # (B, bins, frames + 1)
-        if self.advancing:
+        if self.start == "advancing":
             phase = advancing_phase(magnitude.shape[-2], magnitude.shape[-1], self.n_fft, self.hop_length,
                                     magnitude.device)
             real, imag = torch.cos(phase).expand_as(magnitude), torch.sin(phase).expand_as(magnitude)
+        elif self.start == "peaks":
+            phase = peak_locked_phase(torch.log(magnitude.clamp_min(1e-12)), self.n_fft, self.hop_length)
+            real, imag = torch.cos(phase), torch.sin(phase)
         else:
             real, imag = torch.ones_like(magnitude), torch.zeros_like(magnitude)
         previous_real, previous_imag = torch.zeros_like(magnitude), torch.zeros_like(magnitude)
