@@ -32,8 +32,8 @@ def export(paths, run, checkpoint, device, force) -> None:
             f"({card['latency_ms']:.1f} ms) plus one block") if card["streams"] else "whole signals (does not stream)"
     check = "" if result.onnx_max_error is None else f"; ONNX Runtime vs PyTorch {result.onnx_max_error:.1e}"
     if result.onnx_relative_error is not None:
-        check += (f" on encode, decode within {result.onnx_relative_error:.1%} of the peak (Griffin-Lim's "
-                  "iterations grow rounding differences)")
+        check += (f" on encode, decode within {result.onnx_relative_error:.1%} of the peak (frame models' "
+                  "inversion is checked against the peak: Griffin-Lim's iterations grow rounding differences)")
     methods = "/".join(card["methods"])
     click.echo(f"wrote {out_dir}: model.ts, {methods}.onnx, card.json; {mode}{check}")
 
