@@ -125,7 +125,8 @@ def test_griffin_lim_from_advancing_phases_leaves_no_comb_at_the_frame_rate(f0):
     """A held vowel's magnitudes, every frame alike (as a model that varies little from frame to frame makes):
     from all-zero phases every frame starts alike and 8 iterations leave most spectral peaks on multiples of
     the 62.5 Hz frame rate (0.66-0.69 when written); from phases advancing at the bin centres, about the
-    signal's own share (0.24-0.25, the tone itself 0.16-0.21)."""
+    signal's own share (0.24-0.25, the tone itself 0.16-0.21); from peak-locked phases with no iterations, the
+    recipe's synthesis, 0.16."""
     from audiovae.dsp import griffin_lim
     from audiovae.metrics import comb_share
 
@@ -136,7 +137,8 @@ def test_griffin_lim_from_advancing_phases_leaves_no_comb_at_the_frame_rate(f0):
     length = 187 * 256
     from_zeros = comb_share(griffin_lim(held, 1024, 256, length, 8, "zeros").numpy(), 16000, 62.5)
     advancing = comb_share(griffin_lim(held, 1024, 256, length, 8, "advancing").numpy(), 16000, 62.5)
-    assert from_zeros > 0.5 and advancing < 0.35, (from_zeros, advancing)
+    peaks = comb_share(griffin_lim(held, 1024, 256, length, 0, "peaks").numpy(), 16000, 62.5)  # 0.16 written
+    assert from_zeros > 0.5 and advancing < 0.35 and peaks < 0.25, (from_zeros, advancing, peaks)
 
 
 def test_exported_inversion_starts_from_the_same_advancing_phases():
