@@ -126,8 +126,7 @@ class MelInversion(nn.Module):
     """log-mel (batch, n_mels, frames) -> audio (batch, 1, frames * hop), as audiovae.dsp.griffin_lim_from_log_mel:
     the least-norm linear magnitudes (the filterbank's pseudo-inverse, clipped at 0), then fast Griffin-Lim
     (momentum 0.99, phases starting at 0, at advancing_phase with start 'advancing', or at peak_locked_phase
-    with start 'peaks'). A
-    spectrogram model passes the identity as its filterbank."""
+    with start 'peaks'). A spectrogram model passes the identity as its filterbank."""
 
     def __init__(self, filterbank: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
                  momentum: float = 0.99, start: str = "zeros"):
