@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torchaudio
 
-from audiovae.nn.spectral import advancing_phase, check_griffin_lim_start, peak_locked_phase
+from audiovae.nn.spectral import check_griffin_lim_start, start_phase
 
 
 @functools.lru_cache(maxsize=32)
@@ -93,14 +93,8 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
-    if start == "advancing":
-        phase = advancing_phase(shape[-2], shape[-1], n_fft, hop_length, magnitude.device, first_frame)
-        angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
-    elif start == "peaks":
-        phase = peak_locked_phase(torch.log(magnitude.clamp_min(1e-12)), n_fft, hop_length)
-        angles = torch.polar(torch.ones_like(phase), phase)
-    else:
-        angles = torch.complex(torch.ones_like(magnitude), torch.zeros_like(magnitude))
+    phase = start_phase(magnitude, start, n_fft, hop_length, first_frame)
+    angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
     previous = torch.zeros_like(angles)
     pull = momentum / (1 + momentum)
     for _ in range(iterations):

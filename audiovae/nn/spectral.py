@@ -65,6 +65,17 @@ def peak_locked_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, 
     return phase.transpose(1, 2).reshape(log_magnitude.shape)
 
 
+def start_phase(magnitude: torch.Tensor, start: str, n_fft: int, hop_length: int, first: int = 0) -> torch.Tensor:
+    """The phases Griffin-Lim starts from under `magnitude` (batch, bins, frames), broadcastable to it: 0
+    ('zeros'), advancing_phase from frame `first` ('advancing') or peak_locked_phase of the magnitudes ('peaks').
+    One choice for audiovae.dsp.griffin_lim and MelInversion."""
+    if start == "advancing":
+        return advancing_phase(magnitude.shape[-2], magnitude.shape[-1], n_fft, hop_length, magnitude.device, first)
+    if start == "peaks":
+        return peak_locked_phase(torch.log(magnitude.clamp_min(1e-12)), n_fft, hop_length)
+    return torch.zeros_like(magnitude)
+
+
 def _dft_bases(n_fft: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Windowed analysis basis (2 * bins, 1, n_fft), synthesis basis (2 * bins, 1, n_fft), window (n_fft,)."""
     bins = n_fft // 2 + 1
@@ -142,15 +153,8 @@ class MelInversion(nn.Module):
         length = log_mel.shape[-1] * self.hop_length
         log_mel = torch.cat([log_mel, log_mel[..., -1:]], -1)  # restore the dropped last frame
         magnitude = torch.relu(torch.matmul(self.inverse, torch.exp(log_mel)))  # (B, bins, frames + 1)
-        if self.start == "advancing":
-            phase = advancing_phase(magnitude.shape[-2], magnitude.shape[-1], self.n_fft, self.hop_length,
-                                    magnitude.device)
-            real, imag = torch.cos(phase).expand_as(magnitude), torch.sin(phase).expand_as(magnitude)
-        elif self.start == "peaks":
-            phase = peak_locked_phase(torch.log(magnitude.clamp_min(1e-12)), self.n_fft, self.hop_length)
-            real, imag = torch.cos(phase), torch.sin(phase)
-        else:
-            real, imag = torch.ones_like(magnitude), torch.zeros_like(magnitude)
+        phase = start_phase(magnitude, self.start, self.n_fft, self.hop_length)
+        real, imag = torch.cos(phase).expand_as(magnitude), torch.sin(phase).expand_as(magnitude)
         previous_real, previous_imag = torch.zeros_like(magnitude), torch.zeros_like(magnitude)
         for _ in range(self.iterations):
             rebuilt_real, rebuilt_imag = self.stft(self.stft.inverse(magnitude * real, magnitude * imag, length))
