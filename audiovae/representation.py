@@ -237,7 +237,9 @@ class LogSpectrogram(LogMel):
     keeps its own bins, and synthesis puts phases locked to the peaks of the model's magnitudes under them
     (audiovae.nn.spectral.peak_locked_phase), with nothing to invert first. From true magnitudes at n_fft 1024,
     hop 256, 16 kHz, 32 Griffin-Lim iterations give PESQ-WB 3.5 and STOI 0.99 on the demo corpus, where 80 mel
-    bands lose the harmonics (docs/quality.md).
+    bands lose the harmonics (docs/quality.md). Phases made from magnitudes cannot place energy inside a
+    window, so recipes/spectrogram.yaml takes 32-ms windows (n_fft 512 at 16 kHz): on true magnitudes,
+    peak-locked phases score PESQ 2.35 there against 1.87 with 64-ms windows.
     """
 
     name = "spectrogram"
