@@ -1,5 +1,5 @@
 """Allows `python -m audiovae`."""
 
-from audiovae.cli import main
+from audiovae.cli.main import main
 
 main()

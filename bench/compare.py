@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from audiovae.config import load_recipe
-from audiovae.evaluate import evaluate
-from audiovae.prepare import prepare
-from audiovae.train import train
+from audiovae.config.recipe import load_recipe
+from audiovae.data.prepare import prepare
+from audiovae.evaluation.evaluate import evaluate
+from audiovae.io.run_folder import RunFolder
+from audiovae.training.vae_stage import train
 
 VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
@@ -51,10 +52,10 @@ def main() -> None:
         started = time.monotonic()
         result = train(recipe_path, overrides=overrides, runs_root=out / "runs", progress=False)
         wall = time.monotonic() - started
-        lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+        lines = [json.loads(x) for x in RunFolder(result.run_dir).metrics_path.read_text().splitlines()]
         rates = [x["audio_seconds_per_second"] for x in lines if x["split"] == "train"]
         metrics = evaluate(result.run_dir, data=data_dir, progress=False, runs_root=out / "runs").metrics
-        from audiovae.synth import load
+        from audiovae.synthesis.model import load
 
         model = load(result.run_dir)
         start = time.perf_counter()

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.checkpoint import save_checkpoint
-from audiovae.config import load_recipe
+from audiovae.config.recipe import load_recipe
+from audiovae.io.checkpoint import save_checkpoint
+from audiovae.io.run_folder import RunFolder
 from audiovae.models import build_model
-from audiovae.synth import load
+from audiovae.synthesis.model import load
 
 
 def model_for(name: str, folder: Path, device: str):
@@ -40,7 +41,7 @@ def model_for(name: str, folder: Path, device: str):
 
 CHILD = """
 import resource, sys, time
-from audiovae.cli import main
+from audiovae.cli.main import main
 start = time.perf_counter()
 try:
     main(sys.argv[1:])
@@ -53,16 +54,16 @@ print(f"BENCH {time.perf_counter() - start:.3f} {resource.getrusage(resource.RUS
 
 def long_rows(seconds: float, folder: Path) -> None:
     """`generate -n 3 --seconds SECONDS` with each prior, in a child process: wall time and peak memory."""
-    from audiovae.learned_prior import PriorConfig, build_prior
+    from audiovae.priors.learned import PriorConfig, build_prior
 
     recipe = load_recipe("recipes/quickstart.yaml")
     torch.manual_seed(0)
-    run = folder / "runs" / "quickstart"
-    save_checkpoint(run / "checkpoints" / "best.pt",
+    run = RunFolder(folder / "runs" / "quickstart")
+    save_checkpoint(run.checkpoint("best"),
                     {"recipe": recipe.to_dict(), "step": 0, "model": build_model(recipe).state_dict()})
     config = PriorConfig()
     prior = build_prior(config, recipe.model.latent_size)
-    save_checkpoint(run / "prior" / "best.pt", {"prior_config": dataclasses.asdict(config),
+    save_checkpoint(run.prior.checkpoint("best"), {"prior_config": dataclasses.asdict(config),
                                                 "latent_size": recipe.model.latent_size, "model": prior.state_dict()})
     print(f"\n`audiovae generate -n 3 --seconds {seconds:g}` (quickstart, 1 thread), in a child process\n")
     print("| prior | wall s | x real time | peak memory MB |")

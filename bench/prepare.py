@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audiovae.config import DataConfig
-from audiovae.prepare import available_cpus, prepare
+from audiovae.config.data import DataConfig
+from audiovae.data.prepare import available_cpus, prepare
 
 CACHE = Path(tempfile.gettempdir()) / "audiovae-bench-corpus"
 SOURCE_RATE = 44100

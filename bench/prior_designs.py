@@ -22,13 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio import normalize
-from audiovae.dataset import read_manifest
-from audiovae.evaluate import held_out_files
-from audiovae.learned_prior import PriorConfig, checkpoint_state
-from audiovae.metrics import frechet_distance, log_mel_features, window_statistics, windows_in_range
-from audiovae.prior_stage import fit_prior
-from audiovae.synth import Model, load
+from audiovae.data.dataset import read_manifest
+from audiovae.evaluation.evaluate import held_out_files
+from audiovae.evaluation.metrics import (
+    frechet_distance,
+    log_mel_features,
+    window_statistics,
+    windows_in_range,
+)
+from audiovae.io.audio import normalize
+from audiovae.priors.learned import PriorConfig, checkpoint_state
+from audiovae.synthesis.model import Model, load
+from audiovae.training.prior_stage import fit_prior
 
 DESIGNS = {
     "gru": PriorConfig(kind="gru", hidden_size=256, layers=2),
@@ -107,7 +112,7 @@ def main() -> None:
     real = np.concatenate(held_out)
     seconds = model.recipe.data.segment_samples / rate
     count = max(4, min(64, int(sum(len(w) for w in valid_waves) / rate / seconds)))
-    frames = model._frames_for(model.recipe.data.segment_samples)
+    frames = model.frames_for(model.recipe.data.segment_samples)
     order = np.random.default_rng(0).permutation(len(held_out))
     half = len(order) // 2
     floor = frechet_distance(np.concatenate([held_out[i] for i in order[:half]]),
@@ -162,7 +167,7 @@ def main() -> None:
     train_stream = np.concatenate(train_z, axis=1)
     train_windows = window_features(decode(model, torch.from_numpy(train_stream)[None], level=False)[0], rate)
     _, latent_std = window_statistics(train_stream, window)
-    long_frames = model._frames_for(int(args.long_seconds * rate))
+    long_frames = model.frames_for(int(args.long_seconds * rate))
     for temperature in args.temperatures:
         sources = {"N(0, I)": gaussian(4, long_frames, temperature, 0)}
         sources.update({name: torch.cat(list(prior.sample_stream(4, long_frames, temperature,

@@ -5,7 +5,7 @@ peak memory. CPU always, CUDA (bf16 autocast) when present.
                           [--threads N] [--background-load N]
 
 --background-load N runs N busy-looping processes during the measurement (another user's job on a shared
-machine) and stops them after; --threads sets torch's CPU threads (default: audiovae.threads.choose_threads).
+machine) and stops them after; --threads sets torch's CPU threads (default: audiovae.compute.threads.choose_threads).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from audiovae.config import load_recipe
-from audiovae.losses import vae_loss
+from audiovae.compute.threads import apply_threads, choose_threads
+from audiovae.config.recipe import load_recipe
 from audiovae.models import build_model
-from audiovae.threads import apply_threads, choose_threads
-from audiovae.trainer import adam
+from audiovae.training.loop import adam
+from audiovae.training.losses import vae_loss
 
 
 def batch_for(recipe, device):
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--recipes", nargs="+", default=["quickstart", "spectrogram", "speech", "mel", "documents-example"])
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads. Default: the free cores (audiovae.threads.choose_threads).")
+                        help="torch CPU threads. Default: the free cores (audiovae.compute.threads.choose_threads).")
     parser.add_argument("--background-load", type=int, default=0, metavar="N",
                         help="Busy processes running during the measurement (a shared, loaded machine).")
     args = parser.parse_args()

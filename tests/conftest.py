@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiovae.priors.learned import PriorConfig
+
 KINDS = ("sine", "chirp", "noise", "mix", "silence", "nan")
 
 
@@ -152,8 +154,8 @@ def torch_one_thread():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory, torch_one_thread) -> Path:
     """Six short tones and chirps (0.5-1.5 s, 16 kHz) prepared into 2048-sample segments, a third held out."""
-    from audiovae.config import DataConfig
-    from audiovae.prepare import prepare
+    from audiovae.config.data import DataConfig
+    from audiovae.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("tiny-data")
     sounds = [("sine", 220.0, 0.5), ("chirp", 100.0, 0.75), ("sine", 440.0, 1.0),
@@ -175,7 +177,7 @@ def tiny_recipe(tiny_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_recipe, tmp_path_factory) -> Path:
     """Run folder of `tiny_recipe` trained for 4 steps (validation and checkpoints every 2)."""
-    from audiovae.train import train
+    from audiovae.training.vae_stage import train
 
     result = train(tiny_recipe, runs_root=tmp_path_factory.mktemp("runs"), progress=False)
     assert result.step == 4 and result.stopped == "finished"
@@ -186,3 +188,30 @@ def tiny_run(tiny_recipe, tmp_path_factory) -> Path:
 def write_tiny_recipe_fixture():
     """The `write_tiny_recipe` function."""
     return write_tiny_recipe
+
+
+# ---- tiny learned priors on synthetic latents (priors/, realtime/) ----------------------------------------
+PRIOR_LATENT = 4  # latent size of the tiny priors' synthetic latents
+TINY_PRIORS = {"gru": PriorConfig(kind="gru", hidden_size=16, layers=2, mixtures=3, dropout=0.0),
+               "conv": PriorConfig(kind="conv", hidden_size=16, layers=4, kernel_size=3, dilation_cycle=3, mixtures=3,
+                                   dropout=0.0)}
+
+
+def synthetic_latents(frames: int, seed: int) -> np.ndarray:
+    """Speech-like latents (PRIOR_LATENT, frames): bursts of AR(1) motion (0.5-2 s at 62.5 frames/s) around a slowly
+    drifting centre, separated by short quiet stretches near a fixed 'silence' frame; neither zero mean nor unit
+    variance. A prior that sticks in silence or drifts away fails the 5-s window checks."""
+    rng = np.random.default_rng(seed)
+    z = np.zeros((PRIOR_LATENT, frames), np.float32)
+    silence = np.array([0.5, -0.3, 0.2, 0.0])
+    state, active, left = silence.copy(), False, 0
+    for t in range(frames):
+        if left == 0:
+            active = not active
+            left = int(rng.integers(30, 120) if active else rng.integers(10, 40))
+        left -= 1
+        centre = silence + (0.4 * np.sin(2 * np.pi * t / 500 + np.arange(PRIOR_LATENT)) if active else 0)
+        spread = 0.25 if active else 0.02
+        state = centre + 0.9 * (state - centre) + spread * rng.standard_normal(PRIOR_LATENT)
+        z[:, t] = state
+    return z

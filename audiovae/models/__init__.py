@@ -12,7 +12,7 @@ from audiovae.models import conv, dense, mel
 from audiovae.models.base import VAE, Family, Posterior, VAEOutput
 
 if TYPE_CHECKING:
-    from audiovae.config import Recipe
+    from audiovae.config.recipe import Recipe
 
 # family name -> registry entry
 FAMILIES: dict[str, Family] = {family.name: family for family in (conv.FAMILY, mel.FAMILY, dense.FAMILY)}
@@ -34,4 +34,25 @@ def build_model(recipe: Recipe) -> VAE:
     return FAMILIES[recipe.model.family].build(recipe)
 
 
-__all__ = ["FAMILIES", "VAE", "Family", "Posterior", "VAEOutput", "build_model", "get_family", "register"]
+
+
+def fold_weight_norm(net: VAE) -> VAE:
+    """Replace weight-norm parametrizations by the plain weights they compute: same outputs, less work."""
+    from torch.nn.utils import parametrize
+
+    for module in net.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return net
+
+
+def trained_vae(recipe: Recipe, weights: dict) -> VAE:
+    """The network `recipe` describes with trained `weights` (a checkpoint's `ema`, else `model`), ready for
+    inference: weight norm folded, eval mode, on the CPU. Raises what load_state_dict raises on a misfit."""
+    net = build_model(recipe)
+    net.load_state_dict(weights)
+    return fold_weight_norm(net).eval()
+
+
+__all__ = ["FAMILIES", "VAE", "Family", "Posterior", "VAEOutput", "build_model", "fold_weight_norm", "get_family",
+           "register", "trained_vae"]

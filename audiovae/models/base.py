@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from audiovae.config import Recipe
+    from audiovae.config.recipe import Recipe
 
 
 @dataclass
@@ -30,11 +30,10 @@ class Posterior:
     def kl(self) -> torch.Tensor:
         """KL(q(z|x) || N(0, I)) per latent value, in nats: (batch, latent_size, latent_frames).
 
-        Zero exactly at the prior (mean 0, logvar 0), positive elsewhere; see audiovae.priors.GaussianPrior.
+        0.5 * (mean^2 + var - 1 - log var): zero exactly at the prior (mean 0, logvar 0), positive elsewhere.
+        audiovae.priors.base.GaussianPrior.kl is this.
         """
-        from audiovae.priors import GAUSSIAN
-
-        return GAUSSIAN.kl(self)
+        return 0.5 * (self.mean.square() + self.logvar.exp() - 1.0 - self.logvar)
 
 
 @dataclass
@@ -52,8 +51,8 @@ class Family:
 
     config: the frozen dataclass of a recipe's `model:` section (with a `family` field defaulting to `name`);
     build(recipe) -> VAE; check(recipe) raises ConfigError for recipes the family cannot serve; features: the
-    input representations it reads (keys of audiovae.representation.REPRESENTATIONS); face(net, recipe) -> the
-    scriptable module `audiovae export` writes (audiovae.nn.faces), or None where the family does not export.
+    input representations it reads (keys of audiovae.data.representations.REPRESENTATIONS); face(net, recipe) -> the
+    scriptable module `audiovae export` writes (audiovae.nn.host_faces), or None where the family does not export.
     """
 
     name: str
@@ -72,7 +71,7 @@ class VAE(nn.Module):
     """An encoder to a Gaussian posterior and a decoder back, with lengths handled explicitly.
 
     Subclasses set `hop` (input steps per latent frame), `latent_size`, `input_channels`, and implement
-    `_encode` / `_decode` for inputs whose length is a multiple of `hop`. Inputs are padded with
+    `encode_frames` / `decode_frames` for inputs whose length is a multiple of `hop`. Inputs are padded with
     `pad_value(x)` (the representation's silence); `frames_see_neighbours` says whether a latent frame's
     output depends on its neighbours, so that chunked synthesis needs context around each chunk.
     """
@@ -91,11 +90,11 @@ class VAE(nn.Module):
 
         The input is zero-padded on the right to a multiple of the hop.
         """
-        return self._encode(self.pad(x))
+        return self.encode_frames(self.pad(x))
 
     def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """z: (batch, latent_size, frames) -> (batch, channels, frames * hop), cropped to `length` if given."""
-        out = self._decode(z)
+        out = self.decode_frames(z)
         return out if length is None else out[..., :length]
 
     def forward(self, x: torch.Tensor, temperature: float = 1.0) -> VAEOutput:
@@ -141,10 +140,13 @@ class VAE(nn.Module):
         """Latent frames for an input of `length` steps (samples or mel frames)."""
         return -(-length // self.hop)
 
-    def _encode(self, x: torch.Tensor) -> Posterior:
+    def encode_frames(self, x: torch.Tensor) -> Posterior:
+        """The family's encoder on x (batch, channels, time), time a multiple of `hop` (encode pads to one)."""
         raise NotImplementedError
 
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
+        """The family's decoder on z (batch, latent_size, frames): its raw output (batch, channels, frames * hop),
+        before decode's cropping (and a causal model's latency compensation)."""
         raise NotImplementedError
 
 

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from audiovae.config.schema import choice, require
 from audiovae.errors import UserError
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
 from audiovae.nn.blocks import UPSAMPLERS, DecoderBlock, EncoderBlock, activation, wn_conv1d
-from audiovae.nn.faces import StatefulStreaming, WholeSignal
+from audiovae.nn.host_faces import StatefulStreaming, WholeSignal
 from audiovae.nn.istft import PHASES, ISTFTDecoder
 from audiovae.nn.pqmf import PQMF
 from audiovae.nn.streaming import StreamingVAE, folded_copy
-from audiovae.schema import choice, require
 
 if TYPE_CHECKING:
-    from audiovae.config import Recipe
+    from audiovae.config.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -125,15 +125,15 @@ class ConvVAE(VAE):
             return super().decode(z, length)
         length = z.shape[-1] * self.hop if length is None else length
         extra = -(-self.latency_samples // self.hop)  # zero frames that let the last samples come out
-        out = self._decode(nn.functional.pad(z, (0, extra)))
+        out = self.decode_frames(nn.functional.pad(z, (0, extra)))
         return out[..., self.latency_samples : self.latency_samples + length]
 
-    def _encode(self, x: torch.Tensor) -> Posterior:
+    def encode_frames(self, x: torch.Tensor) -> Posterior:
         if self.pqmf is not None:
             x = self.pqmf.analysis(x)  # (B, bands, T / bands)
         return split_posterior(self.encoder(x))
 
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
         y = self.decoder(z)
         if self.pqmf is not None and not isinstance(self.decoder, ISTFTDecoder):  # that one makes the waveform
             y = self.pqmf.synthesis(y)

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from audiovae.config.schema import require
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
-from audiovae.nn.faces import WholeSignal
+from audiovae.nn.host_faces import WholeSignal
 from audiovae.nn.streaming import folded_copy
-from audiovae.schema import require
 
 if TYPE_CHECKING:
-    from audiovae.config import Recipe
+    from audiovae.config.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,14 @@ class DenseVAE(VAE):
         self.encoder, self.decoder = encoder, decoder
         self.latent_size, self.hop, self.input_channels = latent_size, segment_samples, 1
 
-    def _encode(self, x: torch.Tensor) -> Posterior:
+    def encode_frames(self, x: torch.Tensor) -> Posterior:
         batch, _, length = x.shape
         frames = length // self.hop
         segments = x.reshape(batch * frames, self.hop)  # (B * frames, hop)
         stats = self.encoder(segments).reshape(batch, frames, -1).transpose(1, 2)
         return split_posterior(stats)  # (B, latent, frames)
 
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
         batch, latent, frames = z.shape
         out = self.decoder(z.transpose(1, 2).reshape(batch * frames, latent))
         return out.reshape(batch, 1, frames * self.hop)

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from audiovae.config.schema import require
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
 from audiovae.models.conv import ConvDecoder, ConvEncoder, ConvModelConfig
-from audiovae.nn.faces import WholeSignal
+from audiovae.nn.host_faces import WholeSignal
 from audiovae.nn.spectral import LogMelFront, MelInversion
 from audiovae.nn.streaming import folded_copy
-from audiovae.schema import require
 
 if TYPE_CHECKING:
-    from audiovae.config import Recipe
+    from audiovae.config.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,10 @@ class MelVAE(VAE):
         self.latent_size, self.hop, self.input_channels = latent_size, hop, channels
         self.offset = offset  # log-mels sit far below zero; centring them makes the start of training easier
 
-    def _encode(self, x: torch.Tensor) -> Posterior:
+    def encode_frames(self, x: torch.Tensor) -> Posterior:
         return split_posterior(self.encoder(x - self.offset))
 
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z) + self.offset
 
 

@@ -192,7 +192,7 @@ def folded_copy(net: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(module, "weight"):
             weight = module.weight.detach().clone()
             module.__class__ = module.__class__.__bases__[0]  # the class before weight_norm
-            del module._modules["parametrizations"]
+            del module.parametrizations
             module.weight = nn.Parameter(weight)
     return net
 

@@ -1,0 +1,152 @@
+"""The synthesis commands: generate, reconstruct, encode, decode and interpolate with a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from audiovae.cli.common import files_into_folder, load_model, model_options, output_paths, plot_outputs
+from audiovae.errors import UserError
+
+
+@click.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("-n", "count", type=int, default=10, show_default=True, help="Number of sounds to generate.")
+@click.option("--seconds", type=float, default=None, help="Duration of each sound. Default: one training segment.")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Scale of the prior's standard deviation; 0 decodes the prior mean.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sound i uses seed + i: same seed, same bytes.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Sounds decoded at once.")
+@click.option("--prior", "prior_name", type=click.Choice(["learned", "gaussian"]), default=None,
+              help="Draw latents from the run's learned prior or from N(0, I). Default: learned when the run has one.")
+@click.option("--prompt", type=click.Path(path_type=Path), default=None,
+              help="A sound to continue: each output starts with its reconstruction, then --seconds of new material.")
+@click.option("--plot", is_flag=True, help="Also write a PNG (waveform and log-mel spectrogram) beside each WAV.")
+@model_options
+def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name, prompt, plot, run, checkpoint,
+             device, force) -> None:
+    """Decode samples of the prior into OUT_DIR/sample_000.wav ... and OUT_DIR/samples.json.
+
+    Sounds of any length are streamed: latents from the prior into the decoder, samples to the files.
+    """
+    import math
+
+    from audiovae.io.atomic import require_free_space, write_json_atomic
+    from audiovae.synthesis.generate import choose_prior, generate_files, prompt_latents
+
+    if count < 1 or batch_size < 1:
+        raise UserError("-n and --batch-size must be positive")
+    if temperature < 0:
+        raise UserError("--temperature must be >= 0")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"--seconds must be a positive number of seconds (got {seconds})")
+    if plot:
+        from audiovae.io.plots import require_matplotlib
+
+        require_matplotlib()
+    model = load_model(run, checkpoint, device)
+    prior = choose_prior(model, prior_name)
+    samples = model.recipe.data.segment_samples if seconds is None else round(seconds * model.sample_rate)
+    require_free_space(out_dir, count * samples * 2, f"{count} sounds of {samples / model.sample_rate:g} s")
+    paths = output_paths(out_dir, [f"sample_{i:03d}.wav" for i in range(count)], force, (".png",) if plot else ())
+    if (out_dir / "samples.json").exists() and not force:
+        raise UserError(f"{out_dir / 'samples.json'}: already exists; pass --force to overwrite")
+    z_prompt = prompt_latents(model, prompt) if prompt is not None else None
+    written = generate_files(model, paths, seconds, temperature, seed, prior, z_prompt, batch_size,
+                             progress=count * samples > 20 * model.sample_rate)
+    write_json_atomic(out_dir / "samples.json", {
+        "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
+        "sample_rate": model.sample_rate, "prior": prior.name, "temperature": temperature,
+        "prompt": str(prompt) if prompt is not None else None, "seconds": written / model.sample_rate,
+        "files": [{"file": p.name, "seed": seed + i} for i, p in enumerate(paths)],
+    })
+    if plot:
+        plot_outputs([(path, model.load_audio(path)) for path in paths], model.sample_rate)
+    click.echo(f"wrote {count} sounds of {written / model.sample_rate:.2f} s to {out_dir} "
+               f"(from {model.checkpoint}, {prior.name} prior)")
+
+
+@click.command()
+@files_into_folder("inputs")
+@click.option("--plot", is_flag=True, help="Also write a PNG per file: input above output.")
+@model_options
+def reconstruct(inputs, out_dir, plot, run, checkpoint, device, force) -> None:
+    """Encode and decode whole files of any length (resampled to the model's rate) into OUT_DIR.
+
+    With a model trained on other sounds, this is timbre transfer.
+    """
+    if plot:
+        from audiovae.io.plots import require_matplotlib
+
+        require_matplotlib()
+    model = load_model(run, checkpoint, device)
+    paths = output_paths(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force, (".png",) if plot else ())
+    done, failed = [], []
+    for source, path in zip(inputs, paths, strict=True):
+        try:
+            done.append((source, model.reconstruct_file(source, path)))
+        except UserError as error:  # one bad file does not stop the others
+            if len(inputs) == 1:
+                raise
+            failed.append(str(error))
+            click.echo(f"warning: skipped {error}", err=True)
+    if plot and done:
+        plot_outputs([(path, model.load_audio(path)) for _, path in done], model.sample_rate,
+              [model.load_audio(source) for source, _ in done])
+    click.echo(f"wrote {len(done)} reconstructions to {out_dir}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(inputs)} inputs could not be reconstructed (reasons above)")
+
+
+@click.command()
+@files_into_folder("inputs")
+@model_options
+def encode(inputs, out_dir, run, checkpoint, device, force) -> None:
+    """Encode files to latent sequences: OUT_DIR/NAME.npy (latent_size, frames) and NAME.json."""
+    from audiovae.synthesis.latent_files import save_latents
+
+    model = load_model(run, checkpoint, device)
+    paths = output_paths(out_dir, [f"{Path(p).stem}.npy" for p in inputs], force, (".json",))
+    for source, path in zip(inputs, paths, strict=True):
+        save_latents(path, model.encode(model.load_audio(source)), model, source)
+    click.echo(f"wrote {len(paths)} latent files to {out_dir}; {model.sample_rate} samples/s become "
+               f"{model.latent_size * model.sample_rate / model.frame_samples:.1f} latent values/s "
+               f"(compression {model.compression_ratio():.1f}x)")
+
+
+@click.command()
+@files_into_folder("latents")
+@model_options
+def decode(latents, out_dir, run, checkpoint, device, force) -> None:
+    """Decode latent files written by `audiovae encode` back to WAV files in OUT_DIR."""
+    from audiovae.io.audio import write_wav
+    from audiovae.synthesis.latent_files import load_latents
+
+    model = load_model(run, checkpoint, device)
+    paths = output_paths(out_dir, [f"{Path(p).stem}.wav" for p in latents], force)
+    for source, path in zip(latents, paths, strict=True):
+        write_wav(path, model.decode(load_latents(source, model)), model.sample_rate)
+    click.echo(f"wrote {len(paths)} sounds to {out_dir}")
+
+
+@click.command()
+@click.argument("first", type=click.Path(path_type=Path))
+@click.argument("second", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--steps", type=int, default=8, show_default=True, help="Number of sounds, endpoints included (>= 2).")
+@click.option("--method", type=click.Choice(["slerp", "linear"]), default="slerp", show_default=True,
+              help="Spherical or linear interpolation of the latent sequences.")
+@model_options
+def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, force) -> None:
+    """Move from FIRST's latents to SECOND's in STEPS sounds: OUT_DIR/interp_000.wav ..."""
+    from audiovae.io.audio import write_wav
+
+    if steps < 2:
+        raise UserError("--steps must be at least 2")
+    paths = output_paths(out_dir, [f"interp_{i:03d}.wav" for i in range(steps)], force)  # before any work
+    model = load_model(run, checkpoint, device)
+    waves = model.interpolate(model.load_audio(first), model.load_audio(second), steps, method)
+    for path, wave in zip(paths, waves, strict=True):
+        write_wav(path, wave, model.sample_rate)
+    click.echo(f"wrote {len(paths)} sounds to {out_dir}")

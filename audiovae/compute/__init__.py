@@ -1,0 +1,1 @@
+"""Where computation runs: devices, torch's CPU threads and the synthesis worker threads."""

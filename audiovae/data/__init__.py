@@ -1,0 +1,1 @@
+"""From recordings to training data: input representations, the dataset manifest, prepare and the segment dataset."""

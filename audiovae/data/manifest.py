@@ -1,0 +1,75 @@
+"""The dataset manifest: its format, how file names are stored losslessly, and how it is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+from audiovae.config.data import DataConfig
+from audiovae.version import __version__
+
+DATASET_FORMAT = "audiovae-dataset"
+DATASET_VERSION = 1
+SPLITS = ("train", "valid")
+
+
+def display(path: str | os.PathLike) -> str:
+    """A printable form of any path, also one whose name is not valid UTF-8."""
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def exact_bytes(path: str | os.PathLike) -> str | None:
+    """Hex of a path's bytes when `display` cannot show it losslessly (a name that is not valid UTF-8)."""
+    raw = os.fsencode(os.fspath(path))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.hex()
+    return None
+
+
+def _stored(text: str, exact: str | None) -> Path:
+    return Path(os.fsdecode(bytes.fromhex(exact))) if exact else Path(text)
+
+
+def source_path(manifest: dict[str, Any], record: dict[str, Any]) -> Path:
+    """The real path of a manifest record's source file (an input file, or a file under an input folder).
+
+    Names that are not valid UTF-8 are stored twice: `path` for people (with \\xNN escapes) and
+    `path_bytes` (hex of the name's bytes) for this function; manifests without `path_bytes` still read.
+    """
+    index = record["input"]
+    root = _stored(manifest["inputs"][index], (manifest.get("inputs_bytes") or {}).get(str(index)))
+    return root if root.is_file() else root / _stored(record["path"], record.get("path_bytes"))
+
+
+def build_manifest(roots: list[Path], data: DataConfig, records: list[dict], skipped: list[dict],
+                   counts: dict[str, int], seconds: float) -> dict[str, Any]:
+    """manifest.json of a dataset: format, settings, item shape, split arrays, totals, one record per file."""
+    settings = dataclasses.asdict(data)
+    settings.pop("folder")
+    shape = list(data.item_shape)
+    return {
+        "format": DATASET_FORMAT,
+        "format_version": DATASET_VERSION,
+        "audiovae_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [display(r.resolve()) for r in roots],
+        **({"inputs_bytes": exact} if (exact := {str(i): e for i, r in enumerate(roots)
+                                                 if (e := exact_bytes(r.resolve())) is not None}) else {}),
+        "settings": settings,
+        "dtype": "float32",
+        "item_shape": shape,
+        "splits": {split: {"file": f"{split}.f32", "shape": [counts[split], *shape]} for split in SPLITS},
+        "totals": {
+            "files": len(records),
+            "skipped": len(skipped),
+            "hours": round(seconds / 3600, 6),
+            "segments": dict(counts),
+        },
+        "files": records,
+        "skipped": skipped,
+    }

@@ -1,0 +1,1 @@
+"""Signal processing below the models: torchaudio transforms, phase rules and spectral distances."""

@@ -1,0 +1,86 @@
+"""Spectral distances between signals: multi-resolution STFT, its complex (phase-aware) form and multi-scale
+log-mel. The loss terms train on them and the evaluation measures with them; one home for both."""
+
+from __future__ import annotations
+
+import torch
+
+from audiovae.dsp.transforms import log_mel_of_magnitude, magnitude_spectrogram
+
+
+class Spectra:
+    """One signal's STFT magnitudes (Hann window, hop = window / 4, centred frames), each window computed once
+    and shared by every term that asks: the stft and log_mel terms of a step use the same analyses.
+
+    wave: (batch, 1, samples).
+    """
+
+    def __init__(self, wave: torch.Tensor):
+        self.wave = wave
+        self._magnitudes: dict[int, torch.Tensor] = {}
+
+    def magnitude(self, window: int) -> torch.Tensor:
+        """|STFT|: (batch, 1, window // 2 + 1, frames)."""
+        if window not in self._magnitudes:
+            self._magnitudes[window] = magnitude_spectrogram(self.wave.float(), window, window // 4)
+        return self._magnitudes[window]
+
+
+def _spectra(signal: torch.Tensor | Spectra) -> Spectra:
+    return signal if isinstance(signal, Spectra) else Spectra(signal)
+
+
+def _usable(windows: tuple[int, ...], samples: int, what: str) -> list[int]:
+    usable = [window for window in windows if window <= samples]
+    if not usable:
+        raise ValueError(f"every {what} window {windows} is longer than the signal ({samples} samples)")
+    return usable
+
+
+def stft_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, windows: tuple[int, ...]) -> torch.Tensor:
+    """Multi-resolution STFT distance: mean over windows of spectral convergence + L1 of log magnitudes.
+
+    x, y: (batch, 1, samples), or their Spectra; hop = window / 4. Windows longer than the signal are skipped.
+    """
+    x, y = _spectra(x), _spectra(y)
+    terms = []
+    for window in _usable(windows, x.wave.shape[-1], "STFT"):
+        sx, sy = x.magnitude(window).clamp_min(1e-5), y.magnitude(window).clamp_min(1e-5)
+        convergence = torch.linalg.vector_norm(sx - sy) / torch.linalg.vector_norm(sx).clamp_min(1e-7)
+        log_distance = (sx.log() - sy.log()).abs().mean()
+        terms.append(convergence + log_distance)
+    return torch.stack(terms).mean()
+
+
+def complex_stft_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, windows: tuple[int, ...]
+                          ) -> torch.Tensor:
+    """Phase-aware multi-resolution distance: mean over windows of the L1 distance of the complex STFTs'
+    real and imaginary parts, divided by the target's mean magnitude (so it does not scale with level).
+
+    x, y: (batch, 1, samples), or their Spectra; hop = window / 4. Windows longer than the signal are
+    skipped. Unlike stft_distance it is zero only when the phases agree too.
+    """
+    x, y = _spectra(x).wave, _spectra(y).wave
+    terms = []
+    for window in _usable(windows, x.shape[-1], "STFT"):
+        hann = torch.hann_window(window, device=x.device)
+        sx, sy = (torch.view_as_real(torch.stft(s.float().flatten(0, 1), window, window // 4, window=hann,
+                                                return_complex=True)) for s in (x, y))
+        terms.append((sx - sy).abs().mean() / sx.square().sum(-1).sqrt().mean().clamp_min(1e-7))
+    return torch.stack(terms).mean()
+
+
+def mel_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, sample_rate: int,
+                 windows: tuple[int, ...] = (2048, 1024, 512)) -> torch.Tensor:
+    """Multi-scale mel distance: mean over windows of the L1 distance of natural-log mel magnitudes
+    (floor 1e-5, as audiovae.dsp.transforms.log_mel).
+
+    x, y: (batch, 1, samples), or their Spectra. Mel bands scale with the window (window // 16, at most 128).
+    """
+    x, y = _spectra(x), _spectra(y)
+    terms = []
+    for window in _usable(windows, x.wave.shape[-1], "mel"):
+        n_mels = max(16, min(128, window // 16))
+        mx, my = (log_mel_of_magnitude(s.magnitude(window).clamp_min(1e-6), sample_rate, n_mels) for s in (x, y))
+        terms.append((mx - my).abs().mean())
+    return torch.stack(terms).mean()

@@ -1,0 +1,147 @@
+"""Every torchaudio call lives here (mel filterbanks, Griffin-Lim, GPU resampling), so it can be swapped out."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+import torchaudio
+
+from audiovae.dsp.phase import check_griffin_lim_start, start_phase
+
+
+@functools.lru_cache(maxsize=32)
+def _mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
+    # Slaney-normalized triangles on the Slaney mel scale, as librosa's default: (n_freqs, n_mels)
+    return torchaudio.functional.melscale_fbanks(
+        n_freqs, f_min, f_max, n_mels, sample_rate, norm="slaney", mel_scale="slaney"
+    )
+
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_max: float | None) -> torch.Tensor:
+    """Mel filterbank matrix (n_fft // 2 + 1, n_mels), float32, cached."""
+    f_max = float(sample_rate) / 2 if f_max is None else float(f_max)
+    return _mel_filterbank(n_fft // 2 + 1, float(f_min), f_max, n_mels, sample_rate)
+
+
+def _stft(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """Complex STFT with a Hann window, centered frames: wave (..., time) -> (..., n_fft // 2 + 1, frames)."""
+    window = torch.hann_window(n_fft, device=wave.device, dtype=wave.dtype)
+    spec = torch.stft(wave.reshape(-1, wave.shape[-1]), n_fft, hop_length, window=window, center=True,
+                      return_complex=True)
+    return spec.reshape(*wave.shape[:-1], *spec.shape[-2:])
+
+
+def power_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """|STFT|^2 with a Hann window, centered frames: wave (..., time) -> (..., n_fft // 2 + 1, frames)."""
+    spec = _stft(wave, n_fft, hop_length)
+    return spec.real.square() + spec.imag.square()
+
+
+def magnitude_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """|STFT| with a Hann window, centered frames: wave (..., time) -> (..., n_fft // 2 + 1, frames)."""
+    return _stft(wave, n_fft, hop_length).abs()
+
+
+def log_mel(wave: torch.Tensor, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float = 0.0,
+            f_max: float | None = None, log_floor: float = 1e-5) -> torch.Tensor:
+    """Natural-log mel magnitude: wave (..., time) -> (..., n_mels, frames), frames = time // hop_length + 1."""
+    magnitude = power_spectrogram(wave, n_fft, hop_length).clamp_min(1e-12).sqrt()
+    return log_mel_of_magnitude(magnitude, sample_rate, n_mels, f_min, f_max, log_floor)
+
+
+def log_mel_of_magnitude(magnitude: torch.Tensor, sample_rate: int, n_mels: int, f_min: float = 0.0,
+                         f_max: float | None = None, log_floor: float = 1e-5) -> torch.Tensor:
+    """Natural-log mel magnitude of STFT magnitudes: (..., n_fft // 2 + 1, frames) -> (..., n_mels, frames)."""
+    n_fft = 2 * (magnitude.shape[-2] - 1)
+    fb = mel_filterbank(n_fft, n_mels, sample_rate, f_min, f_max).to(magnitude.device, magnitude.dtype)
+    mel = torch.matmul(magnitude.transpose(-1, -2), fb).transpose(-1, -2)
+    return torch.log(mel.clamp_min(log_floor))
+
+
+def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: float = 1e-5) -> torch.Tensor:
+    """Natural-log STFT magnitude: wave (..., time) -> (..., n_fft // 2 + 1, frames), frames = time // hop_length + 1.
+
+    The same analysis and floor as log_mel, without the filterbank."""
+    magnitude = power_spectrogram(wave, n_fft, hop_length).clamp_min(1e-12).sqrt()
+    return torch.log(magnitude.clamp_min(log_floor))
+
+
+def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, iterations: int,
+                start: str = "zeros", momentum: float = 0.99, first_frame: int = 0) -> torch.Tensor:
+    """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames): fast Griffin-Lim
+    (Perraudin et al. 2013, as torchaudio's), phases starting at 0 (start 'zeros'), at advancing_phase
+    (start 'advancing'; `first_frame`: the index of the first frame in the whole sound, for chunks of one) or
+    at peak_locked_phase (start 'peaks', from the magnitudes; with 0 iterations, a phase-locked vocoder)
+    -> (..., length). The representations hold the iteration counts (audiovae.data.representations)."""
+    check_griffin_lim_start(start)
+    shape = magnitude.shape
+    magnitude = magnitude.reshape(-1, *shape[-2:])
+    window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
+    phase = start_phase(magnitude, start, n_fft, hop_length, first_frame)
+    angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
+    previous = torch.zeros_like(angles)
+    pull = momentum / (1 + momentum)
+    for _ in range(iterations):
+        wave = torch.istft(magnitude * angles, n_fft, hop_length, window=window, length=length)
+        rebuilt = torch.stft(wave, n_fft, hop_length, window=window, return_complex=True)
+        angles = rebuilt - pull * previous
+        angles = angles / (angles.abs() + 1e-16)
+        previous = rebuilt
+    wave = torch.istft(magnitude * angles, n_fft, hop_length, window=window, length=length)
+    return wave.reshape(*shape[:-2], length)
+
+
+def griffin_lim_from_log_mel(
+    log_mel_frames: torch.Tensor,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    *,
+    iterations: int,
+) -> torch.Tensor:
+    """Invert natural-log mel magnitudes to a waveform: (..., n_mels, frames) -> (..., frames * hop_length).
+
+    The mel magnitudes are mapped back to linear frequencies by non-negative least squares
+    (torchaudio's InverseMelScale) and the phase is estimated by Griffin-Lim.
+    """
+    n_mels = log_mel_frames.shape[-2]
+    f_max = float(sample_rate) / 2 if f_max is None else float(f_max)
+    inverse = torchaudio.transforms.InverseMelScale(
+        n_stft=n_fft // 2 + 1, n_mels=n_mels, sample_rate=sample_rate, f_min=f_min, f_max=f_max,
+        norm="slaney", mel_scale="slaney",
+    ).to(log_mel_frames.device)
+    return griffin_lim_from_log_magnitude(log_mel_frames, n_fft, hop_length, iterations,
+                                          lambda mel: inverse(mel).clamp_min(0.0))
+
+
+def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
+                                   to_linear: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                                   start: str = "zeros", first_frame: int = 0) -> torch.Tensor:
+    """Invert natural-log frames (..., channels, frames) to a waveform (..., frames * hop_length): exp, then
+    `to_linear` (frames' magnitudes -> STFT magnitudes; None: they already are), then griffin_lim from `start`.
+
+    Stored frames drop the last centred frame (frames = samples // hop_length); repeating the final frame
+    restores it, so the inversion spans exactly frames * hop_length samples. Frames too few for the STFT's
+    reflect padding (n_fft / 2 samples) get silent ones after them, cut off again.
+    """
+    frames = log_frames.shape[-1]
+    log_frames = torch.cat([log_frames, log_frames[..., -1:]], dim=-1)
+    magnitude = torch.exp(log_frames.float())
+    if to_linear is not None:
+        magnitude = to_linear(magnitude)
+    extra = max(0, (n_fft // 2) // hop_length + 1 - frames)
+    magnitude = torch.nn.functional.pad(magnitude, (0, extra))
+    length = (frames + extra) * hop_length
+    return griffin_lim(magnitude, n_fft, hop_length, length, iterations, start,
+                       first_frame=first_frame)[..., : frames * hop_length]
+
+
+def resample(wave: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    """Band-limited resampling on the tensor's device: wave (..., time)."""
+    if from_rate == to_rate:
+        return wave
+    return torchaudio.functional.resample(wave, from_rate, to_rate)

@@ -1,0 +1,1 @@
+"""Measuring a trained run: reconstruction, perceptual quality, latent health, generation and speed."""

@@ -1,0 +1,387 @@
+"""`audiovae evaluate`: reconstruction, perceptual quality, latent health, generation and speed of a trained run.
+
+Each held-out file is streamed: resampled into a temporary memory map, encoded and decoded chunk by chunk
+into a second one, and measured in blocks of about BLOCK_SECONDS (per-file values are length-weighted
+means over blocks), so a file of hours needs no more memory than a block. Reconstruction is shown next to
+references that need no model: silence, the input low-passed and mu-law quantized, and Opus, both at the
+bitrate of the model's latents. With the `metrics` extra, DNSMOS judges the held-out audio itself (the
+ceiling), the reconstructions and prior samples, and PESQ-WB/STOI compare reconstructions with their input.
+The frame-rate comb counts spectral peaks at multiples of the latent frame rate, the held-out audio's own
+share beside it. The generation number is a Frechet distance on log-mel frames, shown with the distance
+between two halves of the held-out set as its floor; it is not comparable to published FAD.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from audiovae.data.dataset import read_manifest
+from audiovae.errors import UserError
+from audiovae.evaluation import perceptual
+from audiovae.evaluation.metrics import (
+    COMB_TOLERANCE_HZ,
+    FeatureMoments,
+    comb_chance,
+    comb_share,
+    frechet_distance,
+    log_mel_features,
+    mel_distance_np,
+    mu_law_reference,
+    opus_available,
+    opus_reference,
+    si_sdr,
+    stft_distance_np,
+)
+from audiovae.io.atomic import write_atomic, write_json_atomic
+from audiovae.io.audio import peak_safe_scale
+from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
+from audiovae.priors.base import GAUSSIAN, Prior
+from audiovae.synthesis.longfile import reconstruction_on_disk
+from audiovae.synthesis.model import Model, load
+
+ACTIVE_VARIANCE = 0.01  # a latent dimension whose posterior mean varies less than this is inactive
+BLOCK_SECONDS = 30.0  # held-out audio is measured in blocks of about this length
+# Prior samples, one DNSMOS window long each, for DNSMOS and the comb. One sample's comb spreads widely (sd
+# 0.14-0.17 over 12-16 samples of one run); the mean of the first 4 ranged 0.13-0.36 between seeds of one run.
+PRIOR_SOUNDS = 16
+REFERENCES = ("model", "mu-law reference", "opus reference", "silence")
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What evaluate measured and where it wrote it."""
+
+    metrics: dict[str, Any]
+    json_path: Path
+    csv_path: Path
+    table: str
+
+
+def held_out_files(manifest: dict[str, Any], split: str) -> list[Path]:
+    """Source paths of the manifest's files in `split`, in manifest order (names that are not UTF-8 too)."""
+    from audiovae.data.manifest import source_path
+
+    return [source_path(manifest, record) for record in manifest.get("files", []) if record.get("split") == split]
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+class _Tally:
+    """Length-weighted means of per-block values within a file, their mean over files, and the first reason
+    each measure had no value."""
+
+    def __init__(self) -> None:
+        self.per_file: dict[str, list[float]] = {}
+        self.reasons: dict[str, str] = {}
+        self._sums: dict[str, list[float]] = {}
+
+    def add(self, key: str, value: float, weight: float, reason: str | None = None) -> None:
+        sums = self._sums.setdefault(key, [0.0, 0.0])
+        if np.isfinite(value):
+            sums[0] += value * weight
+            sums[1] += weight
+        elif reason:
+            self.reasons.setdefault(key, reason)
+
+    def end_file(self) -> None:
+        for key, (total, weight) in self._sums.items():
+            self.per_file.setdefault(key, []).append(total / weight if weight else float("nan"))
+        self._sums = {}
+
+    def means(self, prefix: str = "") -> dict[str, float]:
+        return {key[len(prefix):]: _mean(v) for key, v in self.per_file.items() if key.startswith(prefix)}
+
+
+def _use_perceptual(requested: bool | None) -> tuple[bool, str | None]:
+    """Whether to compute the perceptual measures, and the note saying why not. Raises UserError, before any
+    work, when they were asked for explicitly and a package is missing."""
+    if requested is False:
+        return False, "perceptual metrics not computed (--no-perceptual)"
+    missing = perceptual.missing_packages()
+    if not missing:
+        return True, None
+    if requested:
+        perceptual.require()
+    return False, f"perceptual metrics skipped: {', '.join(missing)} not installed ({perceptual.INSTALL})"
+
+
+def block_ranges(samples: int, rate: int, block_seconds: float) -> list[tuple[int, int]]:
+    """Near-equal blocks of about block_seconds covering [0, samples): no short scrap at the end."""
+    count = max(1, round(samples / (block_seconds * rate)))
+    edges = np.linspace(0, samples, count + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def _measure_block(tally: _Tally, reference: np.ndarray, output: np.ndarray, rate: int, latent_bits: float,
+                   scorer: perceptual.DnsmosScorer | None, perceptual_on: bool) -> None:
+    """Add one block's reconstruction (and reference codecs') measures to the tally."""
+    weight = len(reference) / rate
+    candidates = {"model": output, "mu-law reference": mu_law_reference(reference, rate, latent_bits)}
+    if opus_available():
+        coded = opus_reference(reference, rate, latent_bits)
+        candidates["opus reference"] = coded.samples
+        tally.add("opus/bits_per_second", coded.bits_per_second, weight)
+    candidates["silence"] = np.zeros_like(reference)
+    for name, estimate in candidates.items():
+        tally.add(f"{name}/mel_distance", mel_distance_np(reference, estimate, rate), weight)
+        tally.add(f"{name}/stft_distance", stft_distance_np(reference, estimate), weight)
+        tally.add(f"{name}/si_sdr", si_sdr(reference, estimate) if name != "silence" else float("nan"), weight)
+        if perceptual_on and name != "silence":
+            for measure, function in (("pesq_wb", perceptual.pesq_wb), ("stoi", perceptual.stoi)):
+                score = function(reference, estimate, rate)
+                tally.add(f"{name}/{measure}", score.value, weight, score.reason)
+    if scorer is not None:
+        for name, wave in (("held-out", reference), ("model", output)):
+            score = scorer(wave, rate)
+            for part in ("sig", "bak", "ovrl"):
+                tally.add(f"dnsmos/{name}/{part}", getattr(score, part), weight, score.reason)
+
+
+def evaluate(run: str | Path | None = None, data: str | Path | None = None, split: str = "valid",
+             max_files: int | None = None, seed: int = 0, device: str = "auto", progress: bool = True,
+             runs_root: str | Path = DEFAULT_RUNS_ROOT, perceptual_metrics: bool | None = None,
+             block_seconds: float = BLOCK_SECONDS) -> EvaluationResult:
+    """Measure a run (default: the newest) on the held-out files of its dataset; write RUN/eval/metrics.*.
+
+    perceptual_metrics: True requires the `metrics` extra (UserError before any work if it is missing),
+    False skips DNSMOS/PESQ/STOI, None computes them when the extra is installed.
+    """
+    from tqdm import tqdm
+
+    perceptual_on, perceptual_note = _use_perceptual(perceptual_metrics)
+    notes = [perceptual_note] if perceptual_note else []
+    if perceptual_note and perceptual_metrics is None:
+        print(f"note: {perceptual_note}", file=sys.stderr)
+    model = load(run, device=device, runs_root=runs_root)
+    run = model.run
+    folder = Path(data) if data is not None else Path(model.recipe.data.folder)
+    manifest = read_manifest(folder)
+    paths = held_out_files(manifest, split)
+    if not paths:
+        raise UserError(f"{folder}: no files in the {split!r} split to evaluate on")
+    if max_files:
+        paths = paths[:max_files]
+    if not opus_available():
+        notes.append(f"Opus reference skipped: libsndfile {sf.__libsndfile_version__} "
+                     "cannot write Ogg Opus")
+    rate = model.sample_rate
+    frame_rate = rate / model.frame_samples
+    latent_bits = model.latent_size * frame_rate * 32  # float32 latents
+    scorer = perceptual.DnsmosScorer() if perceptual_on else None
+    tally = _Tally()
+    latent_sums = None  # per dimension: frames, sum and sum of squares of the means, sum of KL
+    priors = {"gaussian": GAUSSIAN, **({"learned": model.learned_prior} if model.learned_prior else {})}
+    nll_sums: dict[str, float] = {}
+    nll_frames = 0
+    heldout_features: list[FeatureMoments] = []
+    encode_seconds = decode_seconds = audio_seconds = 0.0
+    skipped = []
+    for path in tqdm(paths, unit="file", desc="evaluate", disable=not progress, file=sys.stderr):
+        try:
+            with reconstruction_on_disk(model, path, block_seconds) as streamed:
+                output_scale = peak_safe_scale(streamed.peak)
+                features = FeatureMoments()
+                for start, stop in block_ranges(len(streamed.source), rate, block_seconds):
+                    reference = np.asarray(streamed.source[start:stop]) * np.float32(streamed.latents.gain)
+                    output = np.asarray(streamed.output[start:stop]) * np.float32(output_scale)
+                    _measure_block(tally, reference, output, rate, latent_bits, scorer, perceptual_on)
+                    features.add(log_mel_features(reference, rate))
+                tally.add("comb/held-out", comb_share(streamed.source, rate, frame_rate), 1.0)
+                tally.add("comb/model", comb_share(streamed.output, rate, frame_rate), 1.0)
+                tally.end_file()
+                z = torch.from_numpy(streamed.latents.values)[None]
+                for name, prior in priors.items():  # held-out NLL per latent frame, summed over frames here
+                    nll_sums[name] = nll_sums.get(name, 0.0) + prior.nll(z) * z.shape[-1]
+                nll_frames += z.shape[-1]
+                sums = _latent_sums(streamed.latents.values, streamed.kl)
+                latent_sums = sums if latent_sums is None else latent_sums + sums
+                heldout_features.append(features)
+                encode_seconds += streamed.encode_seconds
+                decode_seconds += streamed.decode_seconds
+                audio_seconds += len(streamed.source) / rate
+        except UserError as error:
+            skipped.append(str(error))
+            tqdm.write(f"warning: skipped {error}", file=sys.stderr)
+    if not heldout_features:
+        raise UserError(f"none of the {len(paths)} held-out files could be read (first: {skipped[0]})")
+
+    reconstruction = {key: value for key, value in tally.means().items()
+                      if key.split("/")[0] in REFERENCES}
+    latent = _latent_health(latent_sums)
+    generation = _generation(model, priors, heldout_features, audio_seconds, seed)
+    generation["nll_per_frame"] = {name: total / nll_frames for name, total in nll_sums.items()}
+    generation["samples_prior"] = "learned" if model.learned_prior else "gaussian"  # of the DNSMOS and comb rows
+    prior = model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
+    comb = {"frame_rate_hz": frame_rate, "tolerance_hz": COMB_TOLERANCE_HZ, "chance": comb_chance(rate, frame_rate),
+            **tally.means("comb/"), "prior samples": _mean([comb_share(w, rate, frame_rate) for w in prior])}
+    dnsmos = None
+    if scorer is not None:
+        prior_scores = [scorer(w, rate) for w in prior]
+        dnsmos = {"held-out": tally.means("dnsmos/held-out/"), "model": tally.means("dnsmos/model/"),
+                  "prior samples": {part: _mean([getattr(s, part) for s in prior_scores])
+                                    for part in ("sig", "bak", "ovrl")},
+                  "version": perceptual.dnsmos_version()}
+        notes += sorted({f"prior samples: DNSMOS {s.reason}" for s in prior_scores if s.reason})
+    notes += [f"{key}: some blocks had no value ({reason})" for key, reason in sorted(tally.reasons.items())]
+    speed = {"device": str(model.device), "encode_real_time_factor": audio_seconds / max(encode_seconds, 1e-9),
+             "decode_real_time_factor": audio_seconds / max(decode_seconds, 1e-9)}
+    opus_bits = tally.means("opus/").get("bits_per_second")
+    metrics = {"run": str(run), "checkpoint": str(model.checkpoint), "data": str(folder), "split": split,
+               "files": len(heldout_features), "skipped": skipped, "audio_seconds": round(audio_seconds, 3),
+               "latent_bits_per_second": latent_bits, "opus_bits_per_second": opus_bits,
+               "reconstruction": reconstruction, "dnsmos": dnsmos, "comb": comb, "latent": latent,
+               "generation": generation, "speed": speed, "notes": notes}
+    json_path = write_json_atomic(run.eval_dir / "metrics.json", _rounded(metrics))
+    csv_path = run.eval_dir / "metrics.csv"
+    sections = ("reconstruction", "dnsmos", "comb", "latent", "generation", "speed")
+    flat = _flatten(_rounded({k: metrics[k] for k in sections if metrics[k] is not None}))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["metric", "value"])
+    writer.writerows(flat.items())
+    write_atomic(csv_path, lambda tmp: tmp.write_text(buffer.getvalue()))
+    return EvaluationResult(metrics, json_path, csv_path, format_table(metrics))
+
+
+def _latent_sums(means: np.ndarray, kl: np.ndarray, frames_per_step: int = 1 << 15) -> np.ndarray:
+    """means, kl: (latent_size, frames) -> (4, latent_size): frames, sum and sum of squares of the means, sum of
+    KL; in float64, a step of frames at a time (no float64 copy of hours of latents)."""
+    sums = np.zeros((4, len(means)))
+    sums[0] = means.shape[1]
+    for start in range(0, means.shape[1], frames_per_step):
+        step = means[:, start : start + frames_per_step].astype(np.float64)
+        sums[1] += step.sum(axis=1)
+        sums[2] += np.square(step).sum(axis=1)
+        sums[3] += kl[:, start : start + frames_per_step].sum(axis=1, dtype=np.float64)
+    return sums
+
+
+def _latent_health(sums: np.ndarray) -> dict[str, Any]:
+    """sums: (4, latent_size) rows: frames, sum of the means, sum of their squares, sum of KL (nats)."""
+    frames, total, squares, kl = sums
+    variance = np.maximum(squares / frames - (total / frames) ** 2, 0.0)
+    kl_per_dimension = kl / frames
+    active = int((variance > ACTIVE_VARIANCE).sum())
+    size = len(variance)
+    warning = None
+    if active == 0:
+        warning = "posterior collapse: no latent dimension carries information"
+    elif active < size / 4:
+        warning = f"partial posterior collapse: only {active} of {size} latent dimensions are active"
+    return {"latent_size": size, "active_dimensions": active, "kl_per_dimension": kl_per_dimension.tolist(),
+            "kl_total": float(kl_per_dimension.sum()), "mean_variance_per_dimension": variance.tolist(),
+            "collapse_warning": warning}
+
+
+def _generation(model: Model, priors: dict[str, Prior], held_out: list[FeatureMoments], audio_seconds: float,
+                seed: int) -> dict[str, Any]:
+    """Frechet distance on log-mel frames: each prior's samples vs held-out audio (`frechet_prior_vs_heldout`
+    is N(0, I)'s, as in 0.1), and held-out half vs half, the floor."""
+    rate = model.sample_rate
+    seconds = model.recipe.data.segment_samples / rate
+    count = max(4, min(64, int(audio_seconds / seconds)))
+    real = sum(held_out, FeatureMoments())
+    result: dict[str, Any] = {"generated_sounds": count}
+    for name, prior in priors.items():
+        generated = FeatureMoments()
+        for wave in model.generate(count, seconds, seed=seed, prior=prior):
+            generated.add(log_mel_features(wave, rate))
+        key = "frechet_prior_vs_heldout" if name == "gaussian" else f"frechet_{name}_vs_heldout"
+        result[key] = frechet_distance(generated, real)
+    if len(held_out) >= 2:
+        order = np.random.default_rng(seed).permutation(len(held_out))
+        half = len(order) // 2
+        first = sum((held_out[i] for i in order[:half]), FeatureMoments())
+        second = sum((held_out[i] for i in order[half:]), FeatureMoments())
+        result["frechet_heldout_half_vs_half"] = frechet_distance(first, second)
+    return result
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 5) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, dict):
+            flat.update(_flatten(item, name + "."))
+        elif isinstance(item, list):
+            flat.update({f"{name}[{i}]": v for i, v in enumerate(item)})
+        else:
+            flat[name] = item
+    return flat
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The human-readable summary printed by the command."""
+    rec = metrics["reconstruction"]
+    labels = {"model": "model", "mu-law reference": f"mu-law at {metrics['latent_bits_per_second'] / 1000:.0f} kbit/s",
+              "silence": "silence"}
+    if metrics.get("opus_bits_per_second"):
+        labels["opus reference"] = (f"Opus at {metrics['latent_bits_per_second'] / 1000:.0f} kbit/s "
+                                    f"({metrics['opus_bits_per_second'] / 1000:.0f} reached)")
+    lines = [f"{metrics['files']} held-out files, {metrics['audio_seconds']:.1f} s, from {metrics['checkpoint']}",
+             "",
+             "| reconstruction | mel distance | STFT distance | SI-SDR dB | PESQ-WB | STOI |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name in REFERENCES:
+        if name in labels:
+            lines.append(f"| {labels[name]} | {rec[f'{name}/mel_distance']:.3f} | {rec[f'{name}/stft_distance']:.3f} "
+                         f"| {_fmt(rec[f'{name}/si_sdr'])} | {_fmt(rec.get(f'{name}/pesq_wb'))} "
+                         f"| {_fmt(rec.get(f'{name}/stoi'), 3)} |")
+    dnsmos = metrics.get("dnsmos")
+    if dnsmos:
+        lines += ["", "| DNSMOS P.835 (16 kHz) | SIG | BAK | OVRL |", "| --- | ---: | ---: | ---: |"]
+        for name, label in (("held-out", "held-out audio (ceiling)"), ("model", "reconstructions"),
+                            ("prior samples", f"prior samples ({metrics['generation']['samples_prior']} prior)")):
+            lines.append(f"| {label} | " + " | ".join(_fmt(dnsmos[name].get(p)) for p in ("sig", "bak", "ovrl")) + " |")
+    comb = metrics["comb"]
+    latent = metrics["latent"]
+    gen = metrics["generation"]
+    speed = metrics["speed"]
+    lines += ["",
+              f"frame-rate comb (share of spectral peaks within {comb['tolerance_hz']:g} Hz of multiples of "
+              f"{comb['frame_rate_hz']:g} Hz; chance {comb['chance']:.2f}): held-out {_fmt(comb.get('held-out'))}, "
+              f"reconstructions {_fmt(comb.get('model'))}, prior samples ({gen['samples_prior']}) {_fmt(comb.get('prior samples'))}",
+              f"latent: {latent['active_dimensions']} of {latent['latent_size']} dimensions active, "
+              f"KL {latent['kl_total']:.2f} nats per frame",
+              "generation: Frechet distance (log-mel) to held-out audio: "
+              f"N(0, I) samples {gen['frechet_prior_vs_heldout']:.2f}"
+              + (f", learned-prior samples {gen['frechet_learned_vs_heldout']:.2f}"
+                 if "frechet_learned_vs_heldout" in gen else "")
+              + (f", floor (held-out half vs half) {gen['frechet_heldout_half_vs_half']:.2f}"
+                 if "frechet_heldout_half_vs_half" in gen else "")
+              + "  [not comparable to published FAD]",
+              "held-out NLL per latent frame: " + ", ".join(
+                  f"{'N(0, I)' if name == 'gaussian' else 'learned prior'} {value:.2f} nats"
+                  for name, value in gen.get("nll_per_frame", {}).items()),
+              f"speed on {speed['device']}: encode {speed['encode_real_time_factor']:.0f}x, "
+              f"decode {speed['decode_real_time_factor']:.0f}x real time"]
+    if latent["collapse_warning"]:
+        lines.append(f"warning: {latent['collapse_warning']}")
+    lines += [f"note: {note}" for note in metrics.get("notes", [])]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"

@@ -1,0 +1,64 @@
+"""Latent files: NAME.npy holds (latent_size, frames) float32 means; NAME.json says where they came from."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from audiovae.errors import UserError
+from audiovae.io.atomic import write_atomic, write_json_atomic
+from audiovae.synthesis.model import Latents, Model
+
+LATENT_FORMAT = "audiovae-latents"
+
+
+def save_latents(path: Path, latents: Latents, model: Model, source: str | os.PathLike) -> None:
+    """Write path (.npy) and its JSON header beside it, atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # np.save(path) would append .npy to the temporary name
+            np.save(handle, latents.values.astype(np.float32), allow_pickle=False)
+
+    write_atomic(path, write)
+    write_json_atomic(path.with_suffix(".json"), {
+        "format": LATENT_FORMAT, "format_version": 2,  # 2: hop_samples became frame_samples
+        "source": os.fsdecode(source),
+        "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
+        "sample_rate": model.sample_rate, "frame_samples": model.frame_samples, "latent_size": model.latent_size,
+        "frames": int(latents.values.shape[1]), "samples": latents.samples, "gain": latents.gain,
+    })
+
+
+def load_latents(path: str | os.PathLike, model: Model) -> Latents:
+    """Read a latent file (and its header, when present) and check that it fits `model`."""
+    path = Path(path)
+    try:
+        values = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such latent file") from None
+    except (ValueError, OSError) as error:
+        raise UserError(f"{path}: not a latent .npy file ({error})") from None
+    header_path = path.with_suffix(".json")
+    header = {}
+    if header_path.exists():
+        try:
+            header = json.loads(header_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise UserError(f"{header_path}: unreadable header ({error})") from None
+    if values.ndim != 2 or values.shape[0] != model.latent_size:
+        raise UserError(f"{path}: latents of shape {values.shape} do not fit this model "
+                        f"({model.latent_size} x frames)")
+    frame_samples = header.get("frame_samples", header.get("hop_samples", model.frame_samples))  # 0.1: hop_samples
+    if frame_samples != model.frame_samples:
+        raise UserError(f"{path}: encoded with {frame_samples} samples per frame; this model uses "
+                        f"{model.frame_samples} (decode with the model that encoded it)")
+    if not np.issubdtype(values.dtype, np.floating) and not np.issubdtype(values.dtype, np.integer):
+        raise UserError(f"{path}: latents of dtype {values.dtype} are not real numbers")
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise UserError(f"{path}: {bad} of the latent values are NaN or infinite; re-encode the source file")
+    samples = int(header.get("samples", values.shape[1] * model.frame_samples))
+    return Latents(values.astype(np.float32), samples, float(header.get("gain", 1.0)))

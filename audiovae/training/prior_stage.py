@@ -1,0 +1,179 @@
+"""The learned prior as a run's last stage: fit p(z_t | z_<t) on the frozen VAE's latents of the train split.
+
+`audiovae train` runs it after the VAE when the recipe has a `prior:` section; `audiovae train-prior RUN`
+(re)trains it on an existing run. It uses the shared loop (audiovae/training/loop.py): progress bar, validation
+(held-out NLL in nats per frame, next to N(0, I)'s), checkpoints in RUN/prior/, a time budget, Ctrl-C and
+a bit-exact --resume. Each step's batch and input noise come from a generator seeded by (seed, step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from audiovae.config.schema import build_dataclass
+from audiovae.data.dataset import open_dataset
+from audiovae.errors import UserError
+from audiovae.io.checkpoint import load_checkpoint
+from audiovae.io.run_folder import RunFolder
+from audiovae.priors.base import GAUSSIAN
+from audiovae.priors.learned import (
+    LatentPrior,
+    PriorConfig,
+    build_prior,
+    prior_loss,
+)
+from audiovae.training.log import RunLog
+from audiovae.training.loop import Hooks, TrainState, adam, train_loop
+from audiovae.training.losses import LossResult
+
+if TYPE_CHECKING:
+    from audiovae.config.recipe import Recipe
+    from audiovae.models import VAE
+
+@dataclass(frozen=True)
+class PriorResult:
+    """Where a prior stage ended."""
+
+    folder: Path
+    step: int
+    best_nll: float | None  # held-out nats per frame
+    gaussian_nll: float  # N(0, I) on the same latents
+    stopped: str
+
+
+def split_latents(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16) -> list[np.ndarray]:
+    """Posterior means of a split, one (latent_size, frames) array per source file: its segments' latents
+    joined in order (prepare stores a file's segments consecutively). UserError when the dataset is gone."""
+    device = next(vae.parameters()).device
+    try:
+        dataset = open_dataset(recipe.data.folder, recipe.data)
+    except UserError as error:
+        raise UserError(f"{error} (the learned prior trains on the run's dataset: prepare it again with the "
+                        "run's recipe)") from None
+    array, representation = dataset.arrays[split], recipe.data.representation
+    means = []
+    with torch.no_grad():
+        for start in range(0, len(array), batch_size):
+            items = torch.stack([representation.item(row) for row in array[start : start + batch_size]])
+            means.append(vae.encode(items.to(device)).mean.float().cpu().numpy())
+    segments = np.concatenate(means) if means else np.zeros((0, vae.latent_size, 0), np.float32)
+    files = []
+    for record in dataset.manifest.get("files", []):
+        first, count = record.get("first_segment"), int(record.get("segments", 0))
+        if record.get("split") == split and first is not None and count:
+            files.append(np.concatenate(list(segments[first : first + count]), axis=1))
+    return files or list(segments)
+
+
+def mean_nll(prior: Any, sequences: list[torch.Tensor]) -> float:
+    """NLL in nats per frame over latent sequences (1, latent_size, frames) of any lengths, weighted by frames."""
+    return sum(prior.nll(z) * z.shape[-1] for z in sequences) / sum(z.shape[-1] for z in sequences)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    prior: LatentPrior  # the weights with the best validation NLL
+    steps: int
+    best_valid_nll: float | None  # nats per frame
+    gaussian_nll: float  # N(0, I) on the same validation latents
+    stopped: str
+
+
+def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latents: list[np.ndarray], *,
+              stage: RunFolder | None = None, saved: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+              progress: bool = False) -> FitResult:
+    """Fit a prior on latent arrays (latent_size, frames) with the shared loop; with `stage` (a run's prior
+    folder), log and keep checkpoints there (resuming from `saved`), else keep the best weights in memory (benchmarks, tests)."""
+    frames = sum(z.shape[1] for z in train_latents)
+    if frames < config.sequence_frames:
+        raise UserError(f"{frames} latent frames in the train split, fewer than prior.sequence_frames "
+                        f"({config.sequence_frames}); prepare more audio or shorten it")
+    stream = torch.from_numpy(np.concatenate(train_latents, axis=1).astype(np.float32))  # (latent, frames)
+    valid = [torch.from_numpy(np.asarray(z, np.float32))[None] for z in valid_latents]
+    gaussian_nll = mean_nll(GAUSSIAN, valid)
+
+    torch.manual_seed(config.seed)
+    prior = build_prior(config, stream.shape[0], train_latents)
+    state = TrainState(prior, adam(prior.parameters(), config.learning_rate))
+    if saved is not None:
+        state.load_state_dict(saved, torch.device("cpu"))
+
+    def batches(step: int):
+        while True:  # endless: each step's crops and input noise depend on (seed, step) alone
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            first = torch.randint(stream.shape[1] - config.sequence_frames + 1, (config.batch_size,),
+                                  generator=generator)
+            yield torch.stack([stream[:, s : s + config.sequence_frames] for s in first.tolist()]), generator
+            step += 1
+
+    def loss(state: TrainState, batch) -> LossResult:
+        z, generator = batch
+        nll = prior_loss(state.model, z, generator)
+        return LossResult(nll, {"nll": nll}, {"nll": 1.0})
+
+    def validate(state: TrainState) -> dict[str, float]:
+        value = mean_nll(state.model, valid)
+        return {"loss": value, "score": value, "gaussian_nll": gaussian_nll}
+
+    best: dict[str, torch.Tensor] = {}
+
+    def save(name: str) -> None:
+        if stage is not None:
+            state.save(stage.checkpoint(name), torch.device("cpu"), extra or {})
+        elif name == "best":
+            best.update({k: v.clone() for k, v in prior.state_dict().items()})
+
+    log = RunLog(stage, True, state.step if saved is not None else None) if stage is not None else None
+    hooks = Hooks(batches=batches, loss=loss, validate=validate, save=save,
+                  log=log.write if log is not None else lambda *args: None,
+                  rates={"frames_per_second": config.batch_size * config.sequence_frames},
+                  failure_hint="lower prior.learning_rate" + (f"; the last good checkpoint is {stage.checkpoint('last')}"
+                                                               if stage is not None else ""))
+    if progress:
+        print(f"prior: N(0, I) scores {gaussian_nll:.2f} nats per held-out frame", file=sys.stderr)
+    stopped = train_loop(state, config, hooks, "train prior", progress, announce=progress)
+    if log is not None:
+        log.close()
+    if best:
+        prior.load_state_dict(best)
+    return FitResult(prior.eval(), state.step, state.best_score, gaussian_nll, stopped)
+
+
+def train_prior(run: RunFolder, vae: VAE, recipe: Recipe, vae_sha256: str, config: PriorConfig | None = None, *,
+                resume: bool = False, progress: bool = True) -> PriorResult:
+    """Fit `run`'s learned prior (config: the recipe's `prior:` section, else defaults) into its prior folder, on
+    the latents of the trained `vae` (in memory, on the CPU, eval mode; `vae_sha256` names its checkpoint)."""
+    explicit = config is not None
+    config = config or recipe.prior or PriorConfig()
+    stage = run.prior
+    saved = None
+    if resume:
+        found = stage.newest_checkpoint()
+        if found is None:
+            raise UserError(f"{stage}: no prior checkpoint to resume from (start without --resume)")
+        saved = load_checkpoint(found)
+        started = build_dataclass(PriorConfig, saved["prior_config"], "prior")
+        config = config if explicit else started  # given settings may extend the budget (max_steps, minutes)
+        shape = ("kind", "hidden_size", "layers", "kernel_size", "dilation_cycle", "mixtures")
+        if any(getattr(config, k) != getattr(started, k) for k in shape):
+            raise UserError(f"{stage}: the prior's model settings changed since it started "
+                            f"({', '.join(shape)}); resume with the original ones or train it anew")
+    train_latents = split_latents(vae, recipe, "train")
+    valid_latents = split_latents(vae, recipe, "valid") or train_latents
+    extra = {"recipe": recipe.to_dict(), "prior_config": dataclasses.asdict(config),
+             "latent_size": vae.latent_size, "vae_checkpoint_sha256": vae_sha256}
+    with run.lock():
+        stage.path.mkdir(parents=True, exist_ok=True)
+        result = fit_prior(config, train_latents, valid_latents, stage=stage, saved=saved, extra=extra,
+                           progress=progress)
+    if result.stopped == "interrupted":
+        print(f"interrupted at step {result.steps}; checkpoint saved. Resume with: audiovae train-prior {run} "
+              "--resume", file=sys.stderr)
+    return PriorResult(stage.path, result.steps, result.best_valid_nll, result.gaussian_nll, result.stopped)

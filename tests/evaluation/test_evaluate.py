@@ -1,0 +1,220 @@
+"""Metrics on cases with known answers, and `audiovae evaluate` on a tiny trained run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import TINY_RATE, synthesize, write_signal
+
+import audiovae.evaluation.evaluate
+import audiovae.io.audio
+from audiovae.cli.main import main
+from audiovae.evaluation import perceptual
+from audiovae.evaluation.evaluate import evaluate
+from audiovae.evaluation.metrics import (
+    SI_SDR_CAP_DB,
+    frechet_distance,
+    log_mel_features,
+    mel_distance_np,
+    mu_law_reference,
+    si_sdr,
+    stft_distance_np,
+)
+
+RATE = 16000
+
+
+def tone(seconds: float = 1.0, frequency: float = 440.0) -> np.ndarray:
+    return synthesize(seconds, RATE, frequency=frequency)[:, 0]
+
+
+def test_identical_signals_have_zero_distance_and_capped_si_sdr():
+    x = synthesize(1.0, RATE, kind="mix")[:, 0]
+    assert mel_distance_np(x, x, RATE) == 0.0
+    assert stft_distance_np(x, x) == 0.0
+    assert si_sdr(x, x) == SI_SDR_CAP_DB
+    assert si_sdr(x, 0.3 * x) == SI_SDR_CAP_DB  # scale invariant
+
+
+def test_si_sdr_of_added_noise_matches_the_noise_level():
+    x = tone()
+    noise = np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
+    noise *= np.sqrt(np.mean(x**2) / np.mean(noise**2)) * 10 ** (-20 / 20)  # 20 dB below the signal
+    assert si_sdr(x, x + noise) == pytest.approx(20.0, abs=0.3)
+
+
+def test_si_sdr_falls_with_delay():
+    x = synthesize(1.0, RATE, kind="noise")[:, 0]
+    delayed = np.concatenate([np.zeros(8, np.float32), x[:-8]])
+    assert si_sdr(x, delayed) < 0.5  # white noise shifted by 8 samples is almost uncorrelated
+
+
+def test_spectral_distances_grow_with_the_error():
+    x = tone()
+    rng = np.random.default_rng(1)
+    mels, stfts = [], []
+    for level in (0.001, 0.01, 0.1):
+        y = x + level * rng.standard_normal(len(x)).astype(np.float32)
+        mels.append(mel_distance_np(x, y, RATE))
+        stfts.append(stft_distance_np(x, y))
+    assert mels == sorted(mels) and mels[0] > 0
+    assert stfts == sorted(stfts) and stfts[0] > 0
+
+
+def test_frechet_distance_is_zero_for_the_same_set_and_large_for_noise_against_a_tone():
+    tones = log_mel_features(tone(2.0), RATE)
+    noise = log_mel_features(synthesize(2.0, RATE, kind="noise")[:, 0], RATE)
+    assert frechet_distance(tones, tones) == pytest.approx(0.0, abs=1e-6)
+    halves = frechet_distance(tones[::2], tones[1::2])
+    apart = frechet_distance(tones, noise)
+    assert apart > 100 * max(halves, 1e-3)
+
+
+def test_frechet_distance_of_two_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((20000, 3))
+    b = rng.standard_normal((20000, 3)) * 2.0 + 1.0
+    # |mu|^2 + tr(I + 4I - 2 * 2I) = 3 + 3 * (1 + 4 - 4) = 6
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.05)
+
+
+def test_mu_law_reference_keeps_a_low_tone_and_removes_what_its_bitrate_cannot_carry():
+    low, high = tone(1.0, 300.0), tone(1.0, 6000.0)
+    coded_low = mu_law_reference(low, RATE, bits_per_second=32000)  # 4 kHz sample rate: 2 kHz band
+    coded_high = mu_law_reference(high, RATE, bits_per_second=32000)
+    assert len(coded_low) == len(low)
+    assert si_sdr(low[1000:-1000], coded_low[1000:-1000]) > 25
+    assert np.sqrt(np.mean(coded_high[1000:-1000] ** 2)) < 0.01 * np.sqrt(np.mean(high**2))
+
+
+def test_evaluate_writes_every_field_and_prints_the_table(tiny_run):
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2", "--no-perceptual"])
+    assert result.exit_code == 0, result.output
+    assert "| model |" in result.output and "mu-law at" in result.output and "Frechet" in result.output
+    metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    assert metrics["files"] == 2
+    for name in ("model", "mu-law reference", "silence"):
+        for measure in ("mel_distance", "stft_distance"):
+            assert np.isfinite(metrics["reconstruction"][f"{name}/{measure}"])
+    assert metrics["reconstruction"]["silence/si_sdr"] is None  # undefined, not a number to compare
+    latent = metrics["latent"]
+    assert latent["latent_size"] == 4 and len(latent["kl_per_dimension"]) == 4
+    assert 0 <= latent["active_dimensions"] <= 4 and latent["kl_total"] > 0
+    generation = metrics["generation"]
+    assert generation["frechet_prior_vs_heldout"] > 0 and "frechet_heldout_half_vs_half" in generation
+    assert metrics["speed"]["encode_real_time_factor"] > 0 and metrics["speed"]["decode_real_time_factor"] > 0
+    assert metrics["latent_bits_per_second"] == 4 * TINY_RATE / 64 * 32
+    with open(tiny_run / "eval" / "metrics.csv") as handle:
+        rows = dict(csv.reader(handle))
+    assert rows["metric"] == "value" and "reconstruction.model/mel_distance" in rows
+    assert "latent.kl_per_dimension[3]" in rows
+    comb = metrics["comb"]
+    assert comb["frame_rate_hz"] == TINY_RATE / 64 and 0 < comb["chance"] < 0.1
+    for name in ("held-out", "model", "prior samples"):
+        assert comb[name] is None or 0 <= comb[name] <= 1
+    assert "comb.held-out" in rows and "frame-rate comb" in result.output
+
+
+@pytest.mark.skipif(bool(perceptual.missing_packages()), reason="needs the metrics extra")
+def test_evaluate_reports_perceptual_measures_beside_their_references(tiny_run):
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2", "--perceptual"])
+    assert result.exit_code == 0, result.output
+    assert "| DNSMOS P.835 (16 kHz) |" in result.output and "held-out audio (ceiling)" in result.output
+    metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    rec = metrics["reconstruction"]
+    for name in ("model", "mu-law reference") + (("opus reference",) if metrics["opus_bits_per_second"] else ()):
+        assert 1.0 <= rec[f"{name}/pesq_wb"] <= 4.65 and 0.0 <= rec[f"{name}/stoi"] <= 1.0
+    assert "silence/pesq_wb" not in rec  # nothing to judge
+    for name in ("held-out", "model", "prior samples"):
+        assert all(1.0 <= metrics["dnsmos"][name][part] <= 5.0 for part in ("sig", "bak", "ovrl"))
+    assert metrics["dnsmos"]["version"]["speechmos"]
+    with open(tiny_run / "eval" / "metrics.csv") as handle:
+        rows = dict(csv.reader(handle))
+    assert "dnsmos.model.ovrl" in rows and "reconstruction.model/pesq_wb" in rows
+
+
+def test_evaluate_without_the_metrics_extra_says_so_once_and_still_measures(tiny_run, monkeypatch):
+    monkeypatch.setattr(perceptual, "MODULES", ("audiovae_no_such_module",))
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "perceptual" in line]
+    assert len(lines) == 1 and "pip install 'audiovae[metrics]'" in lines[0]
+    metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    assert metrics["dnsmos"] is None and "model/pesq_wb" not in metrics["reconstruction"]
+
+
+def test_asking_for_perceptual_measures_without_the_extra_fails_before_any_work(tiny_run, monkeypatch):
+    monkeypatch.setattr(perceptual, "MODULES", ("audiovae_no_such_module",))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before the packages were checked")
+
+    monkeypatch.setattr(audiovae.evaluation.evaluate, "load", no_work)
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--perceptual"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: perceptual metrics need audiovae_no_such_module: pip install 'audiovae[metrics]'"]
+
+
+def _peak_memory_of_evaluate(run, dataset, folder, seconds: float) -> tuple[int, dict]:
+    """Peak numpy/Python memory (bytes) of evaluating one held-out file of `seconds` of a 22.05-kHz mix."""
+    folder.mkdir()
+    audio = write_signal(folder / "long.wav", seconds, 22050, kind="mix", frequency=200.0)
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    manifest["inputs"] = [str(audio)]
+    manifest["files"] = [{"input": 0, "path": audio.name, "split": "valid"}]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    tracemalloc.start()
+    try:
+        result = evaluate(run, data=folder, progress=False, perceptual_metrics=False, block_seconds=5.0)
+        return tracemalloc.get_traced_memory()[1], result.metrics
+    finally:
+        tracemalloc.stop()
+
+
+def test_evaluate_streams_long_held_out_files_in_bounded_memory(tiny_run, tiny_dataset, tmp_path, monkeypatch):
+    def whole_file_read(*args, **kwargs):
+        raise AssertionError("evaluate read a held-out file whole")
+
+    monkeypatch.setattr(audiovae.io.audio, "read_audio", whole_file_read)
+    monkeypatch.setattr(audiovae.evaluation.evaluate.Model, "load_audio", whole_file_read)
+    monkeypatch.setattr(audiovae.evaluation.evaluate, "opus_available", lambda: False)  # the slowest reference; tested alone
+    short, _ = _peak_memory_of_evaluate(tiny_run, tiny_dataset, tmp_path / "short", 20.0)
+    long, metrics = _peak_memory_of_evaluate(tiny_run, tiny_dataset, tmp_path / "long", 80.0)
+    extra_audio = 60.0 * TINY_RATE * 4  # 60 s more of float32 at the model's rate: 3.8 MB
+    assert long - short < 0.2 * extra_audio, f"peak grew by {(long - short) / 1e6:.2f} MB for 60 s more audio"
+    assert metrics["files"] == 1 and metrics["audio_seconds"] == pytest.approx(80.0, abs=0.01)
+    for name in ("model", "mu-law reference", "silence"):
+        assert np.isfinite(metrics["reconstruction"][f"{name}/mel_distance"])
+    assert "opus reference/mel_distance" not in metrics["reconstruction"]
+    assert any("Opus reference skipped" in note for note in metrics["notes"])
+
+
+def test_blocks_are_contiguous_near_equal_and_leave_no_scrap():
+    blocks = audiovae.evaluation.evaluate.block_ranges(16000 * 95, 16000, 30.0)
+    assert blocks[0] == (0, blocks[0][1]) and blocks[-1][1] == 16000 * 95 and len(blocks) == 3
+    assert all(b[0] == a[1] for a, b in zip(blocks[:-1], blocks[1:], strict=True))  # contiguous, no short scrap at the end
+    assert audiovae.evaluation.evaluate.block_ranges(100, 16000, 30.0) == [(0, 100)]
+
+
+def test_evaluate_is_deterministic_for_a_seed(tiny_run):
+    keys = ("reconstruction", "comb", "latent", "generation")
+    results = []
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2", "--seed", "3",
+                                           "--no-perceptual"])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+        results.append({k: metrics[k] for k in keys})
+    assert results[0] == results[1]
+
+
+def test_evaluate_without_held_out_files_is_one_line(tiny_run):
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--split", "valid", "--data", "/nonexistent"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: /nonexistent") and len(result.stderr.strip().splitlines()) == 1
