@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.data.dataset import read_manifest
+from audiovae.data.manifest import read_manifest
 from audiovae.evaluation.evaluate import held_out_files
 from audiovae.evaluation.metrics import (
     frechet_distance,

@@ -1,4 +1,4 @@
-"""Prepared datasets: read a manifest, check it fits a recipe, and serve memory-mapped segments."""
+"""Prepared datasets: check a dataset fits a recipe, and serve its memory-mapped segments."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from audiovae.config.data import DataConfig
-from audiovae.data.manifest import DATASET_FORMAT, DATASET_VERSION
+from audiovae.data.manifest import manifest_path, read_manifest
 from audiovae.data.representations import Representation
 from audiovae.errors import UserError
 
@@ -52,25 +52,6 @@ def dataset_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]
     if saved["files_sha256"] != current["files_sha256"] and not changes:
         changes.append("the source files or their contents")
     return changes
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """Load and sanity-check `folder/manifest.json`; UserError names the folder and the fix."""
-    folder = Path(folder)
-    path = folder / "manifest.json"
-    if not path.exists():
-        hint = "run `audiovae prepare AUDIO_DIR` first" if not folder.exists() else "it is not a prepared dataset"
-        raise UserError(f"{folder}: no manifest.json ({hint})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: unreadable manifest ({error}); re-run `audiovae prepare`") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
-        raise UserError(f"{path}: not an audiovae dataset manifest")
-    if manifest.get("format_version", 0) > DATASET_VERSION:
-        raise UserError(f"{path}: dataset format {manifest['format_version']} is newer than this audiovae "
-                        f"understands ({DATASET_VERSION}); upgrade audiovae")
-    return manifest
 
 
 def prepare_command(manifest: dict[str, Any], data: DataConfig, recipe_path: str | None, folder: Path) -> str:
@@ -141,7 +122,7 @@ def _split_files(manifest: dict[str, Any], folder: Path) -> dict[str, tuple[Path
     except (KeyError, TypeError, AttributeError):
         valid = False
     if not valid:
-        raise UserError(f"{folder / 'manifest.json'}: damaged manifest (\"splits\" needs a file name and a shape "
+        raise UserError(f"{manifest_path(folder)}: damaged manifest (\"splits\" needs a file name and a shape "
                         "of counts for each split); re-run `audiovae prepare` with --force")
     return {split: (folder / name, shape) for split, (name, shape) in splits.items()}
 

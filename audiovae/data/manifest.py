@@ -1,19 +1,27 @@
-"""The dataset manifest: its format, how file names are stored losslessly, and how it is written."""
+"""The dataset manifest: its format, how file names are stored losslessly, how it is written and read back."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from audiovae.config.data import DataConfig
+from audiovae.errors import UserError
 from audiovae.version import __version__
 
 DATASET_FORMAT = "audiovae-dataset"
 DATASET_VERSION = 1
 SPLITS = ("train", "valid")
+MANIFEST_NAME = "manifest.json"
+
+
+def manifest_path(folder: str | os.PathLike) -> Path:
+    """Where a dataset folder keeps its manifest."""
+    return Path(folder) / MANIFEST_NAME
 
 
 def display(path: str | os.PathLike) -> str:
@@ -73,3 +81,22 @@ def build_manifest(roots: list[Path], data: DataConfig, records: list[dict], ski
         "files": records,
         "skipped": skipped,
     }
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Load and sanity-check `folder/manifest.json`; UserError names the folder and the fix."""
+    folder = Path(folder)
+    path = manifest_path(folder)
+    if not path.exists():
+        hint = "run `audiovae prepare AUDIO_DIR` first" if not folder.exists() else "it is not a prepared dataset"
+        raise UserError(f"{folder}: no manifest.json ({hint})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable manifest ({error}); re-run `audiovae prepare`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
+        raise UserError(f"{path}: not an audiovae dataset manifest")
+    if manifest.get("format_version", 0) > DATASET_VERSION:
+        raise UserError(f"{path}: dataset format {manifest['format_version']} is newer than this audiovae "
+                        f"understands ({DATASET_VERSION}); upgrade audiovae")
+    return manifest

@@ -27,7 +27,7 @@ import numpy as np
 
 from audiovae.compute.threads import available_cpus
 from audiovae.config.data import DataConfig
-from audiovae.data.manifest import SPLITS, build_manifest, display, exact_bytes
+from audiovae.data.manifest import SPLITS, build_manifest, display, exact_bytes, manifest_path
 from audiovae.errors import UserError
 from audiovae.io.atomic import atomic_directory, file_sha256, is_disk_full, write_json_atomic
 from audiovae.io.audio import (
@@ -346,7 +346,7 @@ def prepare(
                     "skipped (reasons above)"
                 )
             manifest = build_manifest(roots, data, records, skipped, counts, seconds)
-            write_json_atomic(tmp / "manifest.json", manifest)
+            write_json_atomic(manifest_path(tmp), manifest)
     except FileExistsError:
         raise UserError(f"{display(output)}: already exists; pass --force to replace it") from None
     return PrepareResult(output, len(records), len(skipped), seconds / 3600, counts, manifest)

@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audiovae.data.dataset import read_manifest
+from audiovae.data.manifest import read_manifest
 from audiovae.errors import UserError
 from audiovae.evaluation import perceptual
 from audiovae.evaluation.metrics import (

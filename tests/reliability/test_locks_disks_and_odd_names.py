@@ -27,7 +27,8 @@ from conftest import TINY_RATE, TINY_SEGMENT, write_signal
 from audiovae.cli.main import main
 from audiovae.config.data import DataConfig
 from audiovae.config.safe_yaml import load_yaml
-from audiovae.data.dataset import open_dataset, read_manifest
+from audiovae.data.dataset import open_dataset
+from audiovae.data.manifest import read_manifest
 from audiovae.data.prepare import prepare
 from audiovae.errors import UserError
 from audiovae.evaluation.evaluate import held_out_files
