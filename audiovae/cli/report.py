@@ -32,11 +32,13 @@ def report(run, output, compare, files, samples, seconds, prompt, seed, data, de
     """Write a listening page for RUN: held-out inputs beside their reconstructions, prior samples, the
     `audiovae evaluate` table and the training curves, as one folder with index.html (no network needed).
     """
+    from audiovae.evaluation.report import counted
     from audiovae.evaluation.report import report as write_report
 
     result = write_report(run, output, force, compare, files, samples, seconds, prompt, seed, data, device,
                           progress=not quiet)
     compared = f", beside {result.runs[1]}" if len(result.runs) > 1 else ""
-    continued = f", {result.continuations} prompt continuations" if result.continuations else ""
-    click.echo(f"wrote {result.page}: {result.files} held-out files, {result.samples} prior samples{continued} "
+    continued = f", {counted(result.continuations, 'prompt continuation')}" if result.continuations else ""
+    click.echo(f"wrote {result.page}: {counted(result.files, 'held-out file')}, "
+               f"{counted(result.samples, 'prior sample')}{continued} "
                f"of {result.runs[0]}{compared}")

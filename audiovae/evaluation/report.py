@@ -148,7 +148,7 @@ class _Page:
             rows.append(Row(source.name, cells))
         if not rows:
             raise UserError(f"none of the {len(sources)} held-out files could be read (first: {skipped[0]})")
-        intro = (f"{len(rows)} held-out files (first {CLIP_SECONDS:g} s of each): the input, then each run's "
+        intro = (f"{counted(len(rows), 'held-out file')} (first {CLIP_SECONDS:g} s of each): the input, then each run's "
                  "reconstruction of it.")
         return Section("Held-out files and their reconstructions", intro, ["input", *self.labels], rows), skipped
 
@@ -163,7 +163,7 @@ class _Page:
                 self.bar.update(1)
             rows.append(Row(f"seed {seed + i}", cells))
         columns = [f"{label} ({_prior_name(model)})" for label, model in zip(self.labels, self.models, strict=True)]
-        return Section("Prior samples", f"{count} sounds of {seconds:g} s decoded from each run's prior.", columns,
+        return Section("Prior samples", f"{counted(count, 'sound')} of {seconds:g} s decoded from each run's prior.", columns,
                        rows)
 
     def continuations(self, name: str, wave: np.ndarray, seconds: float, seed: int) -> Section:
@@ -182,6 +182,11 @@ class _Page:
         intro = (f"The prompt {name} (first {CLIP_SECONDS:g} s), then each run's reconstruction of it followed by "
                  f"{seconds:g} s of new material from its prior.")
         return Section("Prompt continuations", intro, ["prompt", *self.labels], rows)
+
+
+def counted(count: int, noun: str) -> str:
+    """'1 sound', '2 sounds'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _letter(index: int) -> str:

@@ -74,6 +74,7 @@ def plot_curves(path: Path, panels: list[tuple[str, dict[str, list[tuple[int, fl
         for name, points in lines.items():
             steps, values = zip(*points, strict=True) if points else ((), ())
             axis.plot(steps, values, marker="o" if len(points) < 20 else None, markersize=3, label=name)
+        axis.xaxis.get_major_locator().set_params(integer=True)
         axis.set_xlabel("step")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
