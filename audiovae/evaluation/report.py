@@ -29,6 +29,7 @@ from audiovae.synthesis.model import Model, load
 CLIP_SECONDS = 10.0  # held-out files and the prompt are cut to their first CLIP_SECONDS on the page
 CONTINUATIONS = 2  # prompt continuations per run, seeds seed and seed + 1
 PAGE = "index.html"
+GAUSSIAN_LINE = "N(0, I), valid"  # the prior's log: N(0, I)'s held-out NLL beside the learned prior's
 
 
 @dataclass(frozen=True)
@@ -236,5 +237,5 @@ def training_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
         if split in ("train", "valid") and isinstance(record.get("loss"), (int, float)):
             lines.setdefault(split, []).append((step, float(record["loss"])))
         if split == "valid" and isinstance(record.get("gaussian_nll"), (int, float)):
-            lines.setdefault("N(0, I), valid", []).append((step, float(record["gaussian_nll"])))
-    return lines
+            lines.setdefault(GAUSSIAN_LINE, []).append((step, float(record["gaussian_nll"])))
+    return {name: lines[name] for name in ("train", "valid", GAUSSIAN_LINE) if name in lines}  # same colours

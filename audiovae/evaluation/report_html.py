@@ -13,11 +13,10 @@ h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bo
 table.clips { border-collapse: collapse; width: 100%; table-layout: fixed; }
 table.clips th, table.clips td { border: 1px solid #ddd; padding: 0.4em; vertical-align: top; text-align: left; }
 table.clips th.row { width: 11em; font-weight: normal; word-break: break-all; }
-audio { width: 100%; } img { width: 100%; height: auto; display: block; margin-top: 0.3em; }
+audio { width: 100%; } img { width: auto; max-width: 100%; height: auto; display: block; margin-top: 0.3em; }
 table.numbers { border-collapse: collapse; margin: 0.5em 0; }
 table.numbers th, table.numbers td { border: 1px solid #ddd; padding: 0.2em 0.6em; }
 table.numbers td.number { text-align: right; font-variant-numeric: tabular-nums; }
-img.curves { width: auto; max-width: 100%; }
 .note { color: #555; font-style: italic; } code { background: #f3f3f3; padding: 0 0.2em; }
 """
 
@@ -77,7 +76,7 @@ def render_page(title: str, facts: list[str], sections: list[Section], panels: l
         if len(panels) > 1:
             body.append(f"<h3>{_text(panel.label)}</h3>")
         if panel.curves_png:
-            body.append(f'<img class="curves" src="{_attr(panel.curves_png)}" '
+            body.append(f'<img src="{_attr(panel.curves_png)}" '
                         f'alt="training curves of {_attr(panel.label)}">')
         body.append(f'<p class="note">{_rich(panel.curves_note)}</p>')
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
