@@ -25,7 +25,8 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed + i.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Prepared dataset whose held-out files to use. Default: the recipe's data folder.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to run the models.")
 @click.option("--force", is_flag=True, help="Replace an existing report folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def report(run, output, compare, files, samples, seconds, prompt, seed, data, device, force, quiet) -> None:

@@ -77,7 +77,8 @@ def report(run: str | Path | None = None, output: str | Path | None = None, forc
                         "--valid-fraction above 0, or pass --data another dataset)")
     prompt_wave = models[0].load_audio(prompt)[: round(CLIP_SECONDS * models[0].sample_rate)] if prompt else None
     labels = _labels(models)
-    steps = min(files, len(sources)) * len(models) + samples * len(models) + (CONTINUATIONS * len(models) if prompt else 0) + 1
+    clips_per_model = min(files, len(sources)) + samples + (CONTINUATIONS if prompt else 0)
+    steps = clips_per_model * len(models) + 1  # + 1: the measurements and curves
     try:
         with atomic_directory(folder, force=force) as tmp, \
                 tqdm(total=steps, unit="clip", desc="report", disable=not progress, file=sys.stderr) as bar:
