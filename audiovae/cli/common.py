@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,6 +27,13 @@ class Group(click.Group):
             fatal(str(error))
         except KeyboardInterrupt:
             fatal("interrupted")
+
+
+def print_next(*commands: list[str | Path]) -> None:
+    """Tell the user what to run next: one `next: audiovae ...` line per command, on stdout after the
+    result line, with paths quoted so the line can be pasted into a shell."""
+    for words in commands:
+        click.echo("next: " + " ".join(shlex.quote(str(word)) for word in words))
 
 
 MODEL_OPTIONS = [

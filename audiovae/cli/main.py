@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import Group
+from audiovae.cli.common import Group, print_next
 from audiovae.cli.realtime import export, stream
+from audiovae.cli.report import report
 from audiovae.cli.synthesis import decode, encode, generate, interpolate, reconstruct
 from audiovae.data.representations import REPRESENTATIONS
 from audiovae.errors import UserError
@@ -81,6 +82,12 @@ def prepare(inputs, output, recipe, workers, force, quiet, **flags) -> None:
     totals = result.segments
     click.echo(f"wrote {result.output}: {result.files} files ({result.hours:.3f} h), "
                f"{totals['train']} train / {totals['valid']} valid segments, {result.skipped} skipped")
+    if recipe is None:  # any recipe whose data: settings match these trains on it
+        print_next(["audiovae", "train", "RECIPE.yaml", "--set", f"data.folder={result.output}"])
+    elif Path(result.output).resolve() != Path(data.folder).resolve():
+        print_next(["audiovae", "train", recipe, "--set", f"data.folder={result.output}"])
+    else:
+        print_next(["audiovae", "train", recipe])
 
 
 
@@ -107,6 +114,12 @@ def train(recipe, overrides, resume, run_dir, runs_root, quiet) -> None:
     if os.environ.get("RANK", "0") == "0":
         best = f", best validation score {result.best_score:.4f}" if result.best_score is not None else ""
         click.echo(f"{result.stopped} at step {result.step}{best}: {result.run_dir}")
+        if result.stopped == "interrupted":
+            again = [word for override in overrides for word in ("--set", override)]
+            print_next(["audiovae", "train", recipe, *again, "--resume", "--run-dir", result.run_dir])
+        else:
+            print_next(["audiovae", "generate", "-n", "10", "out/", "--run", result.run_dir],
+                       ["audiovae", "report", "--run", result.run_dir])
 
 
 @main.command("train-prior")
@@ -175,5 +188,5 @@ def evaluate(run, data, split, max_files, seed, device, perceptual, quiet) -> No
 
 
 
-for command in (generate, reconstruct, encode, decode, interpolate, export, stream):
+for command in (generate, reconstruct, encode, decode, interpolate, export, stream, report):
     main.add_command(command)

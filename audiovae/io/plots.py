@@ -1,4 +1,4 @@
-"""Pictures to look at before listening: waveform and log-mel spectrogram (matplotlib, optional)."""
+"""Pictures to look at before listening: waveform, log-mel spectrogram, training curves (matplotlib, optional)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,20 @@ from audiovae.errors import UserError
 from audiovae.io.atomic import write_atomic
 
 
-def require_matplotlib() -> None:
-    """Raise UserError now when --plot cannot work, before any sound is computed or written."""
-    _pyplot()
+def require_matplotlib(needed_by: str = "--plot") -> None:
+    """Raise UserError now when `needed_by` (an option or command) cannot work, before any sound is computed
+    or written."""
+    _pyplot(needed_by)
 
 
-def _pyplot():
+def _pyplot(needed_by: str = "--plot"):
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UserError("--plot needs matplotlib: pip install 'audiovae[plot]'") from None
+        raise UserError(f"{needed_by} needs matplotlib: pip install 'audiovae[plot]'") from None
     return plt
 
 
@@ -51,11 +52,44 @@ def plot_waves(path: Path, wave: np.ndarray, sample_rate: int, reference: np.nda
         axes[2 * i, 0].set_xlim(0, max(time[-1], 1e-3) if len(time) else 1)
         axes[2 * i, 0].set_ylim(-1, 1)
         axes[2 * i, 0].set_ylabel(f"{label} amplitude".strip())
-        spectrum = log_mel_db(signal, sample_rate)
-        axes[2 * i + 1, 0].imshow(spectrum, origin="lower", aspect="auto", cmap="magma",
-                                  extent=(0, len(signal) / sample_rate, 0, spectrum.shape[0]), vmin=-80)
-        axes[2 * i + 1, 0].set_ylabel("mel band")
+        _draw_spectrogram(axes[2 * i + 1, 0], signal, sample_rate)
     axes[-1, 0].set_xlabel("seconds")
+    return _save(plt, figure, path)
+
+
+def plot_spectrogram(path: Path, wave: np.ndarray, sample_rate: int) -> Path:
+    """Write a small PNG of the log-mel spectrogram of `wave` (samples,): the picture beside a player."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 2.2))
+    _draw_spectrogram(axis, wave, sample_rate)
+    axis.set_xlabel("seconds")
+    return _save(plt, figure, path)
+
+
+def plot_curves(path: Path, panels: list[tuple[str, dict[str, list[tuple[int, float]]]]]) -> Path:
+    """Write a PNG with one panel per (y-axis label, {line label: [(step, value), ...]}), against step."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.2), squeeze=False)
+    for axis, (label, lines) in zip(axes[0], panels, strict=True):
+        for name, points in lines.items():
+            steps, values = zip(*points, strict=True) if points else ((), ())
+            axis.plot(steps, values, marker="o" if len(points) < 20 else None, markersize=3, label=name)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.set_xlabel("step")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return _save(plt, figure, path)
+
+
+def _draw_spectrogram(axis, signal: np.ndarray, sample_rate: int) -> None:
+    spectrum = log_mel_db(signal, sample_rate)
+    axis.imshow(spectrum, origin="lower", aspect="auto", cmap="magma",
+                extent=(0, len(signal) / sample_rate, 0, spectrum.shape[0]), vmin=-80)
+    axis.set_ylabel("mel band")
+
+
+def _save(plt, figure, path: Path) -> Path:
     figure.tight_layout()
     write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=90))
     plt.close(figure)

@@ -473,8 +473,9 @@ def test_cli_prepare_prints_the_summary(tmp_path, write_signal):
     result = CliRunner().invoke(main, ["prepare", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-q",
                                        "--workers", "1", "--segment-samples", "1024", "--valid-fraction", "0.34"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == (f"wrote {tmp_path / 'out'}: 3 files (0.000 h), 16 train / 8 valid segments, "
-                                     "0 skipped")
+    summary, following = result.stdout.strip().splitlines()
+    assert summary == f"wrote {tmp_path / 'out'}: 3 files (0.000 h), 16 train / 8 valid segments, 0 skipped"
+    assert following == f"next: audiovae train RECIPE.yaml --set data.folder={tmp_path / 'out'}"
     assert open_dataset(tmp_path / "out")[0]["splits"]["valid"]["shape"] == [8, 1024]
 
 

@@ -339,6 +339,9 @@ def test_cli_prepare_train_generate(tmp_path, write_signal, write_tiny_recipe, t
     trained = invoke("train", recipe, "--runs-root", tmp_path / "runs", "-q")
     assert_ok(trained)
     assert trained.stdout.startswith("finished at step 2")
+    run = tmp_path / "runs" / "pipeline"
+    assert trained.stdout.splitlines()[1:] == [f"next: audiovae generate -n 10 out/ --run {run}",
+                                               f"next: audiovae report --run {run}"]
     generated = invoke("generate", "-n", "2", tmp_path / "out", "--run", tmp_path / "runs" / "pipeline")
     assert_ok(generated)
     for i in range(2):
