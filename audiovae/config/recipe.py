@@ -20,7 +20,7 @@ from audiovae.config.safe_yaml import load_yaml
 from audiovae.config.schema import ConfigError, build_dataclass, choice, require, to_plain
 from audiovae.dsp.inversion import SynthesisConfig
 from audiovae.errors import UserError
-from audiovae.models import FAMILIES, get_family
+from audiovae.models import FAMILIES, Family, get_family
 from audiovae.priors.learned import PriorConfig
 from audiovae.training.losses import LOSS_TERMS
 
@@ -172,8 +172,7 @@ class Recipe:
                 "adversarial.windows", f"must not exceed the training length ({self.training_samples} samples)")
         require(self.train.crop_samples is None or self.train.crop_samples <= self.data.segment_samples,
                 "train.crop_samples", "must not exceed data.segment_samples")
-        require(self.data.features in family.features, "data.features",
-                f"the '{family.name}' model family needs features: {' or '.join(family.features)}")
+        check_features(family, self.data)
         require((self.synthesis is None) == representation.is_waveform, "synthesis",
                 "waveform models (data.features: wave) have no synthesis method; remove the section"
                 if representation.is_waveform else f"{self.data.features} features need a synthesis method")
@@ -193,6 +192,13 @@ class Recipe:
         for key in LOSS_ALIASES:  # always folded into loss.terms by now
             del plain["loss"][key]
         return plain
+
+
+def check_features(family: Family, data: DataConfig) -> None:
+    """ConfigError unless the model family reads data.features (checked before the synthesis section, whose
+    rules depend on them)."""
+    require(data.features in family.features, "data.features",
+            f"the '{family.name}' model family needs features: {' or '.join(family.features)}")
 
 
 def recipe_from_dict(raw: Any, name: str, saved: bool = False) -> Recipe:
@@ -217,6 +223,7 @@ def recipe_from_dict(raw: Any, name: str, saved: bool = False) -> Recipe:
         raise ConfigError("model.family", f"must be one of {', '.join(FAMILIES)} (got {family!r})")
     try:
         data = build_dataclass(DataConfig, raw.get("data"), "data")
+        check_features(FAMILIES[family], data)
         return Recipe(
             name=name,
             data=data,
