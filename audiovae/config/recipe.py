@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import yaml
 from audiovae.config.data import DataConfig
 from audiovae.config.safe_yaml import load_yaml
 from audiovae.config.schema import ConfigError, build_dataclass, choice, require, to_plain
+from audiovae.dsp.inversion import SynthesisConfig
 from audiovae.errors import UserError
-from audiovae.models import FAMILIES, get_family
+from audiovae.models import FAMILIES, Family, get_family
 from audiovae.priors.learned import PriorConfig
 from audiovae.training.losses import LOSS_TERMS
 
@@ -157,6 +159,8 @@ class Recipe:
     train: TrainConfig
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     prior: Any = None  # audiovae.priors.learned.PriorConfig: a learned prior trained as the run's last stage
+    # how frames become sound (audiovae.dsp.inversion); None for waveform models, which have nothing to synthesize
+    synthesis: SynthesisConfig | None = None
 
     def __post_init__(self):
 
@@ -168,8 +172,10 @@ class Recipe:
                 "adversarial.windows", f"must not exceed the training length ({self.training_samples} samples)")
         require(self.train.crop_samples is None or self.train.crop_samples <= self.data.segment_samples,
                 "train.crop_samples", "must not exceed data.segment_samples")
-        require(self.data.features in family.features, "data.features",
-                f"the '{family.name}' model family needs features: {' or '.join(family.features)}")
+        check_features(family, self.data)
+        require((self.synthesis is None) == representation.is_waveform, "synthesis",
+                "waveform models (data.features: wave) have no synthesis method; remove the section"
+                if representation.is_waveform else f"{self.data.features} features need a synthesis method")
         representation.check(self)
         for name in self.loss.terms:
             LOSS_TERMS[name].check(self)
@@ -188,14 +194,22 @@ class Recipe:
         return plain
 
 
-def recipe_from_dict(raw: Any, name: str) -> Recipe:
-    """Build a Recipe from plain data; raises ConfigError with the key path."""
+def check_features(family: Family, data: DataConfig) -> None:
+    """ConfigError unless the model family reads data.features (checked before the synthesis section, whose
+    rules depend on them)."""
+    require(data.features in family.features, "data.features",
+            f"the '{family.name}' model family needs features: {' or '.join(family.features)}")
+
+
+def recipe_from_dict(raw: Any, name: str, saved: bool = False) -> Recipe:
+    """Build a Recipe from plain data; raises ConfigError with the key path. saved: the data is a run's or a
+    checkpoint's resolved recipe, so a missing synthesis section means the one it was made with (_synthesis_section)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("(top level)", "a recipe must be a mapping with data, model, loss and train sections")
     sections = {"data": DataConfig, "model": None, "loss": LossConfig, "train": TrainConfig,
-                "adversarial": AdversarialConfig, "prior": None}
+                "adversarial": AdversarialConfig, "prior": None, "synthesis": SynthesisConfig}
     for key in raw:
         if key not in sections:
             close = difflib.get_close_matches(str(key), list(sections), n=1)
@@ -208,14 +222,17 @@ def recipe_from_dict(raw: Any, name: str) -> Recipe:
     if family not in FAMILIES:
         raise ConfigError("model.family", f"must be one of {', '.join(FAMILIES)} (got {family!r})")
     try:
+        data = build_dataclass(DataConfig, raw.get("data"), "data")
+        check_features(FAMILIES[family], data)
         return Recipe(
             name=name,
-            data=build_dataclass(DataConfig, raw.get("data"), "data"),
+            data=data,
             model=build_dataclass(FAMILIES[family].config, model_raw, "model"),
             loss=build_dataclass(LossConfig, raw.get("loss"), "loss"),
             train=build_dataclass(TrainConfig, raw.get("train"), "train"),
             adversarial=build_dataclass(AdversarialConfig, raw.get("adversarial"), "adversarial"),
             prior=_prior_section(raw.get("prior")),
+            synthesis=_synthesis_section(raw.get("synthesis"), data, saved),
         )
     except ConfigError as error:
         raise error from None
@@ -226,6 +243,22 @@ def _prior_section(raw: Any) -> Any:
     if raw is None:
         return None
     return build_dataclass(PriorConfig, raw, "prior")
+
+
+def _synthesis_section(raw: Any, data: DataConfig, saved: bool) -> SynthesisConfig | None:
+    """The `synthesis:` section. Absent or null: the representation's default for a new recipe, and for a saved
+    one (written before the section existed) the representation's legacy method, so that old runs keep their
+    sound whatever the default becomes. A section without `method` takes the default's method."""
+    representation = data.representation
+    if representation.is_waveform:
+        require(raw is None, "synthesis", "waveform models (data.features: wave) have no synthesis method; "
+                "remove the section")
+        return None
+    if raw is None:
+        raw = representation.synthesis_legacy if saved else representation.synthesis_default
+    if isinstance(raw, dict) and "method" not in raw:
+        raw = {"method": representation.synthesis_default["method"], **raw}
+    return build_dataclass(SynthesisConfig, dict(raw) if isinstance(raw, Mapping) else raw, "synthesis")
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
@@ -283,4 +316,4 @@ def recipe_from_saved(plain: dict[str, Any]) -> Recipe:
     """Rebuild the Recipe saved in a checkpoint by Recipe.to_dict()."""
     plain = dict(plain)
     name = str(plain.pop("name", "model"))
-    return recipe_from_dict(plain, name)
+    return recipe_from_dict(plain, name, saved=True)

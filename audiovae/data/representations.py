@@ -2,8 +2,8 @@
 
 A recipe's `data.features` names one. `wave` stores and models the waveform itself (one sample per
 step; a PQMF front end, when a model has one, is part of that model). `mel` stores natural-log mel frames
-computed at prepare time and turns model output back into audio with Griffin-Lim; `spectrogram` does the
-same with natural-log STFT magnitudes (no filterbank). Everything that
+computed at prepare time and turns model output back into audio by the recipe's synthesis method
+(audiovae.dsp.inversion); `spectrogram` does the same with natural-log STFT magnitudes (no filterbank). Everything that
 depends on that choice (item shapes, crops and gains of stored items, padding, the validation score,
 conversion to and from audio) lives here; a new representation is one class and one registry line.
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
     from audiovae.config.data import DataConfig
     from audiovae.config.recipe import Recipe
+    from audiovae.dsp.inversion import SynthesisConfig
 
 
 class Representation:
@@ -33,6 +36,12 @@ class Representation:
     name: ClassVar[str]
     is_waveform: ClassVar[bool]  # whether model input and output are themselves audio
     score_name: ClassVar[str]  # the validation score (lower is better) that picks the best checkpoint
+    # A recipe's `synthesis:` section when it gives none (audiovae.config.recipe resolves it, and the resolved
+    # recipe and every checkpoint store it): synthesis_default for a new recipe (free to change between
+    # versions), synthesis_legacy for a run or checkpoint saved without the section (made before 0.3, which
+    # synthesized as written there; never to change). None: model output is audio, nothing to synthesize.
+    synthesis_default: ClassVar[Mapping[str, Any] | None] = None
+    synthesis_legacy: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, data: DataConfig):
         self.data = data
@@ -79,9 +88,10 @@ class Representation:
         """Model input of audio: (batch, samples) -> (batch, channels, samples // samples_per_step)."""
         raise NotImplementedError
 
-    def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
-        """Audio of model output: (batch, channels, steps) -> (batch, steps * samples_per_step). first_step: the
-        index of output's first step in the whole sound, when it is a chunk of one (synth's chunked synthesis)."""
+    def to_audio(self, output: torch.Tensor, synthesis: SynthesisConfig | None, first_step: int = 0) -> torch.Tensor:
+        """Audio of model output: (batch, channels, steps) -> (batch, steps * samples_per_step), by the recipe's
+        synthesis method (None for waveforms). first_step: the index of output's first step in the whole sound,
+        when it is a chunk of one (synth's chunked synthesis)."""
         raise NotImplementedError
 
     def pad_value(self, x: torch.Tensor) -> float:
@@ -130,7 +140,7 @@ class Waveform(Representation):
     def from_audio(self, wave: torch.Tensor) -> torch.Tensor:
         return wave[:, None]
 
-    def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
+    def to_audio(self, output: torch.Tensor, synthesis: SynthesisConfig | None, first_step: int = 0) -> torch.Tensor:
         return output[:, 0]
 
     def validation_scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -148,8 +158,8 @@ class LogMel(Representation):
     name = "mel"
     is_waveform = False
     score_name = "frame_l1"
-    griffin_lim_iterations: ClassVar[int] = 32  # synthesis, in Python and in the export (audiovae.nn.spectral)
-    griffin_lim_start: ClassVar[str] = "zeros"  # the phases Griffin-Lim starts from (audiovae.dsp.transforms.griffin_lim)
+    synthesis_default = MappingProxyType({"method": "zeros", "iterations": 32, "momentum": 0.99})
+    synthesis_legacy = MappingProxyType({"method": "zeros", "iterations": 32, "momentum": 0.99})  # 0.1 and 0.2
 
     @property
     def samples_per_step(self) -> int:
@@ -211,12 +221,12 @@ class LogMel(Representation):
         short = self.data.mel.n_fft // 2 + 1 - wave.shape[-1]
         return torch.nn.functional.pad(wave, (0, short)) if short > 0 else wave
 
-    def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
+    def to_audio(self, output: torch.Tensor, synthesis: SynthesisConfig | None, first_step: int = 0) -> torch.Tensor:
         from audiovae.dsp.transforms import griffin_lim_from_log_mel
 
         mel = self.data.mel
-        return griffin_lim_from_log_mel(output.float(), self.data.sample_rate, mel.n_fft, mel.hop_length, mel.f_min,
-                                        mel.f_max, iterations=self.griffin_lim_iterations)
+        return griffin_lim_from_log_mel(output.float(), self.data.sample_rate, mel.n_fft, mel.hop_length, synthesis,
+                                        mel.f_min, mel.f_max, first_step)
 
     def pad_value(self, x: torch.Tensor) -> float:
         return float(x.min())  # the floor (silence), not zero, which is loud in log units
@@ -236,7 +246,7 @@ class LogSpectrogram(LogMel):
     """Natural-log STFT magnitudes (n_fft // 2 + 1, frames): the log-mel analysis (data.mel's n_fft, hop_length
     and log_floor; n_mels, f_min and f_max do not apply) without the filterbank. Each harmonic of a voice
     keeps its own bins, and synthesis puts phases locked to the peaks of the model's magnitudes under them
-    (audiovae.dsp.phase.peak_locked_phase), with nothing to invert first. From true magnitudes at n_fft 1024,
+    (synthesis method `peaks`, audiovae.dsp.inversion.peaks), with nothing to invert first. From true magnitudes at n_fft 1024,
     hop 256, 16 kHz, 32 Griffin-Lim iterations give PESQ-WB 3.5 and STOI 0.99 on the demo corpus, where 80 mel
     bands lose the harmonics (docs/quality.md). Phases made from magnitudes cannot place energy inside a
     window, so recipes/spectrogram.yaml takes 32-ms windows (n_fft 512 at 16 kHz): on true magnitudes,
@@ -249,8 +259,8 @@ class LogSpectrogram(LogMel):
     # to 0.787 and PESQ from 1.88 to 1.40. Phases locked to the magnitudes' peaks, no iterations, against 8 from
     # phases advancing at bin centres (docs/quality.md): STOI 0.801 / 0.777, DNSMOS 1.89 / 1.53 on the demo
     # corpus; 0.590 / 0.563, DNSMOS 1.83 / 1.56 on real voices; the mel distance, taken at other FFT sizes, lost.
-    griffin_lim_iterations: ClassVar[int] = 0
-    griffin_lim_start: ClassVar[str] = "peaks"
+    synthesis_default = MappingProxyType({"method": "peaks", "iterations": 0, "momentum": 0.99})
+    synthesis_legacy = MappingProxyType({"method": "peaks", "iterations": 0, "momentum": 0.99})  # 0.2
 
     @property
     def channels(self) -> int:
@@ -267,12 +277,12 @@ class LogSpectrogram(LogMel):
         mel = self.data.mel
         return log_spectrogram(wave, mel.n_fft, mel.hop_length, mel.log_floor)
 
-    def to_audio(self, output: torch.Tensor, first_step: int = 0) -> torch.Tensor:
+    def to_audio(self, output: torch.Tensor, synthesis: SynthesisConfig | None, first_step: int = 0) -> torch.Tensor:
         from audiovae.dsp.transforms import griffin_lim_from_log_magnitude
 
         mel = self.data.mel
-        return griffin_lim_from_log_magnitude(output.float(), mel.n_fft, mel.hop_length, self.griffin_lim_iterations,
-                                              start=self.griffin_lim_start, first_frame=first_step)
+        return griffin_lim_from_log_magnitude(output.float(), mel.n_fft, mel.hop_length, synthesis,
+                                              first_frame=first_step)
 
     def filterbank(self) -> torch.Tensor:
         import torch

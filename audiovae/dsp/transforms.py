@@ -1,4 +1,5 @@
-"""Every torchaudio call lives here (mel filterbanks, Griffin-Lim, GPU resampling), so it can be swapped out."""
+"""Every torchaudio call lives here (mel filterbanks, inverse mel scale, GPU resampling), so it can be swapped out;
+and the FFT-based Griffin-Lim that synthesis in Python runs (the export runs audiovae.nn.spectral.MelInversion)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 import torch
 import torchaudio
 
-from audiovae.dsp.phase import check_griffin_lim_start, start_phase
+from audiovae.dsp.inversion import SynthesisConfig
 
 
 @functools.lru_cache(maxsize=32)
@@ -68,22 +69,20 @@ def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: 
     return torch.log(magnitude.clamp_min(log_floor))
 
 
-def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, iterations: int,
-                start: str = "zeros", momentum: float = 0.99, first_frame: int = 0) -> torch.Tensor:
-    """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames): fast Griffin-Lim
-    (Perraudin et al. 2013, as torchaudio's), phases starting at 0 (start 'zeros'), at advancing_phase
-    (start 'advancing'; `first_frame`: the index of the first frame in the whole sound, for chunks of one) or
-    at peak_locked_phase (start 'peaks', from the magnitudes; with 0 iterations, a phase-locked vocoder)
-    -> (..., length). The representations hold the iteration counts (audiovae.data.representations)."""
-    check_griffin_lim_start(start)
+def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, synthesis: SynthesisConfig,
+                first_frame: int = 0) -> torch.Tensor:
+    """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames) -> (..., length):
+    the phases of `synthesis`'s method (audiovae.dsp.inversion; `first_frame`: the index of the first frame in
+    the whole sound, for chunks of one), then synthesis.iterations of fast Griffin-Lim (Perraudin et al. 2013,
+    as torchaudio's) with synthesis.momentum. Peak-locked phases with 0 iterations are a phase-locked vocoder."""
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
-    phase = start_phase(magnitude, start, n_fft, hop_length, first_frame)
+    phase = synthesis.phase_rule(n_fft, hop_length)(magnitude, first_frame)
     angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
     previous = torch.zeros_like(angles)
-    pull = momentum / (1 + momentum)
-    for _ in range(iterations):
+    pull = synthesis.momentum / (1 + synthesis.momentum)
+    for _ in range(synthesis.iterations):
         wave = torch.istft(magnitude * angles, n_fft, hop_length, window=window, length=length)
         rebuilt = torch.stft(wave, n_fft, hop_length, window=window, return_complex=True)
         angles = rebuilt - pull * previous
@@ -93,36 +92,38 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     return wave.reshape(*shape[:-2], length)
 
 
-def griffin_lim_from_log_mel(
-    log_mel_frames: torch.Tensor,
-    sample_rate: int,
-    n_fft: int,
-    hop_length: int,
-    f_min: float = 0.0,
-    f_max: float | None = None,
-    *,
-    iterations: int,
-) -> torch.Tensor:
-    """Invert natural-log mel magnitudes to a waveform: (..., n_mels, frames) -> (..., frames * hop_length).
-
-    The mel magnitudes are mapped back to linear frequencies by non-negative least squares
-    (torchaudio's InverseMelScale) and the phase is estimated by Griffin-Lim.
-    """
-    n_mels = log_mel_frames.shape[-2]
+def inverse_mel_scale(mel_magnitude: torch.Tensor, sample_rate: int, n_fft: int, f_min: float = 0.0,
+                      f_max: float | None = None) -> torch.Tensor:
+    """Mel magnitudes (..., n_mels, frames) -> the least-norm STFT magnitudes (..., n_fft // 2 + 1, frames) under
+    the filterbank, clipped at 0 (torchaudio's InverseMelScale: least squares by LAPACK, which for fewer bands
+    than bins is the pseudo-inverse's solution; the export multiplies by the pseudo-inverse itself)."""
+    n_mels = mel_magnitude.shape[-2]
     f_max = float(sample_rate) / 2 if f_max is None else float(f_max)
     inverse = torchaudio.transforms.InverseMelScale(
         n_stft=n_fft // 2 + 1, n_mels=n_mels, sample_rate=sample_rate, f_min=f_min, f_max=f_max,
         norm="slaney", mel_scale="slaney",
-    ).to(log_mel_frames.device)
-    return griffin_lim_from_log_magnitude(log_mel_frames, n_fft, hop_length, iterations,
-                                          lambda mel: inverse(mel).clamp_min(0.0))
+    ).to(mel_magnitude.device)
+    return inverse(mel_magnitude).clamp_min(0.0)
 
 
-def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_length: int, iterations: int,
+def griffin_lim_from_log_mel(log_mel_frames: torch.Tensor, sample_rate: int, n_fft: int, hop_length: int,
+                             synthesis: SynthesisConfig, f_min: float = 0.0, f_max: float | None = None,
+                             first_frame: int = 0) -> torch.Tensor:
+    """Invert natural-log mel magnitudes to a waveform: (..., n_mels, frames) -> (..., frames * hop_length).
+
+    The mel magnitudes are mapped back to linear frequencies by inverse_mel_scale and the phase comes from
+    `synthesis` (griffin_lim).
+    """
+    return griffin_lim_from_log_magnitude(
+        log_mel_frames, n_fft, hop_length, synthesis,
+        lambda mel: inverse_mel_scale(mel, sample_rate, n_fft, f_min, f_max), first_frame)
+
+
+def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_length: int, synthesis: SynthesisConfig,
                                    to_linear: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                                   start: str = "zeros", first_frame: int = 0) -> torch.Tensor:
+                                   first_frame: int = 0) -> torch.Tensor:
     """Invert natural-log frames (..., channels, frames) to a waveform (..., frames * hop_length): exp, then
-    `to_linear` (frames' magnitudes -> STFT magnitudes; None: they already are), then griffin_lim from `start`.
+    `to_linear` (frames' magnitudes -> STFT magnitudes; None: they already are), then griffin_lim by `synthesis`.
 
     Stored frames drop the last centred frame (frames = samples // hop_length); repeating the final frame
     restores it, so the inversion spans exactly frames * hop_length samples. Frames too few for the STFT's
@@ -136,8 +137,7 @@ def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_len
     extra = max(0, (n_fft // 2) // hop_length + 1 - frames)
     magnitude = torch.nn.functional.pad(magnitude, (0, extra))
     length = (frames + extra) * hop_length
-    return griffin_lim(magnitude, n_fft, hop_length, length, iterations, start,
-                       first_frame=first_frame)[..., : frames * hop_length]
+    return griffin_lim(magnitude, n_fft, hop_length, length, synthesis, first_frame)[..., : frames * hop_length]
 
 
 def resample(wave: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

@@ -9,6 +9,10 @@ ceiling), the reconstructions and prior samples, and PESQ-WB/STOI compare recons
 The frame-rate comb counts spectral peaks at multiples of the latent frame rate, the held-out audio's own
 share beside it. The generation number is a Frechet distance on log-mel frames, shown with the distance
 between two halves of the held-out set as its floor; it is not comparable to published FAD.
+
+The measures of audio (reconstruction against its references, DNSMOS, the comb, and any added) are entries of
+audiovae.evaluation.measures, which generates their keys, sections and table rows; this module streams the
+files to them and adds the run-level summaries (latent health, generation, speed).
 """
 
 from __future__ import annotations
@@ -27,19 +31,21 @@ import torch
 from audiovae.data.manifest import read_manifest
 from audiovae.errors import UserError
 from audiovae.evaluation import perceptual
+from audiovae.evaluation.measures import (
+    CANDIDATES,
+    SIGNALS,
+    Measures,
+    Setting,
+    Tally,
+    reconstruction_table,
+)
 from audiovae.evaluation.metrics import (
-    COMB_TOLERANCE_HZ,
     FeatureMoments,
-    comb_chance,
-    comb_share,
     frechet_distance,
     log_mel_features,
-    mel_distance_np,
     mu_law_reference,
     opus_available,
     opus_reference,
-    si_sdr,
-    stft_distance_np,
 )
 from audiovae.io.atomic import write_atomic, write_json_atomic
 from audiovae.io.audio import peak_safe_scale
@@ -53,7 +59,6 @@ BLOCK_SECONDS = 30.0  # held-out audio is measured in blocks of about this lengt
 # Prior samples, one DNSMOS window long each, for DNSMOS and the comb. One sample's comb spreads widely (sd
 # 0.14-0.17 over 12-16 samples of one run); the mean of the first 4 ranged 0.13-0.36 between seeds of one run.
 PRIOR_SOUNDS = 16
-REFERENCES = ("model", "mu-law reference", "opus reference", "silence")
 
 
 @dataclass(frozen=True)
@@ -71,37 +76,6 @@ def held_out_files(manifest: dict[str, Any], split: str) -> list[Path]:
     from audiovae.data.manifest import source_path
 
     return [source_path(manifest, record) for record in manifest.get("files", []) if record.get("split") == split]
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-class _Tally:
-    """Length-weighted means of per-block values within a file, their mean over files, and the first reason
-    each measure had no value."""
-
-    def __init__(self) -> None:
-        self.per_file: dict[str, list[float]] = {}
-        self.reasons: dict[str, str] = {}
-        self._sums: dict[str, list[float]] = {}
-
-    def add(self, key: str, value: float, weight: float, reason: str | None = None) -> None:
-        sums = self._sums.setdefault(key, [0.0, 0.0])
-        if np.isfinite(value):
-            sums[0] += value * weight
-            sums[1] += weight
-        elif reason:
-            self.reasons.setdefault(key, reason)
-
-    def end_file(self) -> None:
-        for key, (total, weight) in self._sums.items():
-            self.per_file.setdefault(key, []).append(total / weight if weight else float("nan"))
-        self._sums = {}
-
-    def means(self, prefix: str = "") -> dict[str, float]:
-        return {key[len(prefix):]: _mean(v) for key, v in self.per_file.items() if key.startswith(prefix)}
 
 
 def _use_perceptual(requested: bool | None) -> tuple[bool, str | None]:
@@ -124,29 +98,17 @@ def block_ranges(samples: int, rate: int, block_seconds: float) -> list[tuple[in
     return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
-def _measure_block(tally: _Tally, reference: np.ndarray, output: np.ndarray, rate: int, latent_bits: float,
-                   scorer: perceptual.DnsmosScorer | None, perceptual_on: bool) -> None:
-    """Add one block's reconstruction (and reference codecs') measures to the tally."""
-    weight = len(reference) / rate
+def _candidates(reference: np.ndarray, output: np.ndarray, rate: int, latent_bits: float, tally: Tally,
+                weight: float) -> dict[str, np.ndarray]:
+    """The rows of the reconstruction table for one block: the model's output and the reference codecs' (Opus's
+    bitrate reached goes into the tally)."""
     candidates = {"model": output, "mu-law reference": mu_law_reference(reference, rate, latent_bits)}
     if opus_available():
         coded = opus_reference(reference, rate, latent_bits)
         candidates["opus reference"] = coded.samples
         tally.add("opus/bits_per_second", coded.bits_per_second, weight)
     candidates["silence"] = np.zeros_like(reference)
-    for name, estimate in candidates.items():
-        tally.add(f"{name}/mel_distance", mel_distance_np(reference, estimate, rate), weight)
-        tally.add(f"{name}/stft_distance", stft_distance_np(reference, estimate), weight)
-        tally.add(f"{name}/si_sdr", si_sdr(reference, estimate) if name != "silence" else float("nan"), weight)
-        if perceptual_on and name != "silence":
-            for measure, function in (("pesq_wb", perceptual.pesq_wb), ("stoi", perceptual.stoi)):
-                score = function(reference, estimate, rate)
-                tally.add(f"{name}/{measure}", score.value, weight, score.reason)
-    if scorer is not None:
-        for name, wave in (("held-out", reference), ("model", output)):
-            score = scorer(wave, rate)
-            for part in ("sig", "bak", "ovrl"):
-                tally.add(f"dnsmos/{name}/{part}", getattr(score, part), weight, score.reason)
+    return candidates
 
 
 def evaluate(run: str | Path | None = None, data: str | Path | None = None, split: str = "valid",
@@ -179,8 +141,8 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     rate = model.sample_rate
     frame_rate = rate / model.frame_samples
     latent_bits = model.latent_size * frame_rate * 32  # float32 latents
-    scorer = perceptual.DnsmosScorer() if perceptual_on else None
-    tally = _Tally()
+    measures = Measures(Setting(rate, frame_rate), perceptual_on)
+    tally = Tally()
     latent_sums = None  # per dimension: frames, sum and sum of squares of the means, sum of KL
     priors = {"gaussian": GAUSSIAN, **({"learned": model.learned_prior} if model.learned_prior else {})}
     nll_sums: dict[str, float] = {}
@@ -196,10 +158,11 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
                 for start, stop in block_ranges(len(streamed.source), rate, block_seconds):
                     reference = np.asarray(streamed.source[start:stop]) * np.float32(streamed.latents.gain)
                     output = np.asarray(streamed.output[start:stop]) * np.float32(output_scale)
-                    _measure_block(tally, reference, output, rate, latent_bits, scorer, perceptual_on)
+                    weight = len(reference) / rate
+                    measures.block(tally, _candidates(reference, output, rate, latent_bits, tally, weight),
+                                   reference, output)
                     features.add(log_mel_features(reference, rate))
-                tally.add("comb/held-out", comb_share(streamed.source, rate, frame_rate), 1.0)
-                tally.add("comb/model", comb_share(streamed.output, rate, frame_rate), 1.0)
+                measures.file(tally, streamed.source, streamed.output)
                 tally.end_file()
                 z = torch.from_numpy(streamed.latents.values)[None]
                 for name, prior in priors.items():  # held-out NLL per latent frame, summed over frames here
@@ -218,22 +181,15 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         raise UserError(f"none of the {len(paths)} held-out files could be read (first: {skipped[0]})")
 
     reconstruction = {key: value for key, value in tally.means().items()
-                      if key.split("/")[0] in REFERENCES}
+                      if key.split("/")[0] in CANDIDATES}
     latent = _latent_health(latent_sums)
     generation = _generation(model, priors, heldout_features, audio_seconds, seed)
     generation["nll_per_frame"] = {name: total / nll_frames for name, total in nll_sums.items()}
     generation["samples_prior"] = "learned" if model.learned_prior else "gaussian"  # of the DNSMOS and comb rows
-    prior = model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
-    comb = {"frame_rate_hz": frame_rate, "tolerance_hz": COMB_TOLERANCE_HZ, "chance": comb_chance(rate, frame_rate),
-            **tally.means("comb/"), "prior samples": _mean([comb_share(w, rate, frame_rate) for w in prior])}
-    dnsmos = None
-    if scorer is not None:
-        prior_scores = [scorer(w, rate) for w in prior]
-        dnsmos = {"held-out": tally.means("dnsmos/held-out/"), "model": tally.means("dnsmos/model/"),
-                  "prior samples": {part: _mean([getattr(s, part) for s in prior_scores])
-                                    for part in ("sig", "bak", "ovrl")},
-                  "version": perceptual.dnsmos_version()}
-        notes += sorted({f"prior samples: DNSMOS {s.reason}" for s in prior_scores if s.reason})
+    prior = (model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
+             if measures.needs_prior_samples() else [])
+    signals, prior_notes = measures.sections(tally, prior)
+    notes += prior_notes
     notes += [f"{key}: some blocks had no value ({reason})" for key, reason in sorted(tally.reasons.items())]
     speed = {"device": str(model.device), "encode_real_time_factor": audio_seconds / max(encode_seconds, 1e-9),
              "decode_real_time_factor": audio_seconds / max(decode_seconds, 1e-9)}
@@ -241,11 +197,11 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     metrics = {"run": str(run), "checkpoint": str(model.checkpoint), "data": str(folder), "split": split,
                "files": len(heldout_features), "skipped": skipped, "audio_seconds": round(audio_seconds, 3),
                "latent_bits_per_second": latent_bits, "opus_bits_per_second": opus_bits,
-               "reconstruction": reconstruction, "dnsmos": dnsmos, "comb": comb, "latent": latent,
+               "reconstruction": reconstruction, **signals, "latent": latent,
                "generation": generation, "speed": speed, "notes": notes}
     json_path = write_json_atomic(run.eval_dir / "metrics.json", _rounded(metrics))
     csv_path = run.eval_dir / "metrics.csv"
-    sections = ("reconstruction", "dnsmos", "comb", "latent", "generation", "speed")
+    sections = ("reconstruction", *SIGNALS, "latent", "generation", "speed")
     flat = _flatten(_rounded({k: metrics[k] for k in sections if metrics[k] is not None}))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -333,37 +289,21 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    """The human-readable summary printed by the command."""
-    rec = metrics["reconstruction"]
-    labels = {"model": "model", "mu-law reference": f"mu-law at {metrics['latent_bits_per_second'] / 1000:.0f} kbit/s",
-              "silence": "silence"}
+    """The human-readable summary printed by the command: the reconstruction table and each signal measure's
+    lines, from their registry entries (audiovae.evaluation.measures), then the run-level summaries."""
+    kbits = metrics["latent_bits_per_second"] / 1000
+    labels = {"model": "model", "mu-law reference": f"mu-law at {kbits:.0f} kbit/s", "silence": "silence"}
     if metrics.get("opus_bits_per_second"):
-        labels["opus reference"] = (f"Opus at {metrics['latent_bits_per_second'] / 1000:.0f} kbit/s "
-                                    f"({metrics['opus_bits_per_second'] / 1000:.0f} reached)")
-    lines = [f"{metrics['files']} held-out files, {metrics['audio_seconds']:.1f} s, from {metrics['checkpoint']}",
-             "",
-             "| reconstruction | mel distance | STFT distance | SI-SDR dB | PESQ-WB | STOI |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name in REFERENCES:
-        if name in labels:
-            lines.append(f"| {labels[name]} | {rec[f'{name}/mel_distance']:.3f} | {rec[f'{name}/stft_distance']:.3f} "
-                         f"| {_fmt(rec[f'{name}/si_sdr'])} | {_fmt(rec.get(f'{name}/pesq_wb'))} "
-                         f"| {_fmt(rec.get(f'{name}/stoi'), 3)} |")
-    dnsmos = metrics.get("dnsmos")
-    if dnsmos:
-        lines += ["", "| DNSMOS P.835 (16 kHz) | SIG | BAK | OVRL |", "| --- | ---: | ---: | ---: |"]
-        for name, label in (("held-out", "held-out audio (ceiling)"), ("model", "reconstructions"),
-                            ("prior samples", f"prior samples ({metrics['generation']['samples_prior']} prior)")):
-            lines.append(f"| {label} | " + " | ".join(_fmt(dnsmos[name].get(p)) for p in ("sig", "bak", "ovrl")) + " |")
-    comb = metrics["comb"]
+        labels["opus reference"] = f"Opus at {kbits:.0f} kbit/s ({metrics['opus_bits_per_second'] / 1000:.0f} reached)"
+    lines = [f"{metrics['files']} held-out files, {metrics['audio_seconds']:.1f} s, from {metrics['checkpoint']}", "",
+             *reconstruction_table(metrics, labels)]
+    for name, measure in SIGNALS.items():
+        if metrics.get(name) is not None:
+            lines += measure.printed(metrics[name], metrics)
     latent = metrics["latent"]
     gen = metrics["generation"]
     speed = metrics["speed"]
-    lines += ["",
-              f"frame-rate comb (share of spectral peaks within {comb['tolerance_hz']:g} Hz of multiples of "
-              f"{comb['frame_rate_hz']:g} Hz; chance {comb['chance']:.2f}): held-out {_fmt(comb.get('held-out'))}, "
-              f"reconstructions {_fmt(comb.get('model'))}, prior samples ({gen['samples_prior']}) {_fmt(comb.get('prior samples'))}",
-              f"latent: {latent['active_dimensions']} of {latent['latent_size']} dimensions active, "
+    lines += [f"latent: {latent['active_dimensions']} of {latent['latent_size']} dimensions active, "
               f"KL {latent['kl_total']:.2f} nats per frame",
               "generation: Frechet distance (log-mel) to held-out audio: "
               f"N(0, I) samples {gen['frechet_prior_vs_heldout']:.2f}"
@@ -381,7 +321,3 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(f"warning: {latent['collapse_warning']}")
     lines += [f"note: {note}" for note in metrics.get("notes", [])]
     return "\n".join(lines)
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"

@@ -80,8 +80,7 @@ class MelWholeSignal(WholeSignal):
         representation = recipe.data.representation
         filterbank = representation.filterbank()  # the identity for spectrogram frames
         self.front = LogMelFront(filterbank, mel.n_fft, mel.hop_length, mel.log_floor)
-        self.back = MelInversion(filterbank, mel.n_fft, mel.hop_length, representation.griffin_lim_iterations,
-                                 start=representation.griffin_lim_start)
+        self.back = MelInversion(filterbank, mel.n_fft, mel.hop_length, recipe.synthesis)  # the run's stored method
         self.encoder, self.decoder, self.offset = net.encoder, net.decoder, net.offset
         self.setup(net.latent_size, net.hop * mel.hop_length)
         self.example_frames = max(2, mel.n_fft // self.hop + 1)  # export's test blocks: longer than n_fft / 2

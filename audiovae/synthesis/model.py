@@ -104,7 +104,7 @@ class Model:
     def _chunk_to_wave(self, y: torch.Tensor, first_step: int) -> np.ndarray:
         """Model output (batch, channels, steps) -> waveforms (batch, steps * samples per step); first_step: the
         index of y's first step in the whole sound."""
-        return self.representation.to_audio(y, first_step).float().cpu().numpy()
+        return self.representation.to_audio(y, self.recipe.synthesis, first_step).float().cpu().numpy()
 
     def _margin(self) -> int:
         if MARGIN_FRAMES is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -67,6 +68,18 @@ def test_every_shipped_recipe_loads(path):
             assert getattr(getattr(recipe, section), key) == expected, f"{section}.{key}"
 
 
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_frame_recipe_states_how_it_sounds(path):
+    """A frame recipe writes its synthesis section out (method, iterations, momentum), so its sound is in the
+    recipe and not in a default; a waveform recipe has none to write."""
+    raw, recipe = raw_recipe(path), load_recipe(path)
+    if recipe.data.representation.is_waveform:
+        assert "synthesis" not in raw and recipe.synthesis is None
+    else:
+        assert set(raw["synthesis"]) == {"method", "iterations", "momentum"}
+        assert dataclasses.asdict(recipe.synthesis) == raw["synthesis"]
+
+
 # (edit of the quickstart recipe, exact text after "<file>: ")
 def _set(path: str, value):
     def edit(raw: dict) -> None:
@@ -92,7 +105,7 @@ QUICKSTART_ERRORS = [
     ("misspelt nested key", _set("data.mel.n_melz", 40), "data.mel.n_melz: unknown key (did you mean 'n_mels'?)"),
     ("misspelt section", _set("trian", {"max_steps": 5}), "trian: unknown key (did you mean 'train'?)"),
     ("unknown section", _set("optimizer", {"lr": 1}),
-     "optimizer: unknown key (valid sections: data, model, loss, train, adversarial, prior)"),
+     "optimizer: unknown key (valid sections: data, model, loss, train, adversarial, prior, synthesis)"),
     ("string for int", _set("train.batch_size", "eight"), "train.batch_size: must be an integer (got 'eight')"),
     ("bool for int", _set("train.batch_size", True), "train.batch_size: must be an integer (got True)"),
     ("float for int", _set("model.channels", 4.5), "model.channels: must be an integer (got 4.5)"),

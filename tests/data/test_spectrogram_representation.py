@@ -11,6 +11,7 @@ import torch
 
 from audiovae.config.recipe import recipe_from_dict
 from audiovae.config.schema import ConfigError
+from audiovae.dsp.inversion import SynthesisConfig
 from audiovae.dsp.transforms import log_spectrogram
 from audiovae.models import build_model
 from audiovae.models.mel import MelVAE
@@ -45,24 +46,22 @@ def test_frames_are_log_stft_magnitudes_with_the_floor():
     assert abs((louder - frames[0])[64, 32].item() - 6.0 * math.log(10) / 20) < 1e-6
 
 
-def test_griffin_lim_from_spectrogram_frames_keeps_the_harmonics_that_mel_frames_lose(monkeypatch):
+def test_griffin_lim_from_spectrogram_frames_keeps_the_harmonics_that_mel_frames_lose():
     """Round trip of real-sounding speech through each representation, judged by the fit of the result's
     log-STFT to the original's over the bins within 40 dB of the peak: with 8 Griffin-Lim iterations the
     spectrogram's inversion has no filterbank to undo, so it fits far better than 80 mel bands do. (The
     recipe's peak-locked phases without iterations fit true magnitudes worse, 0.53 when written, and a model's
     magnitudes better by STOI and DNSMOS: docs/quality.md.)"""
-    from audiovae.data.representations import LogSpectrogram
-
-    monkeypatch.setattr(LogSpectrogram, "griffin_lim_iterations", 8)
-    monkeypatch.setattr(LogSpectrogram, "griffin_lim_start", "advancing")
     wave, rate = soundfile.read(sorted(DEMO.glob("*.wav"))[0], dtype="float32")
     x = torch.from_numpy(wave[:16384].copy())
     reference = log_spectrogram(x, 1024, 256)[..., :64]
     loud = reference > reference.max() - math.log(100.0)
     misfit = {}
     for features in ("spectrogram", "mel"):
-        representation = spectrogram_recipe(features).data.representation
-        y = representation.to_audio(representation.from_audio(x[None]))[0]
+        recipe = spectrogram_recipe(features)
+        representation = recipe.data.representation
+        synthesis = SynthesisConfig("advancing", 8) if features == "spectrogram" else recipe.synthesis
+        y = representation.to_audio(representation.from_audio(x[None]), synthesis)[0]
         assert y.shape == (16384,)
         misfit[features] = (log_spectrogram(y, 1024, 256)[..., :64] - reference)[loud].abs().mean().item()
     assert misfit["spectrogram"] < 0.25, misfit  # 0.19 when written (its 8 iterations; 0.07 after 32)
@@ -117,7 +116,7 @@ def test_griffin_lim_from_zeros_is_torchaudios():
     magnitude = torch.stft(x, 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
     expected = torchaudio.transforms.GriffinLim(n_fft=1024, hop_length=256, power=1.0, n_iter=8, rand_init=False,
                                                 length=12000)(magnitude)
-    torch.testing.assert_close(griffin_lim(magnitude, 1024, 256, 12000, 8), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(griffin_lim(magnitude, 1024, 256, 12000, SynthesisConfig("zeros", 8)), expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("f0", [110.0, 173.0])
@@ -135,9 +134,9 @@ def test_griffin_lim_from_advancing_phases_leaves_no_comb_at_the_frame_rate(f0):
     magnitude = torch.stft(tone, 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
     held = magnitude[:, 80:81].expand(-1, 188).contiguous()
     length = 187 * 256
-    from_zeros = comb_share(griffin_lim(held, 1024, 256, length, 8, "zeros").numpy(), 16000, 62.5)
-    advancing = comb_share(griffin_lim(held, 1024, 256, length, 8, "advancing").numpy(), 16000, 62.5)
-    peaks = comb_share(griffin_lim(held, 1024, 256, length, 0, "peaks").numpy(), 16000, 62.5)  # 0.16 written
+    from_zeros = comb_share(griffin_lim(held, 1024, 256, length, SynthesisConfig("zeros", 8)).numpy(), 16000, 62.5)
+    advancing = comb_share(griffin_lim(held, 1024, 256, length, SynthesisConfig("advancing", 8)).numpy(), 16000, 62.5)
+    peaks = comb_share(griffin_lim(held, 1024, 256, length, SynthesisConfig("peaks", 0)).numpy(), 16000, 62.5)  # 0.16 written
     assert from_zeros > 0.5 and advancing < 0.35 and peaks < 0.25, (from_zeros, advancing, peaks)
 
 
@@ -147,11 +146,11 @@ def test_exported_inversion_starts_from_the_same_advancing_phases():
 
     wave, _ = soundfile.read(sorted(DEMO.glob("*.wav"))[0], dtype="float32")
     frames = log_spectrogram(torch.from_numpy(wave[:16384].copy()), 1024, 256)[..., :64][None]
-    expected = griffin_lim_from_log_magnitude(frames, 1024, 256, 8, start="advancing")
+    expected = griffin_lim_from_log_magnitude(frames, 1024, 256, SynthesisConfig("advancing", 8))
     with torch.no_grad():
-        got = MelInversion(torch.eye(513), 1024, 256, 8, start="advancing")(frames)[:, 0]
+        got = MelInversion(torch.eye(513), 1024, 256, SynthesisConfig("advancing", 8))(frames)[:, 0]
     assert (got - expected).abs().max() < 1e-3 * expected.abs().max()
-    from_zeros = griffin_lim_from_log_magnitude(frames, 1024, 256, 8)
+    from_zeros = griffin_lim_from_log_magnitude(frames, 1024, 256, SynthesisConfig("zeros", 8))
     assert (from_zeros - expected).abs().max() > 0.1 * expected.abs().max()  # the start matters
 
 
@@ -175,26 +174,27 @@ def test_peak_locked_phases_invert_a_held_tone_without_iterations(f0):
         again = torch.stft(wave, 1024, 256, window=window, return_complex=True).abs()
         return float((again - magnitude).norm() / magnitude.norm())
 
-    peaks = miss(griffin_lim(magnitude, 1024, 256, length, 0, "peaks"))
-    advancing = miss(griffin_lim(magnitude, 1024, 256, length, 0, "advancing"))
-    iterated = miss(griffin_lim(magnitude, 1024, 256, length, 8, "advancing"))
+    peaks = miss(griffin_lim(magnitude, 1024, 256, length, SynthesisConfig("peaks", 0)))
+    advancing = miss(griffin_lim(magnitude, 1024, 256, length, SynthesisConfig("advancing", 0)))
+    iterated = miss(griffin_lim(magnitude, 1024, 256, length, SynthesisConfig("advancing", 8)))
     assert peaks < 0.12 and advancing > 0.4 and iterated > peaks + 0.02, (peaks, advancing, iterated)
     frames = torch.log(magnitude[:, :-1].clamp_min(1e-5))[None]
     with torch.no_grad():
-        exported = MelInversion(torch.eye(513), 1024, 256, 0, start="peaks")(frames)[:, 0]
-    expected = griffin_lim_from_log_magnitude(frames, 1024, 256, 0, start="peaks")
+        exported = MelInversion(torch.eye(513), 1024, 256, SynthesisConfig("peaks", 0))(frames)[:, 0]
+    expected = griffin_lim_from_log_magnitude(frames, 1024, 256, SynthesisConfig("peaks", 0))
     assert (exported - expected).abs().max() < 1e-4 * expected.abs().max()
 
 
 @pytest.mark.parametrize("features", ["spectrogram", "mel"])
 def test_sounds_shorter_than_half_an_fft_go_through_without_a_traceback(features):
     """A 1024-point STFT reflect-pads 512 samples, which a 300-sample sound or 2 frames of 256 do not have."""
-    representation = spectrogram_recipe(features).data.representation
+    recipe = spectrogram_recipe(features)
+    representation = recipe.data.representation
     short = 0.1 * torch.randn(1, 300, generator=torch.Generator().manual_seed(0))
     assert representation.from_audio(short).shape == (1, representation.channels, 1)
     for frames in (1, 2, 3):
         log_frames = torch.full((1, representation.channels, frames), -3.0)
-        wave = representation.to_audio(log_frames)
+        wave = representation.to_audio(log_frames, recipe.synthesis)
         assert wave.shape == (1, frames * 256) and torch.isfinite(wave).all() and wave.abs().max() > 0
 
 
@@ -202,24 +202,25 @@ def test_chunks_start_their_phases_where_the_whole_sound_would(monkeypatch):
     """Chunked synthesis passes each chunk's first frame on: from advancing phases with no Griffin-Lim iterations
     (each sample then depends on the frames around it only) chunks of a long sound join into exactly its
     one-piece inversion. (Peak-locked phases integrate from each chunk's first frame: their joins are not exact.)"""
+    import dataclasses
+
     import audiovae.synthesis.model as synth
     from audiovae.data.representations import LogSpectrogram
-    from audiovae.dsp.phase import advancing_phase
+    from audiovae.dsp.inversion.advancing import advancing_phase
 
     assert torch.equal(advancing_phase(513, 40, 1024, 256, torch.device("cpu"), first=25),
                        advancing_phase(513, 65, 1024, 256, torch.device("cpu"))[:, 25:])
-    recipe = spectrogram_recipe()
+    recipe = dataclasses.replace(spectrogram_recipe(), synthesis=SynthesisConfig("advancing", 0))
     torch.manual_seed(0)
     model = synth.Model(build_model(recipe), recipe, Path("untrained.pt"), torch.device("cpu"), workers=1)
-    monkeypatch.setattr(LogSpectrogram, "griffin_lim_iterations", 0)
-    monkeypatch.setattr(LogSpectrogram, "griffin_lim_start", "advancing")
     z = torch.randn(1, 4, 90, generator=torch.Generator().manual_seed(1))
     whole = model.decode_all(z, 90 * 256)
     monkeypatch.setattr(synth, "CHUNK_FRAMES", 32)
     chunked = model.decode_all(z, 90 * 256)
     assert abs(whole).max() > 1e-3
     assert abs(chunked - whole).max() < 1e-4 * abs(whole).max()
-    monkeypatch.setattr(LogSpectrogram, "to_audio", lambda self, output, first_step=0: _from_frame_zero(self, output))
+    monkeypatch.setattr(LogSpectrogram, "to_audio",
+                        lambda self, output, synthesis, first_step=0: _from_frame_zero(self, output))
     unaligned = model.decode_all(z, 90 * 256)  # every chunk counting its phases from 0: the joins show
     assert abs(unaligned - whole).max() > 0.05 * abs(whole).max()
 
@@ -228,7 +229,7 @@ def _from_frame_zero(representation, output):
     from audiovae.dsp.transforms import griffin_lim_from_log_magnitude
 
     mel = representation.data.mel
-    return griffin_lim_from_log_magnitude(output.float(), mel.n_fft, mel.hop_length, 0, start="advancing")
+    return griffin_lim_from_log_magnitude(output.float(), mel.n_fft, mel.hop_length, SynthesisConfig("advancing", 0))
 
 
 def test_the_recipes_short_windows_let_peak_locked_phases_keep_what_long_ones_smear():
@@ -251,9 +252,11 @@ def test_the_recipes_short_windows_let_peak_locked_phases_keep_what_long_ones_sm
         waves.append((wave / np.abs(wave).max() * 0.9).astype(np.float32))
     scores = {}
     for name, overrides in (("recipe", ()), ("long", long_windows)):
-        representation = load_recipe(recipes / "spectrogram.yaml", overrides=overrides).data.representation
+        recipe = load_recipe(recipes / "spectrogram.yaml", overrides=overrides)
+        representation = recipe.data.representation
         for wave in waves:
-            out = representation.to_audio(representation.from_audio(torch.from_numpy(wave)[None]))[0].numpy()
+            frames = representation.from_audio(torch.from_numpy(wave)[None])
+            out = representation.to_audio(frames, recipe.synthesis)[0].numpy()
             assert out.shape == wave.shape
             scores.setdefault(name, []).append(pesq_wb(wave, out, 16000).value)
     assert min(scores["recipe"]) > 2.4 and max(scores["long"]) < 2.3, scores

@@ -1,7 +1,9 @@
-"""Room to grow: a family, a second trainable model and old checkpoints, each through the one home it has."""
+"""Room to grow: a family, a second trainable model, a synthesis method, evaluation measures and old checkpoints,
+each through the one home it has."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from torch import nn
 import audiovae.models as models
 from audiovae.cli.main import main
 from audiovae.config.schema import require
+from audiovae.dsp.inversion import SYNTHESIS_METHODS, PhaseRule, SynthesisConfig, SynthesisMethod
+from audiovae.evaluation import measures
 from audiovae.io.checkpoint import load_checkpoint
 from audiovae.io.run_folder import RunFolder, resolve_checkpoint
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
@@ -282,3 +286,90 @@ def test_interpolate_steps_below_two_is_one_line_before_any_work(tmp_path, monke
     result = CliRunner().invoke(main, ["interpolate", "a.wav", "b.wav", str(tmp_path / "o"), "--steps", "1"])
     assert (result.exit_code, result.output) == (1, "error: --steps must be at least 2\n")
     assert not (tmp_path / "o").exists()
+
+
+# ---- a synthesis method defined entirely in this file ---------------------------------------------------------
+
+
+class QuarterTurns(PhaseRule):
+    """Each frame a quarter turn on from the last, every bin alike: a method no recipe ships."""
+
+    def forward(self, magnitude: torch.Tensor, first_frame: int) -> torch.Tensor:
+        frames = torch.arange(first_frame, first_frame + magnitude.shape[-1], device=magnitude.device)
+        return (0.5 * math.pi * frames.float()).expand_as(magnitude)
+
+
+@pytest.fixture
+def quarter_method(monkeypatch):
+    # the one registry line, undone after the test
+    monkeypatch.setitem(SYNTHESIS_METHODS, "quarter", SynthesisMethod("quarter", QuarterTurns, 1, "quarter turns"))
+
+
+def test_a_synthesis_method_registered_in_a_test_is_a_recipe_key_synthesis_and_export_run(quarter_method):
+    from audiovae.config.recipe import recipe_from_dict, recipe_from_saved
+    from audiovae.realtime.export import scriptable
+
+    recipe = recipe_from_dict({"data": {"features": "spectrogram", "segment_samples": 2048,
+                                        "mel": {"n_fft": 256, "hop_length": 64}},
+                               "model": {"family": "mel", "channels": 4, "max_channels": 4, "strides": [2],
+                                         "latent_size": 3, "residual_layers": 1, "kernel_size": 3},
+                               "loss": {"terms": {"l1": 1.0}}, "synthesis": {"method": "quarter"}}, "quarter")
+    assert recipe.synthesis == SynthesisConfig("quarter", 1)  # the method's own iteration count, written down
+    assert recipe_from_saved(recipe.to_dict()).synthesis == recipe.synthesis
+    torch.manual_seed(0)
+    model = synth.Model(models.build_model(recipe), recipe, Path("untrained.pt"), torch.device("cpu"), workers=1)
+    z = torch.randn(1, 3, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        frames = model.net.decode(z)
+    wave = model.decode_all(z, 6 * 2 * 64)[0]
+    assert np.array_equal(wave, model.representation.to_audio(frames, recipe.synthesis)[0].numpy())
+    peaks = model.representation.to_audio(frames, SynthesisConfig("peaks", 1))[0].numpy()
+    assert not np.allclose(wave, peaks, atol=1e-4)  # the method decides the sound
+    face = scriptable(model.net, recipe)  # the export runs the same rule, scripted
+    assert isinstance(face.back.phases, QuarterTurns)
+    scripted = torch.jit.script(face)
+    with torch.no_grad():
+        exported = scripted.decode(z)[0, 0].numpy()
+    assert np.abs(exported - wave).max() < 0.05 * np.abs(wave).max()
+
+
+# ---- evaluation measures defined entirely in this file --------------------------------------------------------
+
+
+def peak_dbfs(wave: np.ndarray) -> float:
+    peak = float(np.max(np.abs(wave))) if len(wave) else 0.0
+    return 20 * math.log10(peak) if peak > 0 else float("nan")
+
+
+@pytest.fixture
+def peak_measures(monkeypatch):
+    # one entry each, undone after the test: a measure of one sound per file, and a comparison per block
+    monkeypatch.setitem(measures.SIGNALS, "peak", measures.Signal(
+        "peak", "peak level dBFS", measures.SUBJECTS, "file", lambda setting: peak_dbfs))
+    monkeypatch.setitem(measures.COMPARISONS, "peak_error", measures.Comparison(
+        "peak_error", "peak error dB", lambda reference, estimate, rate: abs(peak_dbfs(reference) - peak_dbfs(estimate)),
+        digits=1, candidates=("model", "mu-law reference")))
+
+
+def test_measures_registered_in_a_test_appear_in_the_table_and_metrics(peak_measures, tiny_run):
+    import csv
+    import json
+
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "-q", "--max-files", "2", "--no-perceptual"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    peak = metrics["peak"]
+    assert set(peak) == {"held-out", "model", "prior samples"}
+    assert -60 < peak["held-out"] <= 0.5 and -80 < peak["prior samples"] <= 0.5
+    assert metrics["reconstruction"]["model/peak_error"] >= 0
+    assert "silence/peak_error" not in metrics["reconstruction"]
+    assert "comb" in metrics and metrics["dnsmos"] is None  # the shipped ones as before
+    line = next(line for line in result.output.splitlines() if line.startswith("peak level dBFS: "))
+    assert line == (f"peak level dBFS: held-out {peak['held-out']:.2f}, reconstructions {peak['model']:.2f}, "
+                    f"prior samples {peak['prior samples']:.2f}")
+    assert "| reconstruction | mel distance | STFT distance | SI-SDR dB | PESQ-WB | STOI | peak error dB |" in result.output
+    model_row = next(line for line in result.output.splitlines() if line.startswith("| model |"))
+    assert model_row.endswith(f"| {metrics['reconstruction']['model/peak_error']:.1f} |")
+    with open(tiny_run / "eval" / "metrics.csv") as handle:
+        rows = dict(csv.reader(handle))
+    assert "peak.prior samples" in rows and "reconstruction.model/peak_error" in rows

@@ -338,10 +338,11 @@ def test_every_recipe_shrinks_and_trains_one_step(path, tmp_path):
 
 
 def test_griffin_lim_fills_every_sample_of_the_frames_it_inverts():
+    from audiovae.dsp.inversion import SynthesisConfig
     from audiovae.dsp.transforms import griffin_lim_from_log_mel
 
     tone = torch.from_numpy(synthesize(1.0, 16000)[:, 0])
     frames = log_mel(tone, 16000, 1024, 256, 80)[..., :62]  # as prepare stores them: the last frame dropped
-    wave = griffin_lim_from_log_mel(frames, 16000, 1024, 256, iterations=8)
+    wave = griffin_lim_from_log_mel(frames, 16000, 1024, 256, SynthesisConfig("zeros", 8))
     assert wave.shape == (62 * 256,)
     assert wave[-256:].abs().max() > 0.1  # the last hop is sound, not padding

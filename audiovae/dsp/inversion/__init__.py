@@ -1,0 +1,52 @@
+"""Synthesis methods: how frames of log magnitudes become sound, chosen by a recipe's `synthesis:` section.
+
+A method is a phase rule (the phases an inverse STFT starts from under magnitudes alone) followed by
+`iterations` of fast Griffin-Lim; one module per method (zeros.py, advancing.py, peaks.py) and one line in
+SYNTHESIS_METHODS below. This package sits at the bottom of the signal code: it imports torch and the config
+helpers only, so the Griffin-Lim loops (audiovae.dsp.transforms for synthesis in Python, audiovae.nn.spectral
+for the export), the representations that call them (audiovae.data.representations) and the recipe that
+validates the section (audiovae.config.recipe) all import it, and it imports none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audiovae.config.schema import choice, require
+from audiovae.dsp.inversion import advancing, peaks, zeros
+from audiovae.dsp.inversion.base import PhaseRule, SynthesisMethod
+
+# `synthesis.method` -> its entry: the one line a new method adds
+SYNTHESIS_METHODS: dict[str, SynthesisMethod] = {
+    "zeros": zeros.METHOD,
+    "advancing": advancing.METHOD,
+    "peaks": peaks.METHOD,
+}
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """A recipe's `synthesis:` section (frame features only: a waveform model has nothing to synthesize).
+
+    method: a name in SYNTHESIS_METHODS; iterations: fast Griffin-Lim iterations after the method's start phases
+    (null: the method's own count, written into the resolved recipe); momentum: of fast Griffin-Lim (Perraudin
+    et al. 2013). Resolved recipes and checkpoints store all three, so a changed default never changes a run.
+    """
+
+    method: str
+    iterations: int | None = None
+    momentum: float = 0.99
+
+    def __post_init__(self):
+        choice("method", self.method, tuple(SYNTHESIS_METHODS))
+        if self.iterations is None:
+            object.__setattr__(self, "iterations", SYNTHESIS_METHODS[self.method].iterations)
+        require(self.iterations >= 0, "iterations", "must be >= 0")
+        require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+
+    def phase_rule(self, n_fft: int, hop_length: int) -> PhaseRule:
+        """The method's phase rule for an STFT of n_fft points every hop_length samples."""
+        return SYNTHESIS_METHODS[self.method].phases(n_fft, hop_length)
+
+
+__all__ = ["SYNTHESIS_METHODS", "PhaseRule", "SynthesisConfig", "SynthesisMethod"]

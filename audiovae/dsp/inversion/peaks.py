@@ -1,0 +1,50 @@
+"""Synthesis method `peaks`: phases locked to the magnitudes' peaks, a phase-locked vocoder without loops
+(features: spectrogram until 0.3, no Griffin-Lim iterations after it)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from audiovae.dsp.inversion.base import PhaseRule, SynthesisMethod
+
+
+def peak_locked_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, reach: int = 2) -> torch.Tensor:
+    """Phases (..., bins, frames) for log magnitudes (..., bins, frames), from their peaks alone: a phase-locked
+    vocoder (Laroche and Dolson 1999) without loops. Each bin belongs to the loudest bin within `reach` of it
+    (a Hann window's main lobe is 2 bins either side), that peak's frequency is refined by a parabola through
+    its log magnitude and its two neighbours, each bin's phase advances by that frequency times the hop from
+    frame to frame, and the bins of a lobe take the peak's phase, minus pi per bin away from it (the phase
+    relation of a steady sinusoid's lobe in frames that start at the window's edge). On a model's magnitudes,
+    which belong to no signal, Griffin-Lim's iterations undo the harmonics' continuity that this keeps
+    (docs/quality.md). The first frame starts at 0; scriptable, for the export."""
+    bins, frames = log_magnitude.shape[-2], log_magnitude.shape[-1]
+    x = log_magnitude.reshape(-1, bins, frames).transpose(1, 2)  # (batch, frames, bins)
+    batch = x.shape[0]
+    padded = F.pad(x.reshape(batch * frames, 1, bins), (reach, reach), value=-1e9)
+    _, owner = F.max_pool1d(padded, 2 * reach + 1, 1, return_indices=True)
+    owner = (owner - reach).clamp(0, bins - 1).reshape(batch, frames, bins)
+    below = torch.cat([x[..., :1], x[..., :-1]], -1)
+    above = torch.cat([x[..., 1:], x[..., -1:]], -1)
+    curvature = below - 2 * x + above
+    offset = (0.5 * (below - above) / curvature.clamp(max=-1e-6)).clamp(-0.5, 0.5)
+    offset = torch.where(curvature < -1e-6, offset, torch.zeros_like(offset))  # a parabola's vertex, in bins
+    frequency = owner.to(x.dtype) + torch.gather(offset, -1, owner)  # each bin's peak, in bins
+    step = torch.remainder(frequency * hop_length, n_fft) * (2 * math.pi / n_fft)
+    integrated = torch.cumsum(step, 1) - step[:, :1]
+    away = torch.arange(bins, device=x.device)[None, None] - owner
+    phase = torch.gather(integrated, -1, owner) - math.pi * away.to(x.dtype)
+    return phase.transpose(1, 2).reshape(log_magnitude.shape)
+
+
+class PeakLockedPhases(PhaseRule):
+    """peak_locked_phase of the magnitudes' logs. Each chunk integrates from its own first frame."""
+
+    def forward(self, magnitude: torch.Tensor, first_frame: int) -> torch.Tensor:
+        return peak_locked_phase(torch.log(magnitude.clamp_min(1e-12)), self.n_fft, self.hop_length)
+
+
+METHOD = SynthesisMethod("peaks", PeakLockedPhases, iterations=0,
+                         summary="phases locked to the magnitudes' peaks (a phase-locked vocoder)")
