@@ -8,6 +8,7 @@
         prior/best.pt last.pt        the learned prior over the VAE's latents (+ its own metrics.jsonl)
         samples/*.wav                what a waveform run sounds like at its last validation
         eval/metrics.json .csv       what `audiovae evaluate` measured
+        anomaly/roc.png              the ROC of `audiovae score --normal --anomalous` (unless --plot says where)
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class RunFolder:
     tensorboard_dir = _part("tensorboard", "TensorBoard's event files, when it is installed.")
     samples_dir = _part("samples", "input, reconstruction and prior WAVs of a waveform run's last validation.")
     eval_dir = _part("eval", "What `audiovae evaluate` measured: metrics.json and metrics.csv.")
+    anomaly_dir = _part("anomaly", "What `audiovae score --normal --anomalous` drew: roc.png.")
     lock_path = _part("run.lock", "The lock file a training process holds (audiovae.io.lock).")
     checkpoints_dir = _part("checkpoints", "The VAE's best.pt and last.pt.")
     prior_dir = _part("prior", "The learned prior's stage: its best.pt, last.pt and metrics.jsonl.")
