@@ -10,6 +10,7 @@ import click
 
 from audiovae.cli.common import Group
 from audiovae.cli.realtime import export, stream
+from audiovae.cli.score import score
 from audiovae.cli.synthesis import decode, encode, generate, interpolate, reconstruct
 from audiovae.data.representations import REPRESENTATIONS
 from audiovae.errors import UserError
@@ -175,5 +176,5 @@ def evaluate(run, data, split, max_files, seed, device, perceptual, quiet) -> No
 
 
 
-for command in (generate, reconstruct, encode, decode, interpolate, export, stream):
+for command in (generate, reconstruct, encode, decode, interpolate, export, stream, score):
     main.add_command(command)
