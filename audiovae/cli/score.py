@@ -22,6 +22,9 @@ def _audio_files(inputs: list[Path], what: str) -> list[Path]:
     """The audio files of files and folders (searched recursively), in a fixed order; UserError when none."""
     from audiovae.data.prepare import find_audio
 
+    missing = [path for path in inputs if not path.exists()]
+    if missing:
+        raise UserError(f"{missing[0]}: no such file or folder")
     found = [source.path for source in find_audio(inputs)]
     if not found:
         raise UserError(f"{what}: no audio files (WAV, FLAC, OGG, AIFF, MP3) found")

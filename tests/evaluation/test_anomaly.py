@@ -173,6 +173,7 @@ def test_score_writes_csv_and_plots_and_exits_3_on_anomalies(machine_run, tmp_pa
     (["--normal", "."], "go together"),
     (["x.wav", "--normal", ".", "--anomalous", "."], "not both"),
     (["{empty}"], "no audio files"),
+    (["{empty}/missing.wav"], "no such file or folder"),
     (["{normal}", "--run", "{empty}"], "no checkpoint"),
     (["--normal", "{normal}", "--anomalous", "{anomalous}", "--threshold", "3"], "--threshold applies"),
 ])
