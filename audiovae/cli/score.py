@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import model_options, output_paths
+from audiovae.cli.common import load_model, model_options, output_paths
 from audiovae.errors import UserError
 from audiovae.evaluation.anomaly import (
     ANOMALOUS_EXIT_CODE,
@@ -59,8 +59,6 @@ def score(inputs, normal, anomalous, csv_path, plot_dir, threshold, measure, run
     `score --normal DIR --anomalous DIR` reports ROC AUC and pAUC (FPR <= 0.1) of both measures, draws the
     ROC, and proposes a threshold from the normal files alone. docs/anomaly.md has the details.
     """
-    from audiovae.cli.common import load_model
-
     if (normal is None) != (anomalous is None):
         raise UserError("--normal and --anomalous go together: pass both folders to measure separation")
     comparing = normal is not None

@@ -21,12 +21,17 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from audiovae.errors import UserError
 from audiovae.io.atomic import write_atomic
 from audiovae.io.audio import read_resampled
+
+if TYPE_CHECKING:
+    from audiovae.data.representations import Representation
+    from audiovae.synthesis.model import Model
 
 MEASURES = ("elbo", "reconstruction")
 DEFAULT_MEASURE = "elbo"  # ranks better on held-out machine sounds (mean AUC 0.707 vs 0.693): docs/anomaly.md
@@ -66,13 +71,7 @@ class FileScores:
         return np.arange(len(self.reconstruction)) * self.frame_seconds
 
 
-def check_measure(measure: str) -> str:
-    if measure not in MEASURES:
-        raise UserError(f"--measure {measure!r}: expected one of {', '.join(MEASURES)}")
-    return measure
-
-
-def score_wave(model, wave: np.ndarray, path: str | Path = "") -> FileScores:
+def score_wave(model: Model, wave: np.ndarray, path: str | Path = "") -> FileScores:
     """Scores of a waveform (samples,) at the model's rate (a memory map is read a chunk at a time)."""
     steps_per_frame = model.net.hop
     frame_seconds = model.frame_samples / model.sample_rate
@@ -92,7 +91,7 @@ def score_wave(model, wave: np.ndarray, path: str | Path = "") -> FileScores:
                       np.concatenate(reconstruction).astype(np.float64), np.concatenate(kl).astype(np.float64))
 
 
-def score_file(model, path: str | Path, block_seconds: float = 30.0) -> FileScores:
+def score_file(model: Model, path: str | Path, block_seconds: float = 30.0) -> FileScores:
     """Scores of an audio file of any length: resampled into a temporary memory map, scored chunk by chunk.
     UserError naming the file when it cannot be read."""
     with tempfile.TemporaryDirectory(prefix="audiovae-") as tmp:
@@ -103,7 +102,7 @@ def score_file(model, path: str | Path, block_seconds: float = 30.0) -> FileScor
             del wave
 
 
-def score_files(model, paths: Sequence[Path], progress: bool = False, what: str = "score") -> list[FileScores]:
+def score_files(model: Model, paths: Sequence[Path], progress: bool = False, what: str = "score") -> list[FileScores]:
     """Scores of each file, in order, with a progress bar on stderr."""
     import sys
 
@@ -203,7 +202,7 @@ def compare(normal: Sequence[FileScores], anomalous: Sequence[FileScores]) -> di
 
 
 # ---- a baseline that needs no model ------------------------------------------------------------------------
-def mean_log_spectrum(representation, wave: np.ndarray, block_seconds: float = 30.0) -> np.ndarray:
+def mean_log_spectrum(representation: Representation, wave: np.ndarray, block_seconds: float = 30.0) -> np.ndarray:
     """A waveform's mean frame (channels,) of a log-magnitude representation (data.features mel or spectrogram),
     computed in blocks of about block_seconds."""
     import torch

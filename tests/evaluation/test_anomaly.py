@@ -15,6 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from audiovae.cli.main import main
+from audiovae.errors import UserError
 from audiovae.evaluation import anomaly
 from audiovae.evaluation.anomaly import partial_auc, propose_threshold, roc_auc, roc_curve
 
@@ -48,7 +49,7 @@ def test_auc_is_the_share_of_pairs_ranked_right_with_ties_counting_half():
 
 def test_threshold_is_a_percentile_of_normal_scores_only():
     assert propose_threshold(np.arange(1.0, 102.0)) == pytest.approx(96.0)  # the 95th percentile of 1..101
-    with pytest.raises(anomaly.UserError, match="not finite"):
+    with pytest.raises(UserError, match="not finite"):
         propose_threshold([1.0, float("nan")])
 
 
@@ -135,6 +136,15 @@ def test_streamed_frame_scores_match_one_pass_for_odd_lengths(machine_run, monke
         monkeypatch.undo()
         np.testing.assert_allclose(chunked.reconstruction, whole.reconstruction, rtol=1e-4)
         np.testing.assert_allclose(chunked.kl, whole.kl, rtol=1e-4, atol=1e-4)
+
+
+def test_a_waveform_model_scores_its_samples(tiny_run):
+    """A wave run's features are its samples: the same scores, one per latent frame of 64 samples."""
+    from audiovae.synthesis.model import load
+
+    model = load(tiny_run, device="cpu")
+    scores = anomaly.score_wave(model, machine(400, seconds=0.3)[:4001])
+    assert len(scores.reconstruction) == -(-4001 // 64) and np.all(scores.elbo > scores.reconstruction)
 
 
 # ---- the command --------------------------------------------------------------------------------------------
