@@ -11,6 +11,7 @@ import click
 from audiovae.cli.common import Group, print_next
 from audiovae.cli.realtime import export, stream
 from audiovae.cli.report import report
+from audiovae.cli.score import score
 from audiovae.cli.synthesis import decode, encode, generate, interpolate, reconstruct
 from audiovae.data.representations import REPRESENTATIONS
 from audiovae.errors import UserError
@@ -188,5 +189,5 @@ def evaluate(run, data, split, max_files, seed, device, perceptual, quiet) -> No
 
 
 
-for command in (generate, reconstruct, encode, decode, interpolate, export, stream, report):
+for command in (generate, reconstruct, encode, decode, interpolate, export, stream, report, score):
     main.add_command(command)

@@ -27,6 +27,14 @@ def _pyplot(needed_by: str = "--plot"):
     return plt
 
 
+def _save(plt, figure, path: Path) -> Path:
+    """Lay out, write as PNG atomically, and free the figure."""
+    figure.tight_layout()
+    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=90))
+    plt.close(figure)
+    return path
+
+
 def log_mel_db(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     """Log-mel spectrogram in dB, (mel bands, frames), floored at -100 dB, for pictures."""
     import torch
@@ -89,8 +97,35 @@ def _draw_spectrogram(axis, signal: np.ndarray, sample_rate: int) -> None:
     axis.set_ylabel("mel band")
 
 
-def _save(plt, figure, path: Path) -> Path:
-    figure.tight_layout()
-    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=90))
-    plt.close(figure)
-    return path
+def plot_frame_scores(path: Path, start_seconds: np.ndarray, series: dict[str, np.ndarray], title: str,
+                      threshold: float | None = None, threshold_label: str = "") -> Path:
+    """Write a PNG of per-frame scores over time: one curve per series (start_seconds, values both (frames,)),
+    each in its own panel, and a dashed threshold line on the panel named threshold_label."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(len(series), 1, figsize=(10, 2.4 * len(series)), sharex=True, squeeze=False)
+    for axis, (label, values) in zip(axes[:, 0], series.items(), strict=True):
+        axis.step(start_seconds, values, where="post", linewidth=0.8)
+        if threshold is not None and label == threshold_label:
+            axis.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
+            axis.legend(loc="upper right", fontsize=8)
+        axis.set_ylabel(label, fontsize=8)
+    axes[0, 0].set_title(title, fontsize=9)
+    axes[-1, 0].set_xlabel("seconds")
+    return _save(plt, figure, path)
+
+
+def plot_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], max_false_positive_rate: float) -> Path:
+    """Write a PNG of ROC curves, label -> (false-positive rates, true-positive rates), with the partial-AUC
+    region (false-positive rate up to max_false_positive_rate) shaded."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.axvspan(0, max_false_positive_rate, color="0.9", label=f"pAUC region (FPR <= {max_false_positive_rate:g})")
+    axis.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=0.8, label="chance")
+    for label, (fpr, tpr) in curves.items():
+        axis.plot(fpr, tpr, linewidth=1.2, label=label)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.01)
+    axis.set_xlabel("false-positive rate (normal files flagged)")
+    axis.set_ylabel("true-positive rate (anomalous files flagged)")
+    axis.legend(loc="lower right", fontsize=8)
+    return _save(plt, figure, path)

@@ -9,6 +9,7 @@
         samples/*.wav                what a waveform run sounds like at its last validation
         eval/metrics.json .csv       what `audiovae evaluate` measured
         report/index.html            the listening page `audiovae report` writes (WAVs and PNGs beside it)
+        anomaly/roc.png              the ROC of `audiovae score --normal --anomalous` (unless --plot says where)
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class RunFolder:
     samples_dir = _part("samples", "input, reconstruction and prior WAVs of a waveform run's last validation.")
     eval_dir = _part("eval", "What `audiovae evaluate` measured: metrics.json and metrics.csv.")
     report_dir = _part("report", "The listening page `audiovae report` writes: index.html, WAVs and PNGs.")
+    anomaly_dir = _part("anomaly", "What `audiovae score --normal --anomalous` drew: roc.png.")
     lock_path = _part("run.lock", "The lock file a training process holds (audiovae.io.lock).")
     checkpoints_dir = _part("checkpoints", "The VAE's best.pt and last.pt.")
     prior_dir = _part("prior", "The learned prior's stage: its best.pt, last.pt and metrics.jsonl.")

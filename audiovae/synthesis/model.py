@@ -45,6 +45,19 @@ class Latents:
     gain: float = 1.0
 
 
+@dataclass
+class FrameReconstruction:
+    """Latent frames [start, stop) of a sound as the model sees them: its input features and their reconstruction
+    from the posterior means, (channels, steps) over the steps of those frames that lie inside the sound, and the
+    KL to the prior, (latent_size, stop - start) nats per value."""
+
+    start: int
+    stop: int
+    features: np.ndarray
+    reconstruction: np.ndarray
+    kl: np.ndarray
+
+
 class Model:
     """A trained VAE with its recipe, ready for synthesis. Waveforms are float32 numpy arrays (samples,)."""
 
@@ -148,6 +161,29 @@ class Model:
     def _encode_chunk(self, piece: np.ndarray, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
         posterior = self.net.encode(self._to_features(piece))
         return posterior.mean[..., first:last], posterior.logvar[..., first:last]
+
+    @torch.no_grad()
+    def reconstruction_chunks(self, wave: np.ndarray) -> Iterator[FrameReconstruction]:
+        """Features, reconstruction and KL of `wave` (samples,) at the training level, a chunk of latent frames at a
+        time, in order: what anomaly scoring measures. `wave` may be a memory map: one chunk and its margins are
+        read at a time. Each chunk is computed with two margins of context (the encoder's reach, then the
+        decoder's) and one frame more for the analysis window, so chunks agree with one pass over the sound."""
+        gain, hop, steps_per_frame = self._gain(wave), self.frame_samples, self.net.hop
+        steps = max(1, len(wave) // self.representation.samples_per_step)  # what from_audio makes of the whole
+        frames = self.frames_for(len(wave))
+        margin = 2 * self._margin() + 1
+        for start, stop, _, _ in self.chunks(frames):
+            lo, hi = max(0, start - margin), min(frames, stop + margin)
+            piece = np.zeros((hi - lo) * hop, np.float32)
+            source = np.asarray(wave[lo * hop : hi * hop], dtype=np.float32)
+            piece[: len(source)] = source * np.float32(gain)
+            x = self._to_features(piece)  # (1, channels, (hi - lo) * steps_per_frame)
+            posterior = self.net.encode(x)
+            y = self.net.decode(posterior.mean, x.shape[-1])
+            first, last = (start - lo) * steps_per_frame, min((stop - lo) * steps_per_frame, steps - lo * steps_per_frame)
+            yield FrameReconstruction(start, stop, x[0, :, first:last].float().cpu().numpy(),
+                                      y[0, :, first:last].float().cpu().numpy(),
+                                      posterior.kl()[0, :, start - lo : stop - lo].float().cpu().numpy())
 
     def decode_pieces(self, z: torch.Tensor) -> Iterator[np.ndarray]:
         """Chunked decode of z (batch, latent_size, frames) at the training level: waveform pieces (batch,

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "audiovae"
 RUN_FOLDER_MODULE = PACKAGE / "io" / "run_folder.py"
-LAYOUT_NAMES = {"checkpoints", "prior", "metrics.jsonl", "recipe.yaml", "eval", "samples", "run.lock", "report"}
+LAYOUT_NAMES = {"checkpoints", "prior", "metrics.jsonl", "recipe.yaml", "eval", "samples", "run.lock", "report", "anomaly"}
 
 
 def module_name(path: Path) -> str:
