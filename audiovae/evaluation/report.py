@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from audiovae.data.dataset import read_manifest
+from audiovae.data.manifest import read_manifest
 from audiovae.errors import UserError
 from audiovae.evaluation.evaluate import format_table, held_out_files
 from audiovae.evaluation.report_html import Clip, Row, RunPanel, Section, render_page
