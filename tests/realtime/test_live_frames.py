@@ -1,0 +1,179 @@
+"""The causal frame model streams: audio blocks through the causal STFT, causal convolutions, running phases and
+an overlap-add equal its offline pass (audiovae.models.mel.live_reconstruction) n_fft - hop samples later."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import synthesize
+
+from audiovae.config.recipe import recipe_from_dict
+from audiovae.config.schema import ConfigError
+from audiovae.dsp.causal_stft import causal_log_spectrogram, causal_synthesis, overlap_gain
+from audiovae.dsp.inversion import SYNTHESIS_METHODS, locked_phases
+from audiovae.dsp.inversion.peaks import peak_locked_phase
+from audiovae.models import build_model
+from audiovae.models.mel import live_reconstruction, mel_face, streaming_frames
+from audiovae.nn.host_faces import StatefulStreaming
+from audiovae.nn.streaming import stream_blocks
+
+TINY = {"family": "mel", "channels": 4, "max_channels": 8, "latent_size": 3, "residual_layers": 2,
+        "kernel_size": 3, "activation": "leaky_relu", "strides": [2], "causal": True}
+SECONDS = 10
+
+
+def live(method: str = "peaks", seed: int = 0, **model):
+    """A tiny causal frame model (n_fft 512, hop 128, 16 kHz) whose output is loud: log magnitudes near 0."""
+    recipe = recipe_from_dict({"data": {"features": "spectrogram", "segment_samples": 2048,
+                                        "mel": {"n_fft": 512, "hop_length": 128}},
+                               "model": {**TINY, **model}, "synthesis": {"method": method, "iterations": 0},
+                               "loss": {"terms": {"l1": 1.0}}}, "live")
+    torch.manual_seed(seed)
+    net = build_model(recipe).eval()
+    with torch.no_grad():
+        net.decoder[-1].bias += 5.0  # undo the model's offset of -5: frames at full scale, not e^-5 of it
+    return net, recipe
+
+
+def voice(length: int, batch: int = 1) -> torch.Tensor:
+    wave = synthesize(0, 16000, channels=batch, kind="mix", frames=length, amplitude=0.8)  # (length, batch)
+    return torch.from_numpy(wave.T.copy()).unsqueeze(1)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """float64: float32 rounding of the magnitudes moves each peak's parabola a little, and the running phases
+    carry that (float32 streams agree to about 1e-4 of their peak, tested through the export below)."""
+    net, recipe = live()
+    net = net.double()
+    x = voice(SECONDS * 16000 + 37).double()  # an odd length
+    with torch.no_grad():
+        offline = live_reconstruction(net, recipe, x[:, 0])[:, None]
+    assert offline.abs().max() > 0.1  # loud enough for 1e-5 of full scale to mean something
+    return net, recipe, x, offline
+
+
+@pytest.mark.parametrize("block", [256, 512, 1024, 4096])
+def test_stream_equals_offline_shifted_by_the_latency(reference, block):
+    net, recipe, x, offline = reference
+    model = streaming_frames(net, recipe)
+    assert model.latency_samples == 512 - 128 and model.hop == 256
+    streamed = stream_blocks(model, x, block)  # stream[latency:][:length]
+    assert streamed.shape == x.shape
+    assert (streamed - offline).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("block", [256, 512, 1024, 4096])
+def test_torchscript_stream_equals_offline(reference, block):
+    net, recipe, x, offline = reference
+    scripted = torch.jit.script(StatefulStreaming(streaming_frames(net, recipe)).eval())
+    latency, length = scripted.latency_samples, x.shape[-1]
+    padded = torch.nn.functional.pad(x, (0, -(-(length + latency) // block) * block - length))
+    with torch.no_grad():
+        streamed = torch.cat([scripted(padded[..., i : i + block]) for i in range(0, padded.shape[-1], block)], -1)
+    assert (streamed[..., latency : latency + length] - offline).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("length", [1, 255, 1001, 3 * 4096 + 129])
+def test_odd_lengths_come_back_whole(length):
+    net, recipe = live()
+    x = voice(length, batch=2)
+    with torch.no_grad():
+        offline = live_reconstruction(net, recipe, x[:, 0])[:, None]
+    streamed = stream_blocks(streaming_frames(net, recipe), x, 512)
+    assert streamed.shape == x.shape == offline.shape
+    assert (streamed - offline).abs().max() < 1e-4 * max(1.0, float(offline.abs().max()))
+
+
+def test_encode_and_decode_stream_separately():
+    net, recipe = live("advancing")
+    model = streaming_frames(net, recipe)
+    x = voice(16 * 256)
+    states = model.init_state(1)
+    with torch.no_grad():
+        z = torch.cat([model.encode(x[..., i : i + 512], states) for i in range(0, x.shape[-1], 512)], -1)
+        y = torch.cat([model.decode(z[..., i : i + 3], states) for i in range(0, 15, 3)], -1)
+        frames = causal_log_spectrogram(x[:, 0], 512, 128, recipe.data.mel.log_floor)
+        offline_z = net.encode_frames(frames).mean
+    assert torch.allclose(z, offline_z, atol=1e-5)
+    with torch.no_grad():
+        expected = causal_synthesis(net.decode_frames(offline_z[..., :15]), recipe.synthesis.phase_advance(512, 128))
+    assert torch.allclose(y[..., 384:], expected[..., : 15 * 256 - 384].unsqueeze(1), atol=1e-5)
+
+
+def test_the_causal_analysis_reads_no_future_and_its_frames_are_the_centred_ones_later():
+    x = voice(8192)[:, 0].double()
+    frames = causal_log_spectrogram(x, 512, 128, 1e-5)
+    changed = x.clone()
+    changed[..., 4000:] += 0.5
+    # frame t ends at sample (t + 1) * 128: frames 0..30 end at or before 3968 + 128 = 4096 > 4000; 0..29 do not see it
+    assert torch.equal(causal_log_spectrogram(changed, 512, 128, 1e-5)[..., :31], frames[..., :31])
+    centred = torch.stft(x, 512, 128, window=torch.hann_window(512, dtype=x.dtype), return_complex=True).abs()
+    # causal frame t = centred frame t - 1 (n_fft / (2 hop) = 2), past the zeros at the start
+    torch.testing.assert_close(frames[..., 4:60], torch.log(centred[..., 3:59].clamp_min(1e-5)))
+
+
+def test_overlap_add_of_true_phases_gives_the_signal_back():
+    # with the analysed phases (not a rule), the causal pair is an identity: the overlap gain is right
+    x = voice(4096)[:, 0].double()
+    window = torch.hann_window(512, periodic=True, dtype=x.dtype)
+    spectrum = torch.stft(torch.nn.functional.pad(x, (384, 0)), 512, 128, window=window, center=False,
+                          return_complex=True)
+    pieces = torch.fft.irfft(spectrum, 512, dim=1) * window[:, None]
+    summed = torch.nn.functional.fold(pieces, (1, 31 * 128 + 512), (1, 512), stride=(1, 128))[:, 0, 0]
+    back = summed[:, 384 : 384 + 4096] / overlap_gain(512, 128)
+    # the first and last n_fft - hop samples lack the frames before the start and after the end
+    torch.testing.assert_close(back[:, 384:-384], x[:, 384:-384])
+    assert overlap_gain(512, 128) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="at least 3 hops"):
+        overlap_gain(512, 256)
+
+
+def test_running_phases_are_the_offline_rule_up_to_each_bins_start():
+    # peaks' causal form adds the same steps as peak_locked_phase; only the first frame's step is added once more
+    log_magnitude = torch.randn(1, 257, 40, dtype=torch.float64)
+    step, owner = SYNTHESIS_METHODS["peaks"].advance(512, 128)(log_magnitude)
+    phase, end = locked_phases(step, owner, torch.zeros(1, 257, 1, dtype=torch.float64))
+    offline = peak_locked_phase(log_magnitude, 512, 128)
+    first = torch.gather(step[..., :1].expand(-1, -1, 40), 1, owner)  # the owner's first step
+    difference = torch.remainder(phase - offline - first + torch.pi, 2 * torch.pi) - torch.pi
+    assert difference.abs().max() < 1e-9
+    # in halves, the state carries on: the same phases
+    first_half, middle = locked_phases(step[..., :17], owner[..., :17], torch.zeros(1, 257, 1, dtype=torch.float64))
+    second_half, _ = locked_phases(step[..., 17:], owner[..., 17:], middle)
+    wrapped = torch.remainder(torch.cat([first_half, second_half], -1) - phase + torch.pi, 2 * torch.pi) - torch.pi
+    assert wrapped.abs().max() < 1e-9 and 0 <= end.min() and end.max() < 2 * torch.pi
+
+
+def test_a_wrapped_float32_state_stays_exact_after_hours():
+    # a steady tone's bins advance by 2 pi * 0.3 * 128 / 512 each frame; after 2 hours at 125 frames/s
+    step = torch.full((1, 1, 1000), 2 * torch.pi * 0.3 * 128 / 512)
+    owner = torch.zeros(1, 1, 1000, dtype=torch.long)
+    state = torch.zeros(1, 1, 1)
+    for _ in range(900):  # 900 000 frames, a call per 1000
+        _, state = locked_phases(step, owner, state)
+    exact = math.remainder(900_000 * float(step[0, 0, 0]), 2 * math.pi) % (2 * math.pi)  # of the float32 step
+    assert abs(float(state) - exact) < 1e-4
+    naive = torch.zeros(())  # a float32 running sum, never wrapped: 0.03 rad per addition at 4e5 rad
+    for _ in range(900):
+        naive = naive + step[0, 0].cumsum(0)[-1]
+    assert abs(float(torch.remainder(naive, 2 * torch.pi)) - exact) > 1e-2
+
+
+def test_a_causal_frame_recipe_is_checked():
+    def fails(data: dict, synthesis: dict) -> ConfigError:
+        with pytest.raises(ConfigError) as error:
+            recipe_from_dict({"data": {"segment_samples": 2048, **data}, "model": TINY, "synthesis": synthesis,
+                              "loss": {"terms": {"l1": 1.0}}}, "live")
+        return error.value
+
+    spectrogram = {"features": "spectrogram", "mel": {"n_fft": 512, "hop_length": 128}}
+    assert fails({"features": "mel", "mel": {"n_fft": 512, "n_mels": 6}}, {"method": "zeros"}).key == "model.causal"
+    assert fails(spectrogram, {"method": "zeros", "iterations": 0}).key == "synthesis.method"
+    assert fails(spectrogram, {"method": "peaks", "iterations": 4}).key == "synthesis.method"
+    halves = {"features": "spectrogram", "mel": {"n_fft": 512, "hop_length": 256}}
+    assert fails(halves, {"method": "peaks"}).key == "data.mel.hop_length"
+    net, recipe = live()
+    assert isinstance(mel_face(net, recipe), StatefulStreaming)
