@@ -4,11 +4,17 @@ an overlap-add equal its offline pass (audiovae.models.mel.live_reconstruction) 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
-from conftest import synthesize
+from click.testing import CliRunner
+from conftest import synthesize, write_signal
 
+from audiovae.cli.main import main
 from audiovae.config.recipe import recipe_from_dict
 from audiovae.config.schema import ConfigError
 from audiovae.dsp.causal_stft import causal_log_spectrogram, causal_synthesis, overlap_gain
@@ -18,6 +24,8 @@ from audiovae.models import build_model
 from audiovae.models.mel import live_reconstruction, mel_face, streaming_frames
 from audiovae.nn.host_faces import StatefulStreaming
 from audiovae.nn.streaming import stream_blocks
+from audiovae.realtime.export import OnnxRunner, export_net, read_card
+from audiovae.realtime.stream_host import cannot_stream
 
 TINY = {"family": "mel", "channels": 4, "max_channels": 8, "latent_size": 3, "residual_layers": 2,
         "kernel_size": 3, "activation": "leaky_relu", "strides": [2], "causal": True}
@@ -177,3 +185,108 @@ def test_a_causal_frame_recipe_is_checked():
     assert fails(halves, {"method": "peaks"}).key == "data.mel.hop_length"
     net, recipe = live()
     assert isinstance(mel_face(net, recipe), StatefulStreaming)
+
+
+# ---- export: TorchScript for nn~, ONNX with the state explicit, and `audiovae stream` -------------------------
+
+FRESH = """
+import sys, numpy as np, torch
+module = torch.jit.load(sys.argv[1])
+x, block = np.load(sys.argv[2]), int(sys.argv[4])
+with torch.no_grad():
+    y = torch.cat([module(torch.from_numpy(x[..., i:i + block])) for i in range(0, x.shape[-1], block)], -1)
+np.save(sys.argv[3], y.numpy())
+assert "audiovae" not in sys.modules
+print(module.encode_params.tolist(), module.decode_params.tolist(), module.forward_params.tolist(),
+      module.get_methods(), module.latency_samples)
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    net, recipe = live()
+    folder = tmp_path_factory.mktemp("live") / "export"
+    result = export_net(net, recipe, folder)
+    x = voice(SECONDS * 16000 + 37)
+    with torch.no_grad():
+        offline = live_reconstruction(net, recipe, x[:, 0])[:, None]
+    return net, recipe, folder, result, x, offline
+
+
+def padded_for(x: torch.Tensor, block: int, latency: int) -> np.ndarray:
+    length = x.shape[-1]
+    return torch.nn.functional.pad(x, (0, -(-(length + latency) // block) * block - length)).numpy()
+
+
+def test_export_writes_a_streaming_card(exported):
+    _, _, folder, result, _, _ = exported
+    card = read_card(folder)
+    assert card["streams"] is True and card["sample_rate"] == 16000 and card["frame_samples"] == 256
+    assert card["latency_samples"] == 384 and card["latency_ms"] == 24.0
+    assert card["block_sizes"]["multiple_of"] == 256 and card["block_sizes"]["examples"][:2] == [256, 512]
+    assert result.onnx_max_error < 1e-4 and result.onnx_relative_error is None
+    shapes = [s["shape"][1:] for s in card["onnx_state"]["forward"]]
+    assert shapes[0] == [1, 384] and shapes[-2:] == [[257, 1], [1, 384]]  # analysis; running phases, tail
+    assert len(card["onnx_state"]["encode"]) + len(card["onnx_state"]["decode"]) == len(shapes)
+
+
+def test_torchscript_loads_without_audiovae_and_streams_ten_seconds(exported, tmp_path):
+    net, recipe, folder, _, x, offline = exported
+    block = 512
+    np.save(tmp_path / "x.npy", padded_for(x, block, 384))
+    (tmp_path / "fresh.py").write_text(FRESH)
+    done = subprocess.run([sys.executable, "-I", str(tmp_path / "fresh.py"), str(folder / "model.ts"),
+                           str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), str(block)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == ("[1, 1, 3, 256] [3, 256, 1, 1] [1, 1, 1, 1] "
+                                          "['encode', 'decode', 'forward'] 384")
+    got = torch.from_numpy(np.load(tmp_path / "y.npy"))[..., 384 : 384 + x.shape[-1]]
+    expected = stream_blocks(streaming_frames(net, recipe), x, block)
+    assert (got - expected).abs().max() < 1e-5  # the scripted stream is the PyTorch stream
+    # float32 against the offline pass: rounding moves the peaks' parabolas by ~1e-7 and the running phases
+    # carry it (a random walk, 1e-5 after 10 s); float64 holds 1e-8 (tests above)
+    assert (got - offline).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("block", [256, 4096])
+def test_onnx_runtime_streams_ten_seconds_like_pytorch(exported, block):
+    net, recipe, folder, _, x, offline = exported
+    runner = OnnxRunner(folder / "forward.onnx", threads=1)
+    padded = padded_for(x, block, 384)
+    got = np.concatenate([runner(padded[..., i : i + block]) for i in range(0, padded.shape[-1], block)], -1)
+    got = got[..., 384 : 384 + x.shape[-1]]
+    expected = stream_blocks(streaming_frames(net, recipe), x, block).numpy()
+    assert np.abs(got - expected).max() < 1e-4 and np.abs(got - offline.numpy()).max() < 1e-4
+
+
+def test_encode_and_decode_run_apart_in_onnx_runtime(exported):
+    net, recipe, folder, _, x, _ = exported
+    model = streaming_frames(net, recipe)
+    states = model.init_state(1)
+    encode, decode = OnnxRunner(folder / "encode.onnx"), OnnxRunner(folder / "decode.onnx")
+    for i in range(0, 8 * 512, 512):
+        piece = x[..., i : i + 512]
+        with torch.no_grad():
+            z = model.encode(piece, states)
+            y = model.decode(z, states)
+        np.testing.assert_allclose(encode(piece.numpy()), z.numpy(), atol=1e-4)
+        np.testing.assert_allclose(decode(z.numpy()), y.numpy(), atol=1e-4)
+
+
+def test_cli_streams_the_export_with_deadlines(exported, tmp_path):
+    _, _, folder, _, _, _ = exported
+    source = write_signal(tmp_path / "in.wav", 1.0, 16000, kind="chirp", frequency=200.0, stop_frequency=3000.0)
+    for engine in ("torchscript", "onnx"):
+        out = tmp_path / f"out-{engine}.wav"
+        result = CliRunner().invoke(main, ["stream", str(source), str(out), "--block", "512", "--engine", engine,
+                                           "--export", str(folder)])
+        assert result.exit_code == 0, result.output
+        assert "latency: 512 (block) + 384 (model) samples = 56.0 ms" in result.output
+        assert "missed" in result.output and "x real time" in result.output
+        wave, rate = sf.read(out)
+        assert rate == 16000 and len(wave) == 16000
+    result = CliRunner().invoke(main, ["stream", str(source), str(tmp_path / "o.wav"), "--block", "128",
+                                       "--export", str(folder)])
+    assert result.exit_code == 1 and "use 256, 512, 768, 1024" in result.output
+    assert cannot_stream({"family": "mel", "causal": True}) is None
