@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from conftest import synthesize, write_signal
 
 from audiovae.cli.main import main
-from audiovae.config.recipe import recipe_from_dict
+from audiovae.config.recipe import load_recipe, recipe_from_dict
 from audiovae.config.schema import ConfigError
 from audiovae.dsp.causal_stft import causal_log_spectrogram, causal_synthesis, overlap_gain
 from audiovae.dsp.inversion import SYNTHESIS_METHODS, locked_phases
@@ -290,3 +291,18 @@ def test_cli_streams_the_export_with_deadlines(exported, tmp_path):
                                        "--export", str(folder)])
     assert result.exit_code == 1 and "use 256, 512, 768, 1024" in result.output
     assert cannot_stream({"family": "mel", "causal": True}) is None
+
+
+def test_the_live_recipe_streams_at_under_45_ms_with_its_smallest_block():
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "live.yaml",
+                         ["model.channels=4", "model.max_channels=8", "model.latent_size=2"])
+    assert recipe.model.family == "mel" and recipe.model.causal and recipe.data.sample_rate == 16000
+    torch.manual_seed(0)
+    net = build_model(recipe).eval()
+    model = streaming_frames(net, recipe)
+    assert (model.hop, model.latency_samples) == (256, 384)  # 384 = n_fft - hop: 24 ms
+    assert 1000 * (model.hop + model.latency_samples) / 16000 == 40.0
+    x = voice(3 * 4096 + 129)
+    with torch.no_grad():
+        offline = live_reconstruction(net, recipe, x[:, 0])[:, None]
+    assert (stream_blocks(model, x, 512) - offline).abs().max() < 1e-5
