@@ -306,3 +306,19 @@ def test_the_live_recipe_streams_at_under_45_ms_with_its_smallest_block():
     with torch.no_grad():
         offline = live_reconstruction(net, recipe, x[:, 0])[:, None]
     assert (stream_blocks(model, x, 512) - offline).abs().max() < 1e-5
+
+
+def test_the_live_recipe_exports_its_prior_so_prior_then_decode_plays(tmp_path):
+    from audiovae.priors.learned import build_prior
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "live.yaml",
+                         ["model.channels=4", "model.max_channels=8", "model.latent_size=2", "prior.hidden_size=8",
+                          "prior.layers=1"])
+    torch.manual_seed(0)
+    result = export_net(build_model(recipe).eval(), recipe, tmp_path, prior=build_prior(recipe.prior, 2))
+    assert result.card["methods"] == ["encode", "decode", "forward", "prior"] and result.onnx_max_error < 1e-4
+    module = torch.jit.load(str(tmp_path / "model.ts"))
+    with torch.no_grad():
+        z = module.prior(torch.ones(1, 1, 4))
+        y = module.decode(z)
+    assert z.shape == (1, 2, 4) and y.shape == (1, 1, 4 * 256) and torch.isfinite(y).all()
