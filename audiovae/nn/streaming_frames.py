@@ -19,7 +19,13 @@ from torch import nn
 from audiovae.dsp.causal_stft import overlap_gain
 from audiovae.dsp.inversion import PhaseAdvance, locked_phases
 from audiovae.nn.spectral import dft_bases
-from audiovae.nn.streaming import CachedConv1d, OverlapAddConvTranspose1d, Stateless, StreamingSequential
+from audiovae.nn.streaming import (
+    CachedConv1d,
+    OverlapAddConvTranspose1d,
+    Stateless,
+    StreamEnds,
+    StreamingSequential,
+)
 
 
 class LogMagnitude(nn.Module):
@@ -51,8 +57,8 @@ class RunningPhases(nn.Module):
         return torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], 1)
 
 
-class SpectralEnds:
-    """StreamEnds (audiovae.nn.streaming) of a causal frame model over log-STFT frames.
+class SpectralEnds(StreamEnds):
+    """The ends of a causal frame model over log-STFT frames: the causal STFT in front, phases and inverse after.
 
     offset: the model's centring of log magnitudes (MelVAE.offset); advance: the synthesis method's causal form.
     """

@@ -322,3 +322,36 @@ def test_the_live_recipe_exports_its_prior_so_prior_then_decode_plays(tmp_path):
         z = module.prior(torch.ones(1, 1, 4))
         y = module.decode(z)
     assert z.shape == (1, 2, 4) and y.shape == (1, 1, 4 * 256) and torch.isfinite(y).all()
+
+
+def test_a_trained_live_run_exports_and_streams_from_the_cli(tmp_path):
+    """prepare -> train (2 steps) -> `audiovae export` -> `audiovae stream --run`, on live.yaml made tiny."""
+    import yaml
+
+    from audiovae.data.prepare import prepare
+    from audiovae.training.vae_stage import train
+
+    for i, frequency in enumerate((220.0, 330.0, 440.0)):
+        write_signal(tmp_path / "audio" / f"tone_{i}.wav", 0.6, 16000, kind="chirp", frequency=frequency,
+                     stop_frequency=3000.0)
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / "live.yaml").read_text())
+    del raw["prior"]
+    raw["data"].update(folder=str(tmp_path / "prepared"), segment_samples=2048, valid_fraction=0.34)
+    raw["model"].update(channels=4, max_channels=8, latent_size=2)
+    raw["train"] = {"batch_size": 2, "max_steps": 2, "valid_every": 2, "checkpoint_every": 2, "log_every": 1,
+                    "device": "cpu", "num_threads": 1}
+    recipe_path = tmp_path / "live.yaml"
+    recipe_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    data = load_recipe(recipe_path).data
+    prepare([tmp_path / "audio"], tmp_path / "prepared", data, workers=1, progress=False)
+    run = train(recipe_path, runs_root=tmp_path / "runs", progress=False).run_dir
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(run), str(tmp_path / "export")])
+    assert result.exit_code == 0, result.output
+    assert "latency 384 samples" in result.output
+    source = write_signal(tmp_path / "in.wav", 0.5, 16000, kind="chirp", frequency=200.0, stop_frequency=3000.0)
+    result = runner.invoke(main, ["stream", str(source), str(tmp_path / "out.wav"), "--block", "512", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "latency: 512 (block) + 384 (model) samples = 56.0 ms" in result.output
+    wave, rate = sf.read(tmp_path / "out.wav")
+    assert rate == 16000 and len(wave) == 8000 and np.isfinite(wave).all()
