@@ -1,5 +1,6 @@
 """The 'mel' family: the conv family's design over frames of log magnitudes, log-mel (features: mel) or log-STFT
-(features: spectrogram), inverted to audio by the representation."""
+(features: spectrogram), inverted to audio by the representation. With model.causal over log-STFT frames it
+streams: the causal STFT pair of audiovae.dsp.causal_stft around causal convolutions (docs/realtime.md)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import torch
 from torch import nn
 
 from audiovae.config.schema import require
+from audiovae.dsp.causal_stft import causal_log_spectrogram, causal_synthesis
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
 from audiovae.models.conv import ConvDecoder, ConvEncoder, ConvModelConfig
-from audiovae.nn.host_faces import WholeSignal
+from audiovae.nn.host_faces import StatefulStreaming, WholeSignal
 from audiovae.nn.spectral import LogMelFront, MelInversion
-from audiovae.nn.streaming import folded_copy
+from audiovae.nn.streaming import StreamingVAE, folded_copy
+from audiovae.nn.streaming_frames import SpectralEnds
 
 if TYPE_CHECKING:
     from audiovae.config.recipe import Recipe
@@ -30,8 +33,6 @@ class MelModelConfig(ConvModelConfig):
     def __post_init__(self):
         super().__post_init__()
         require(self.bands == 1, "bands", "sub-bands apply to waveform models only")
-        require(not self.causal, "causal", "the mel family cannot stream (Griffin-Lim needs whole spectrograms); "
-                "use family conv for a realtime model")
 
 
 class MelVAE(VAE):
@@ -64,6 +65,36 @@ def check_mel(recipe: Recipe) -> None:
     frames = recipe.training_samples // recipe.data.representation.samples_per_step
     stride = recipe.model.total_stride
     require(frames % stride == 0, "model.strides", f"product {stride} must divide the frames per segment ({frames})")
+    if recipe.model.causal:  # it streams: every piece of the way from audio to audio must run block by block
+        require(recipe.data.features == "spectrogram", "model.causal",
+                "mel frames cannot stream (Griffin-Lim needs whole spectrograms); use features: spectrogram")
+        require(recipe.synthesis.streams, "synthesis.method", "a causal frame model needs a method with a causal "
+                "form and no Griffin-Lim iterations (peaks or advancing, iterations: 0)")
+        mel = recipe.data.mel
+        require(mel.n_fft % mel.hop_length == 0 and mel.n_fft // mel.hop_length >= 3, "data.mel.hop_length",
+                f"a causal frame model's hop must divide n_fft ({mel.n_fft}) at least 3 times (a steady overlap-add)")
+
+
+def live_reconstruction(net: MelVAE, recipe: Recipe, wave: torch.Tensor) -> torch.Tensor:
+    """A causal frame model's offline pass from audio to audio, by the causal STFT pair (audiovae.dsp.causal_stft):
+    wave (batch, time) -> (batch, time). Its stream (live_face) gives the same samples `latency_samples` later.
+
+    The input is zero-padded by n_fft - hop (the frames over its last samples) and to whole latent frames."""
+    mel = recipe.data.mel
+    length, hop = wave.shape[-1], net.hop * mel.hop_length
+    padded = nn.functional.pad(wave, (0, -(-(length + mel.n_fft - mel.hop_length) // hop) * hop - length))
+    frames = causal_log_spectrogram(padded, mel.n_fft, mel.hop_length, mel.log_floor)
+    decoded = net.decode_frames(net.encode_frames(frames).mean)
+    advance = recipe.synthesis.phase_advance(mel.n_fft, mel.hop_length).to(wave.device)
+    return causal_synthesis(decoded, advance)[..., :length]
+
+
+def streaming_frames(net: MelVAE, recipe: Recipe) -> StreamingVAE:
+    """A causal frame model as streaming layers: audio blocks in, audio blocks out, latency n_fft - hop samples."""
+    mel = recipe.data.mel
+    ends = SpectralEnds(mel.n_fft, mel.hop_length, mel.log_floor, net.offset,
+                        recipe.synthesis.phase_advance(mel.n_fft, mel.hop_length))
+    return StreamingVAE(net, ends).to(next(net.parameters()).dtype)  # the transforms' bases too
 
 
 class MelWholeSignal(WholeSignal):
@@ -93,4 +124,11 @@ class MelWholeSignal(WholeSignal):
         return self.back(self.decoder(z) + self.offset)
 
 
-FAMILY = Family("mel", MelModelConfig, build_mel, ("mel", "spectrogram"), check_mel, MelWholeSignal)
+def mel_face(net: MelVAE, recipe: Recipe) -> nn.Module:
+    """What `audiovae export` scripts: a causal model streams block by block, others run whole signals."""
+    if recipe.model.causal:
+        return StatefulStreaming(streaming_frames(net, recipe))
+    return MelWholeSignal(net, recipe)
+
+
+FAMILY = Family("mel", MelModelConfig, build_mel, ("mel", "spectrogram"), check_mel, mel_face)

@@ -19,8 +19,11 @@ from torch import nn
 from audiovae.dsp.inversion import SynthesisConfig
 
 
-def _dft_bases(n_fft: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Windowed analysis basis (2 * bins, 1, n_fft), synthesis basis (2 * bins, 1, n_fft), window (n_fft,)."""
+def dft_bases(n_fft: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Windowed analysis basis (2 * bins, 1, n_fft), synthesis basis (2 * bins, 1, n_fft), window (n_fft,).
+
+    conv1d(x, analysis, stride=hop) gives the frames' real parts, then their imaginary parts; conv_transpose1d of
+    them with synthesis overlap-adds each frame's windowed inverse DFT (Hann periodic, one-sided)."""
     bins = n_fft // 2 + 1
     n = torch.arange(n_fft, dtype=torch.float64)
     k = torch.arange(bins, dtype=torch.float64)[:, None]
@@ -41,7 +44,7 @@ class ConvSTFT(nn.Module):
     def __init__(self, n_fft: int, hop_length: int):
         super().__init__()
         self.n_fft, self.hop_length, self.bins = n_fft, hop_length, n_fft // 2 + 1
-        analysis, synthesis, window = _dft_bases(n_fft)
+        analysis, synthesis, window = dft_bases(n_fft)
         self.register_buffer("analysis", analysis, persistent=False)
         self.register_buffer("synthesis", synthesis, persistent=False)
         self.register_buffer("window_square", window.square()[None, None], persistent=False)

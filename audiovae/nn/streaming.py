@@ -1,6 +1,6 @@
-"""Block-by-block inference for causal conv models, with every layer's state an explicit tensor.
+"""Block-by-block inference for causal models (conv and frame families), every layer's state an explicit tensor.
 
-`StreamingVAE(net)` rebuilds a causal `ConvVAE` (weight norm folded) from layers that take the previous
+`StreamingVAE(net, ends)` rebuilds a causal VAE (weight norm folded) from layers that take the previous
 block's state and return the next one through one flat list, `states`: a layer reads `states[i]` and
 writes `states[i]`. TorchScript keeps that list inside the module; ONNX takes and returns it explicitly.
 
@@ -16,7 +16,9 @@ Two kinds of state, for blocks whose length is a multiple of the hop (samples pe
 
 The stream reproduces the causal model's offline pass (`ConvVAE.forward`, which lines output up with input)
 `latency_samples` later: the delay of the causal PQMF pair, taps - bands samples (0 without PQMF). A host
-that buffers one block hears block + latency_samples samples of delay in all.
+that buffers one block hears block + latency_samples samples of delay in all. What comes before the encoder
+and after the decoder is the family's (`StreamEnds`): the PQMF pair here, the causal STFT pair of a frame
+model in audiovae.nn.streaming_frames (latency n_fft - hop); the convolutions between are converted alike.
 """
 
 from __future__ import annotations
@@ -197,38 +199,77 @@ def folded_copy(net: nn.Module) -> nn.Module:
     return net
 
 
+class StreamEnds:
+    """What a StreamingVAE puts before its encoder and after its decoder, in the streaming signature.
+
+    analysis(shapes) and synthesis(shapes) build the two modules, appending their states' (channels, length) to
+    `shapes` as the layers above do; samples_per_step: audio samples per step of the encoder's input;
+    latency_samples: how far the stream's output trails the model's offline output. PqmfEnds are the conv
+    family's; audiovae.nn.streaming_frames.SpectralEnds the frame family's STFT pair.
+    """
+
+    samples_per_step: int = 1
+    latency_samples: int = 0
+
+    def analysis(self, shapes: list[list[int]]) -> nn.Module:
+        raise NotImplementedError
+
+    def synthesis(self, shapes: list[list[int]]) -> nn.Module:
+        raise NotImplementedError
+
+
+class PqmfEnds(StreamEnds):
+    """A conv model's ends: its PQMF analysis (or nothing) in front, its PQMF synthesis (or nothing) and tanh after."""
+
+    def __init__(self, pqmf: nn.Module | None):
+        self.pqmf = pqmf
+        self.latency_samples = pqmf.delay if pqmf is not None else 0
+
+    def analysis(self, shapes: list[list[int]]) -> nn.Module:
+        return Stateless(nn.Identity()) if self.pqmf is None else _pqmf_analysis(self.pqmf, shapes)
+
+    def synthesis(self, shapes: list[list[int]]) -> nn.Module:
+        bands = [] if self.pqmf is None else [_pqmf_synthesis(self.pqmf, shapes)]
+        return StreamingSequential([*bands, Stateless(nn.Tanh())])
+
+
 class StreamingVAE(nn.Module):
-    """A causal ConvVAE (weights copied, weight norm folded) as streaming layers. Blocks are (batch, channels, time), time a multiple of `hop`.
+    """A causal VAE (weights copied, weight norm folded) as streaming layers. Blocks are (batch, channels, time), time a multiple of `hop`.
 
     encode(x (B, 1, n * hop), states) -> posterior mean (B, latent_size, n)
     decode(z (B, latent_size, n), states) -> (B, 1, n * hop), `latency_samples` behind the offline decode
     `init_state(batch)` gives the zero state: encoder layers' states first (`encode_states` of them), then
-    the decoder's; each method reads and replaces only its own part of the list.
+    the decoder's; each method reads and replaces only its own part of the list. `ends` puts the family's
+    analysis and synthesis around the network (default: a conv model's, PqmfEnds(net.pqmf)).
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, ends: StreamEnds | None = None):
         super().__init__()
         if not any(isinstance(m, CausalConv1d) for m in net.modules()):
             raise ValueError("only a causal model (model.causal: true) can stream")
+        ends = PqmfEnds(net.pqmf) if ends is None else ends
         shapes: list[list[int]] = []
-        self.analysis = Stateless(nn.Identity()) if net.pqmf is None else _pqmf_analysis(net.pqmf, shapes)
+        self.analysis = ends.analysis(shapes)
         self.encoder = _convert(net.encoder, shapes)
         self.encode_states = len(shapes)
         self.decoder = _convert(net.decoder, shapes)
-        self.synthesis = Stateless(nn.Identity()) if net.pqmf is None else _pqmf_synthesis(net.pqmf, shapes)
+        self.synthesis = ends.synthesis(shapes)
         self.state_shapes = shapes
-        self.hop, self.latent_size, self.latency_samples = net.hop, net.latent_size, net.latency_samples
+        self.hop, self.latent_size = net.hop * ends.samples_per_step, net.latent_size
+        self.latency_samples = ends.latency_samples
+        # the weights' dtype, which the state takes (float64 models stream in float64)
+        self.register_buffer("dtype_probe", torch.zeros(0, dtype=next(net.parameters()).dtype), persistent=False)
 
     def init_state(self, batch: int) -> list[torch.Tensor]:
         """Zero state for `batch` streams: one (batch, channels, length) tensor per stateful layer."""
-        return [torch.zeros(batch, shape[0], shape[1]) for shape in self.state_shapes]
+        return [torch.zeros(batch, shape[0], shape[1], dtype=self.dtype_probe.dtype) for shape in self.state_shapes]
 
     def encode(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
-        x = self.analysis(x, states)  # (B, bands, n * hop / bands)
+        x = self.analysis(x, states)  # (B, encoder input channels, n * hop / samples_per_step)
         return self.encoder(x, states)[:, : self.latent_size]
 
     def decode(self, z: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
-        return torch.tanh(self.synthesis(self.decoder(z, states), states))
+        return self.synthesis(self.decoder(z, states), states)
 
     def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
         return self.decode(self.encode(x, states), states)

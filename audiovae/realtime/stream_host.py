@@ -19,8 +19,9 @@ from audiovae.realtime.export import OnnxRunner, read_card
 def cannot_stream(model_section: dict[str, Any]) -> str | None:
     """Why a model (its recipe's `model:` section, as plain data) cannot stream, with the fix; None if it can."""
     family = model_section.get("family")
-    if family == "mel":
-        return "mel models cannot stream (Griffin-Lim needs whole spectrograms): train family conv with model.causal: true"
+    if family == "mel" and not model_section.get("causal"):
+        return ("this frame model cannot stream (it is not causal, and Griffin-Lim needs whole spectrograms): train "
+                "features: spectrogram with model.causal: true (recipes/live.yaml)")
     if family == "dense":
         return "dense models cannot stream (each latent frame is a whole segment): train family conv with model.causal: true"
     if not model_section.get("causal"):

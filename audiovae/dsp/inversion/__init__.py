@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from audiovae.config.schema import choice, require
 from audiovae.dsp.inversion import advancing, peaks, zeros
-from audiovae.dsp.inversion.base import PhaseRule, SynthesisMethod
+from audiovae.dsp.inversion.base import PhaseAdvance, PhaseRule, SynthesisMethod, locked_phases
 
 # `synthesis.method` -> its entry: the one line a new method adds
 SYNTHESIS_METHODS: dict[str, SynthesisMethod] = {
@@ -48,5 +48,17 @@ class SynthesisConfig:
         """The method's phase rule for an STFT of n_fft points every hop_length samples."""
         return SYNTHESIS_METHODS[self.method].phases(n_fft, hop_length)
 
+    @property
+    def streams(self) -> bool:
+        """Whether frames can become sound one block at a time: a causal form and no Griffin-Lim iterations."""
+        return SYNTHESIS_METHODS[self.method].advance is not None and self.iterations == 0
 
-__all__ = ["SYNTHESIS_METHODS", "PhaseRule", "SynthesisConfig", "SynthesisMethod"]
+    def phase_advance(self, n_fft: int, hop_length: int) -> PhaseAdvance:
+        """The method's causal form (see `streams`), for an STFT of n_fft points every hop_length samples."""
+        advance = SYNTHESIS_METHODS[self.method].advance
+        if advance is None:
+            raise ValueError(f"synthesis method {self.method!r} has no causal form")
+        return advance(n_fft, hop_length)
+
+
+__all__ = ["SYNTHESIS_METHODS", "PhaseAdvance", "PhaseRule", "SynthesisConfig", "SynthesisMethod", "locked_phases"]

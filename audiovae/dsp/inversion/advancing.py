@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from audiovae.dsp.inversion.base import PhaseRule, SynthesisMethod
+from audiovae.dsp.inversion.base import PhaseAdvance, PhaseRule, SynthesisMethod
 
 
 def advancing_phase(bins: int, frames: int, n_fft: int, hop_length: int, device: torch.device,
@@ -29,5 +29,16 @@ class AdvancingPhases(PhaseRule):
                                magnitude.device, first_frame)
 
 
+class CentreAdvance(PhaseAdvance):
+    """The causal form: every bin advances by its centre frequency times the hop and keeps its own phase."""
+
+    def forward(self, log_magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        step = advancing_phase(log_magnitude.shape[1], 2, self.n_fft, self.hop_length, log_magnitude.device)
+        step = (step[:, 1:] - step[:, :1]).to(log_magnitude.dtype)  # (bins, 1): frame 1's phase less frame 0's
+        owner = torch.arange(log_magnitude.shape[1], device=log_magnitude.device)[:, None]
+        return step.expand_as(log_magnitude), owner.expand(log_magnitude.shape)
+
+
 METHOD = SynthesisMethod("advancing", AdvancingPhases, iterations=8,
-                         summary="Griffin-Lim from phases advancing at the bins' centre frequencies")
+                         summary="Griffin-Lim from phases advancing at the bins' centre frequencies",
+                         advance=CentreAdvance)

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from audiovae.dsp.inversion.base import PhaseRule, SynthesisMethod
+from audiovae.dsp.inversion.base import PhaseAdvance, PhaseRule, SynthesisMethod
 
 
 def peak_locked_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, reach: int = 2) -> torch.Tensor:
@@ -22,7 +22,18 @@ def peak_locked_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, 
     (docs/quality.md). The first frame starts at 0; scriptable, for the export."""
     bins, frames = log_magnitude.shape[-2], log_magnitude.shape[-1]
     x = log_magnitude.reshape(-1, bins, frames).transpose(1, 2)  # (batch, frames, bins)
-    batch = x.shape[0]
+    frequency, owner = peak_frequency(x, reach)
+    step = torch.remainder(frequency * hop_length, n_fft) * (2 * math.pi / n_fft)
+    integrated = torch.cumsum(step, 1) - step[:, :1]
+    away = torch.arange(bins, device=x.device)[None, None] - owner
+    phase = torch.gather(integrated, -1, owner) - math.pi * away.to(x.dtype)
+    return phase.transpose(1, 2).reshape(log_magnitude.shape)
+
+
+def peak_frequency(x: torch.Tensor, reach: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log magnitudes x (batch, frames, bins) -> each bin's peak frequency in bins (batch, frames, bins) and the
+    peak's bin, its owner (long): the loudest bin within `reach`, refined by a parabola (peak_locked_phase)."""
+    batch, frames, bins = x.shape[0], x.shape[1], x.shape[2]
     padded = F.pad(x.reshape(batch * frames, 1, bins), (reach, reach), value=-1e9)
     _, owner = F.max_pool1d(padded, 2 * reach + 1, 1, return_indices=True)
     owner = (owner - reach).clamp(0, bins - 1).reshape(batch, frames, bins)
@@ -32,11 +43,7 @@ def peak_locked_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, 
     offset = (0.5 * (below - above) / curvature.clamp(max=-1e-6)).clamp(-0.5, 0.5)
     offset = torch.where(curvature < -1e-6, offset, torch.zeros_like(offset))  # a parabola's vertex, in bins
     frequency = owner.to(x.dtype) + torch.gather(offset, -1, owner)  # each bin's peak, in bins
-    step = torch.remainder(frequency * hop_length, n_fft) * (2 * math.pi / n_fft)
-    integrated = torch.cumsum(step, 1) - step[:, :1]
-    away = torch.arange(bins, device=x.device)[None, None] - owner
-    phase = torch.gather(integrated, -1, owner) - math.pi * away.to(x.dtype)
-    return phase.transpose(1, 2).reshape(log_magnitude.shape)
+    return frequency, owner
 
 
 class PeakLockedPhases(PhaseRule):
@@ -46,5 +53,15 @@ class PeakLockedPhases(PhaseRule):
         return peak_locked_phase(torch.log(magnitude.clamp_min(1e-12)), self.n_fft, self.hop_length)
 
 
+class PeakAdvance(PhaseAdvance):
+    """The causal form: each bin advances by its peak's frequency times the hop from the previous frame and locks
+    to its peak, frame by frame (peak_locked_phase differs only by each bin's starting phase)."""
+
+    def forward(self, log_magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frequency, owner = peak_frequency(log_magnitude.transpose(1, 2))
+        step = torch.remainder(frequency * self.hop_length, self.n_fft) * (2 * math.pi / self.n_fft)
+        return step.transpose(1, 2), owner.transpose(1, 2)
+
+
 METHOD = SynthesisMethod("peaks", PeakLockedPhases, iterations=0,
-                         summary="phases locked to the magnitudes' peaks (a phase-locked vocoder)")
+                         summary="phases locked to the magnitudes' peaks (a phase-locked vocoder)", advance=PeakAdvance)
