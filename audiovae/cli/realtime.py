@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import load_model, model_options
+from audiovae.cli.common import load_model, model_options, outputs
 from audiovae.errors import UserError
 
 
@@ -62,10 +62,15 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
     from audiovae.realtime.export import export_model
     from audiovae.realtime.stream_host import cannot_stream, stream_file
 
-    if destination.exists() and not force:
-        raise UserError(f"{destination}: already exists; pass --force to overwrite")
+    if destination.is_dir() or not destination.name or destination.name in (".", ".."):
+        raise UserError(f"{destination}: is a folder; DESTINATION is the WAV file to write (--force cannot "
+                        "replace a folder)")
+    inputs = [source, *([checkpoint] if checkpoint else [])]
+    if export_dir is not None:
+        inputs += [p for p in Path(export_dir).glob("*") if p.is_file()]
+    folder = outputs(destination.parent, [destination.name], force, (), inputs)
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="audiovae-export-") as tmp:
+    with folder, tempfile.TemporaryDirectory(prefix="audiovae-export-") as tmp:
         if export_dir is None:  # export on the fly, once we know the model can stream
             model = load_model(run, checkpoint, "cpu")
             reason = cannot_stream(model.recipe.to_dict()["model"])
@@ -73,6 +78,7 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
                 raise UserError(reason)
             export_dir = Path(tmp)
             export_model(model, export_dir, with_prior=False)
-        report = stream_file(source, destination, export_dir, block, engine)
+        report = stream_file(source, folder.paths[0], export_dir, block, engine)
+        folder.commit()
     click.echo(report.summary())
     click.echo(f"wrote {destination}")

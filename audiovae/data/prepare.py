@@ -14,6 +14,7 @@ of workers. Everything is built in a temporary folder and renamed into place at 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import multiprocessing
 import os
@@ -27,7 +28,7 @@ import numpy as np
 
 from audiovae.compute.threads import available_cpus
 from audiovae.config.data import DataConfig
-from audiovae.data.manifest import SPLITS, build_manifest, display, exact_bytes
+from audiovae.data.manifest import DATASET_FORMAT, SPLITS, build_manifest, display, exact_bytes
 from audiovae.errors import UserError
 from audiovae.io.atomic import atomic_directory, file_sha256, is_disk_full, write_json_atomic
 from audiovae.io.audio import (
@@ -39,6 +40,7 @@ from audiovae.io.audio import (
     normalization_gain,
     read_blocks,
 )
+from audiovae.io.outputs import check_replaceable_folder
 
 STREAM_SECONDS = 600.0  # longer files are read twice in blocks instead of held in memory
 BLOCK_SECONDS = 30.0
@@ -274,8 +276,18 @@ def _check_output(inputs: list[Path], output: Path, force: bool) -> None:
         if resolved in base.parents:
             raise UserError(f"{display(output)}: the input {display(root)} is inside the output folder, which "
                             "--force would replace; choose another -o")
-    if output.exists() and not force:
-        raise UserError(f"{display(output)}: already exists; pass --force to replace it")
+    check_replaceable_folder(output, force, earlier_dataset)
+
+
+def earlier_dataset(folder: Path) -> list[str]:
+    """The files of a dataset `prepare` wrote before output folders carried a marker (recognized by its manifest)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
+        return []
+    return ["manifest.json"] + [f"{split}.f32" for split in SPLITS]
 
 
 def prepare(
@@ -311,7 +323,7 @@ def prepare(
     counts = {split: 0 for split in SPLITS}
     seconds = 0.0
     try:
-        with atomic_directory(output, force=force) as tmp:
+        with atomic_directory(output, force=force, inputs=roots, command="prepare", legacy=earlier_dataset) as tmp:
             parts = tmp / "parts"
             parts.mkdir()
             handles = {split: open(tmp / f"{split}.f32", "wb") for split in SPLITS}
@@ -348,7 +360,8 @@ def prepare(
             manifest = build_manifest(roots, data, records, skipped, counts, seconds)
             write_json_atomic(tmp / "manifest.json", manifest)
     except FileExistsError:
-        raise UserError(f"{display(output)}: already exists; pass --force to replace it") from None
+        raise UserError(f"{display(output)}: a folder appeared there while prepare ran; it is kept as it is: "
+                        "choose another -o") from None
     return PrepareResult(output, len(records), len(skipped), seconds / 3600, counts, manifest)
 
 

@@ -43,6 +43,7 @@ from audiovae.evaluation.metrics import (
 )
 from audiovae.io.atomic import write_atomic, write_json_atomic
 from audiovae.io.audio import peak_safe_scale
+from audiovae.io.outputs import OutputFolder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
 from audiovae.priors.base import GAUSSIAN, Prior
 from audiovae.synthesis.longfile import reconstruction_on_disk
@@ -166,93 +167,98 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         print(f"note: {perceptual_note}", file=sys.stderr)
     model = load(run, device=device, runs_root=runs_root)
     run = model.run
-    folder = Path(data) if data is not None else Path(model.recipe.data.folder)
-    manifest = read_manifest(folder)
-    paths = held_out_files(manifest, split)
-    if not paths:
-        raise UserError(f"{folder}: no files in the {split!r} split to evaluate on")
-    if max_files:
-        paths = paths[:max_files]
-    if not opus_available():
-        notes.append(f"Opus reference skipped: libsndfile {sf.__libsndfile_version__} "
-                     "cannot write Ogg Opus")
-    rate = model.sample_rate
-    frame_rate = rate / model.frame_samples
-    latent_bits = model.latent_size * frame_rate * 32  # float32 latents
-    scorer = perceptual.DnsmosScorer() if perceptual_on else None
-    tally = _Tally()
-    latent_sums = None  # per dimension: frames, sum and sum of squares of the means, sum of KL
-    priors = {"gaussian": GAUSSIAN, **({"learned": model.learned_prior} if model.learned_prior else {})}
-    nll_sums: dict[str, float] = {}
-    nll_frames = 0
-    heldout_features: list[FeatureMoments] = []
-    encode_seconds = decode_seconds = audio_seconds = 0.0
-    skipped = []
-    for path in tqdm(paths, unit="file", desc="evaluate", disable=not progress, file=sys.stderr):
-        try:
-            with reconstruction_on_disk(model, path, block_seconds) as streamed:
-                output_scale = peak_safe_scale(streamed.peak)
-                features = FeatureMoments()
-                for start, stop in block_ranges(len(streamed.source), rate, block_seconds):
-                    reference = np.asarray(streamed.source[start:stop]) * np.float32(streamed.latents.gain)
-                    output = np.asarray(streamed.output[start:stop]) * np.float32(output_scale)
-                    _measure_block(tally, reference, output, rate, latent_bits, scorer, perceptual_on)
-                    features.add(log_mel_features(reference, rate))
-                tally.add("comb/held-out", comb_share(streamed.source, rate, frame_rate), 1.0)
-                tally.add("comb/model", comb_share(streamed.output, rate, frame_rate), 1.0)
-                tally.end_file()
-                z = torch.from_numpy(streamed.latents.values)[None]
-                for name, prior in priors.items():  # held-out NLL per latent frame, summed over frames here
-                    nll_sums[name] = nll_sums.get(name, 0.0) + prior.nll(z) * z.shape[-1]
-                nll_frames += z.shape[-1]
-                sums = _latent_sums(streamed.latents.values, streamed.kl)
-                latent_sums = sums if latent_sums is None else latent_sums + sums
-                heldout_features.append(features)
-                encode_seconds += streamed.encode_seconds
-                decode_seconds += streamed.decode_seconds
-                audio_seconds += len(streamed.source) / rate
-        except UserError as error:
-            skipped.append(str(error))
-            tqdm.write(f"warning: skipped {error}", file=sys.stderr)
-    if not heldout_features:
-        raise UserError(f"none of the {len(paths)} held-out files could be read (first: {skipped[0]})")
+    # the eval folder is checked and created before any work: a place it cannot write fails now, not in a minute
+    eval_names = ["metrics.json", "metrics.csv"]
+    outputs = OutputFolder(run.eval_dir, "evaluate", eval_names, force=True, legacy=lambda _: eval_names)
+    with outputs:
+        folder = Path(data) if data is not None else Path(model.recipe.data.folder)
+        manifest = read_manifest(folder)
+        paths = held_out_files(manifest, split)
+        if not paths:
+            raise UserError(f"{folder}: no files in the {split!r} split to evaluate on")
+        if max_files:
+            paths = paths[:max_files]
+        if not opus_available():
+            notes.append(f"Opus reference skipped: libsndfile {sf.__libsndfile_version__} "
+                         "cannot write Ogg Opus")
+        rate = model.sample_rate
+        frame_rate = rate / model.frame_samples
+        latent_bits = model.latent_size * frame_rate * 32  # float32 latents
+        scorer = perceptual.DnsmosScorer() if perceptual_on else None
+        tally = _Tally()
+        latent_sums = None  # per dimension: frames, sum and sum of squares of the means, sum of KL
+        priors = {"gaussian": GAUSSIAN, **({"learned": model.learned_prior} if model.learned_prior else {})}
+        nll_sums: dict[str, float] = {}
+        nll_frames = 0
+        heldout_features: list[FeatureMoments] = []
+        encode_seconds = decode_seconds = audio_seconds = 0.0
+        skipped = []
+        for path in tqdm(paths, unit="file", desc="evaluate", disable=not progress, file=sys.stderr):
+            try:
+                with reconstruction_on_disk(model, path, block_seconds) as streamed:
+                    output_scale = peak_safe_scale(streamed.peak)
+                    features = FeatureMoments()
+                    for start, stop in block_ranges(len(streamed.source), rate, block_seconds):
+                        reference = np.asarray(streamed.source[start:stop]) * np.float32(streamed.latents.gain)
+                        output = np.asarray(streamed.output[start:stop]) * np.float32(output_scale)
+                        _measure_block(tally, reference, output, rate, latent_bits, scorer, perceptual_on)
+                        features.add(log_mel_features(reference, rate))
+                    tally.add("comb/held-out", comb_share(streamed.source, rate, frame_rate), 1.0)
+                    tally.add("comb/model", comb_share(streamed.output, rate, frame_rate), 1.0)
+                    tally.end_file()
+                    z = torch.from_numpy(streamed.latents.values)[None]
+                    for name, prior in priors.items():  # held-out NLL per latent frame, summed over frames here
+                        nll_sums[name] = nll_sums.get(name, 0.0) + prior.nll(z) * z.shape[-1]
+                    nll_frames += z.shape[-1]
+                    sums = _latent_sums(streamed.latents.values, streamed.kl)
+                    latent_sums = sums if latent_sums is None else latent_sums + sums
+                    heldout_features.append(features)
+                    encode_seconds += streamed.encode_seconds
+                    decode_seconds += streamed.decode_seconds
+                    audio_seconds += len(streamed.source) / rate
+            except UserError as error:
+                skipped.append(str(error))
+                tqdm.write(f"warning: skipped {error}", file=sys.stderr)
+        if not heldout_features:
+            raise UserError(f"none of the {len(paths)} held-out files could be read (first: {skipped[0]})")
 
-    reconstruction = {key: value for key, value in tally.means().items()
-                      if key.split("/")[0] in REFERENCES}
-    latent = _latent_health(latent_sums)
-    generation = _generation(model, priors, heldout_features, audio_seconds, seed)
-    generation["nll_per_frame"] = {name: total / nll_frames for name, total in nll_sums.items()}
-    generation["samples_prior"] = "learned" if model.learned_prior else "gaussian"  # of the DNSMOS and comb rows
-    prior = model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
-    comb = {"frame_rate_hz": frame_rate, "tolerance_hz": COMB_TOLERANCE_HZ, "chance": comb_chance(rate, frame_rate),
-            **tally.means("comb/"), "prior samples": _mean([comb_share(w, rate, frame_rate) for w in prior])}
-    dnsmos = None
-    if scorer is not None:
-        prior_scores = [scorer(w, rate) for w in prior]
-        dnsmos = {"held-out": tally.means("dnsmos/held-out/"), "model": tally.means("dnsmos/model/"),
-                  "prior samples": {part: _mean([getattr(s, part) for s in prior_scores])
-                                    for part in ("sig", "bak", "ovrl")},
-                  "version": perceptual.dnsmos_version()}
-        notes += sorted({f"prior samples: DNSMOS {s.reason}" for s in prior_scores if s.reason})
-    notes += [f"{key}: some blocks had no value ({reason})" for key, reason in sorted(tally.reasons.items())]
-    speed = {"device": str(model.device), "encode_real_time_factor": audio_seconds / max(encode_seconds, 1e-9),
-             "decode_real_time_factor": audio_seconds / max(decode_seconds, 1e-9)}
-    opus_bits = tally.means("opus/").get("bits_per_second")
-    metrics = {"run": str(run), "checkpoint": str(model.checkpoint), "data": str(folder), "split": split,
-               "files": len(heldout_features), "skipped": skipped, "audio_seconds": round(audio_seconds, 3),
-               "latent_bits_per_second": latent_bits, "opus_bits_per_second": opus_bits,
-               "reconstruction": reconstruction, "dnsmos": dnsmos, "comb": comb, "latent": latent,
-               "generation": generation, "speed": speed, "notes": notes}
-    json_path = write_json_atomic(run.eval_dir / "metrics.json", _rounded(metrics))
-    csv_path = run.eval_dir / "metrics.csv"
-    sections = ("reconstruction", "dnsmos", "comb", "latent", "generation", "speed")
-    flat = _flatten(_rounded({k: metrics[k] for k in sections if metrics[k] is not None}))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["metric", "value"])
-    writer.writerows(flat.items())
-    write_atomic(csv_path, lambda tmp: tmp.write_text(buffer.getvalue()))
-    return EvaluationResult(metrics, json_path, csv_path, format_table(metrics))
+        reconstruction = {key: value for key, value in tally.means().items()
+                          if key.split("/")[0] in REFERENCES}
+        latent = _latent_health(latent_sums)
+        generation = _generation(model, priors, heldout_features, audio_seconds, seed)
+        generation["nll_per_frame"] = {name: total / nll_frames for name, total in nll_sums.items()}
+        generation["samples_prior"] = "learned" if model.learned_prior else "gaussian"  # of the DNSMOS and comb rows
+        prior = model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
+        comb = {"frame_rate_hz": frame_rate, "tolerance_hz": COMB_TOLERANCE_HZ, "chance": comb_chance(rate, frame_rate),
+                **tally.means("comb/"), "prior samples": _mean([comb_share(w, rate, frame_rate) for w in prior])}
+        dnsmos = None
+        if scorer is not None:
+            prior_scores = [scorer(w, rate) for w in prior]
+            dnsmos = {"held-out": tally.means("dnsmos/held-out/"), "model": tally.means("dnsmos/model/"),
+                      "prior samples": {part: _mean([getattr(s, part) for s in prior_scores])
+                                        for part in ("sig", "bak", "ovrl")},
+                      "version": perceptual.dnsmos_version()}
+            notes += sorted({f"prior samples: DNSMOS {s.reason}" for s in prior_scores if s.reason})
+        notes += [f"{key}: some blocks had no value ({reason})" for key, reason in sorted(tally.reasons.items())]
+        speed = {"device": str(model.device), "encode_real_time_factor": audio_seconds / max(encode_seconds, 1e-9),
+                 "decode_real_time_factor": audio_seconds / max(decode_seconds, 1e-9)}
+        opus_bits = tally.means("opus/").get("bits_per_second")
+        metrics = {"run": str(run), "checkpoint": str(model.checkpoint), "data": str(folder), "split": split,
+                   "files": len(heldout_features), "skipped": skipped, "audio_seconds": round(audio_seconds, 3),
+                   "latent_bits_per_second": latent_bits, "opus_bits_per_second": opus_bits,
+                   "reconstruction": reconstruction, "dnsmos": dnsmos, "comb": comb, "latent": latent,
+                   "generation": generation, "speed": speed, "notes": notes}
+        json_path, csv_path = (outputs.final(name) for name in eval_names)
+        write_json_atomic(outputs.paths[0], _rounded(metrics))
+        sections = ("reconstruction", "dnsmos", "comb", "latent", "generation", "speed")
+        flat = _flatten(_rounded({k: metrics[k] for k in sections if metrics[k] is not None}))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["metric", "value"])
+        writer.writerows(flat.items())
+        write_atomic(outputs.paths[1], lambda tmp: tmp.write_text(buffer.getvalue()))
+        outputs.commit()
+        return EvaluationResult(metrics, json_path, csv_path, format_table(metrics))
 
 
 def _latent_sums(means: np.ndarray, kl: np.ndarray, frames_per_step: int = 1 << 15) -> np.ndarray:
