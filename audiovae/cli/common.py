@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from audiovae.errors import UserError
-from audiovae.io.outputs import OutputFolder, folder_lock, read_marker, write_marker
+from audiovae.io.outputs import OutputFolder, folder_lock, read_entries, write_marker
 
 
 def fatal(message: str) -> None:
@@ -85,7 +85,7 @@ def output_paths(out_dir: Path, names: list[str], force: bool, companions: tuple
     folder.discard()
     every = names + [str(Path(name).with_suffix(suffix)) for name in names for suffix in companions]
     with folder_lock(folder.folder):
-        write_marker(folder.folder, {**read_marker(folder.folder), **{name: folder.command for name in every}})
+        write_marker(folder.folder, {name: folder.command for name in every}, read_entries(folder.folder))
     return [folder.final(name) for name in names]
 
 

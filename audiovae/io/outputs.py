@@ -1,11 +1,13 @@
 """Output folders: a marker lists what audiovae wrote, so `--force` replaces only its own files, no command
 writes over one of its inputs, and final names are claimed atomically (a file that appears meanwhile is kept).
 
-    OUT/.audiovae-outputs.json     {"format": "audiovae-outputs", "files": {"sample_000.wav": "generate", ...}}
+    OUT/.audiovae-outputs.json     {"format": "audiovae-outputs", "files": {"sample_000.wav":
+                                       {"command": "generate", "id": [inode, size, mtime_ns]}, ...}}
     OUT/.audiovae-staging-PID-*/   where a running command writes; its files are linked into OUT at the end
 
 A folder written whole (prepare's dataset) is replaced with `--force` only when everything in it is listed in
-its marker; a command that writes files into a folder replaces (with `--force`) only the names listed there.
+its marker; a command that writes files into a folder replaces (with `--force`) only the names listed there
+whose file is still the one audiovae wrote (same inode, size and mtime: a file the user replaced or edited is his).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,23 +33,44 @@ Legacy = Callable[[Path], Iterable[str]]
 
 
 # ---- the marker -----------------------------------------------------------------------------------------------
-def read_marker(folder: str | os.PathLike) -> dict[str, str]:
-    """{file name: command that wrote it} from `folder`'s marker; {} when there is none or it is damaged
-    (then nothing in the folder counts as audiovae's: the safe side)."""
+def read_entries(folder: str | os.PathLike) -> dict[str, dict]:
+    """{file name: {"command": ..., "id": [inode, size, mtime_ns]}} from `folder`'s marker; {} when there is none
+    or it is damaged (then nothing in the folder counts as audiovae's: the safe side)."""
     try:
         data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("format") != MARKER_FORMAT or not isinstance(data.get("files"), dict):
         return {}
-    return {str(name): str(command) for name, command in data["files"].items()}
+    return {str(name): entry for name, entry in data["files"].items() if isinstance(entry, dict)}
 
 
-def write_marker(folder: str | os.PathLike, files: dict[str, str]) -> None:
-    """Write `folder`'s marker ({file name: command}) atomically."""
+def file_id(path: Path) -> list[int] | None:
+    """[inode, size, mtime_ns] of a regular file (not followed through a symlink), None for anything else: a file
+    the user replaced or edited since audiovae wrote it no longer matches its entry."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return [info.st_ino, info.st_size, info.st_mtime_ns] if stat.S_ISREG(info.st_mode) else None
+
+
+def read_marker(folder: str | os.PathLike) -> dict[str, str]:
+    """{file name: command} of the files in `folder` that are still as audiovae wrote them (an entry without an
+    id, recorded before the file was written, matches any regular file)."""
     folder = Path(folder)
+    return {name: str(entry.get("command")) for name, entry in read_entries(folder).items()
+            if entry.get("id") is None or entry.get("id") == file_id(folder / name)}
+
+
+def write_marker(folder: str | os.PathLike, files: dict[str, str], keep: dict[str, dict] | None = None) -> None:
+    """Write `folder`'s marker for `files` ({name: command}; each with its file's id now), atomically; `keep`:
+    entries carried over as they are."""
+    folder = Path(folder)
+    entries = {**(keep or {}), **{name: {"command": command, "id": file_id(folder / name)}
+                                  for name, command in files.items()}}
     tmp = folder / f"{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"format": MARKER_FORMAT, "version": 1, "files": dict(sorted(files.items()))},
+    tmp.write_text(json.dumps({"format": MARKER_FORMAT, "version": 1, "files": dict(sorted(entries.items()))},
                               indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, folder / MARKER)
 
@@ -246,20 +270,22 @@ class OutputFolder:
         written, clashes = [], []
         staged = sorted(name for name in os.listdir(self.staging) if (self.staging / name).is_file())
         with folder_lock(self.folder):
-            marker = read_marker(self.folder)
+            earlier = read_entries(self.folder)
+            mine: dict[str, str] = {}
             for name in staged:
                 if self._claim(self.staging / name, self.folder / name):
-                    marker[name] = self.command
+                    mine[name] = self.command
                     written.append(self.folder / name)
                 else:
                     clashes.append(self.folder / name)
-            if self.whole_set and self.force:
-                for name, command in list(marker.items()):
+            current = read_marker(self.folder)
+            if self.whole_set and self.force:  # the earlier run's files this one does not write
+                for name, command in current.items():
                     old = self.folder / name
-                    if command == self.command and name not in staged and old.is_file() and not old.is_symlink():
+                    if command == self.command and name not in mine and file_id(old) is not None:
                         old.unlink()
-                        del marker[name]
-            write_marker(self.folder, marker)
+            keep = {name: entry for name, entry in earlier.items() if name not in mine and file_id(self.folder / name)}
+            write_marker(self.folder, mine, keep)
         self.discard()
         if clashes:
             raise UserError(f"{clashes[0]}: appeared while audiovae was writing it ({len(clashes)} outputs did); it "
