@@ -16,6 +16,8 @@ from audiovae.errors import UserError
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
 from audiovae.version import __version__
 
+MAX_WORKERS = 512  # prepare's worker processes
+
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="audiovae")
@@ -61,6 +63,8 @@ def prepare(inputs, output, recipe, workers, force, quiet, **flags) -> None:
     from audiovae.config.schema import ConfigError, build_dataclass, to_plain
     from audiovae.data.prepare import prepare as run_prepare
 
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be in 1..{MAX_WORKERS} (got {workers}); leave it out to use every core")
     given = {key: value for key, value in flags.items() if value is not None}
     if recipe is not None:
         recipe_data = load_recipe(recipe).data

@@ -9,6 +9,8 @@ import click
 from audiovae.cli.common import load_model, model_options, outputs
 from audiovae.errors import UserError
 
+MAX_BLOCK = 1 << 16  # samples per block: 4 s at 16 kHz, far above any audio callback
+
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="[RUN] OUT_DIR")
@@ -62,6 +64,8 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
     from audiovae.realtime.export import export_model
     from audiovae.realtime.stream_host import cannot_stream, stream_file
 
+    if not 1 <= block <= MAX_BLOCK:
+        raise UserError(f"--block must be in 1..{MAX_BLOCK} samples (got {block}); a live host uses 64 to 2048")
     if destination.is_dir() or not destination.name or destination.name in (".", ".."):
         raise UserError(f"{destination}: is a folder; DESTINATION is the WAV file to write (--force cannot "
                         "replace a folder)")

@@ -9,6 +9,17 @@ import click
 from audiovae.cli.common import files_into_folder, load_model, model_options, outputs, plot_outputs
 from audiovae.errors import UserError
 
+MAX_TEMPERATURE = 10.0  # the prior's spread scaled 10x already decodes to noise clipped at full scale
+MAX_SOUNDS = 10_000  # sounds per generate call (names sample_0000 ...); more is a loop of calls
+MAX_BATCH = 1024
+MAX_STEPS = 1000  # interpolation steps: each is a decoded sound held in memory
+
+
+def check_count(flag: str, value: int, bound: int) -> None:
+    """UserError naming the flag, the value and the bound unless 1 <= value <= bound."""
+    if not 1 <= value <= bound:
+        raise UserError(f"{flag} must be in 1..{bound} (got {value})")
+
 
 @click.command()
 @click.argument("out_dir", type=click.Path(path_type=Path))
@@ -35,10 +46,11 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name,
     from audiovae.io.atomic import require_free_space, write_json_atomic
     from audiovae.synthesis.generate import choose_prior, generate_files, prompt_latents
 
-    if count < 1 or batch_size < 1:
-        raise UserError("-n and --batch-size must be positive")
-    if temperature < 0:
-        raise UserError("--temperature must be >= 0")
+    check_count("-n", count, MAX_SOUNDS)
+    check_count("--batch-size", batch_size, MAX_BATCH)
+    if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):  # NaN fails every comparison
+        raise UserError(f"--temperature must be a number in 0..{MAX_TEMPERATURE:g} (got {temperature}); 1 samples "
+                        "the prior as trained, beyond a few the decoder only clips")
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise UserError(f"--seconds must be a positive number of seconds (got {seconds})")
     if plot:
@@ -48,6 +60,9 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name,
     model = load_model(run, checkpoint, device)
     prior = choose_prior(model, prior_name)
     samples = model.recipe.data.segment_samples if seconds is None else round(seconds * model.sample_rate)
+    if samples < 1:
+        raise UserError(f"--seconds {seconds:g} is 0 samples at {model.sample_rate} Hz; the shortest sound is "
+                        f"1/{model.sample_rate} s")
     require_free_space(out_dir, count * samples * 2, f"{count} sounds of {samples / model.sample_rate:g} s")
     names = [f"sample_{i:03d}.wav" for i in range(count)]
     inputs = [model.checkpoint] + ([prompt] if prompt is not None else [])
@@ -166,8 +181,8 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
     """Move from FIRST's latents to SECOND's in STEPS sounds: OUT_DIR/interp_000.wav ..."""
     from audiovae.io.audio import write_wav
 
-    if steps < 2:
-        raise UserError("--steps must be at least 2")
+    if not 2 <= steps <= MAX_STEPS:
+        raise UserError(f"--steps must be in 2..{MAX_STEPS} (got {steps})")
     names = [f"interp_{i:03d}.wav" for i in range(steps)]
     with outputs(out_dir, names, force, (), [first, second, *([checkpoint] if checkpoint else [])],
                  whole_set=True) as folder:  # before any work
