@@ -143,7 +143,7 @@ def train_prior(run, overrides, resume, quiet) -> None:
         except ConfigError as error:
             raise UserError(f"--set {error.key}: {error.message}") from None
     result = run_prior(model.run, model.net, model.recipe, model.checkpoint_sha256, config, resume=resume,
-                       progress=not quiet)
+                       progress=not quiet, vae_weights_sha256=model.weights_sha256)
     best = f"{result.best_nll:.2f}" if result.best_nll is not None else "-"
     click.echo(f"prior {result.stopped} at step {result.step}: held-out NLL {best} nats per frame "
                f"(N(0, I): {result.gaussian_nll:.2f}): {result.folder}")

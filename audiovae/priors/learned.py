@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,13 +305,33 @@ def prior_from_checkpoint(state: dict[str, Any]) -> LatentPrior:
     return prior.eval()
 
 
-def load_learned_prior(path: Path | None, device: torch.device) -> LearnedPrior | None:
-    """The learned prior saved at `path` (a run's prior/best.pt, else last.pt: RunFolder.prior), or None."""
+class PriorMismatch(UserError):
+    """A run's learned prior was trained on another VAE than the one loaded."""
+
+
+def load_learned_prior(path: Path | None, device: torch.device, vae_weights_sha256: str | None = None,
+                       latent_size: int | None = None) -> LearnedPrior | None:
+    """The learned prior saved at `path` (a run's prior/best.pt, else last.pt: RunFolder.prior), or None.
+
+    PriorMismatch when it records another VAE's weights (`vae_weights_sha256`, written by train-prior) or another
+    latent size than `latent_size`; a prior from before 0.3, which records no VAE, is used with a warning."""
     if path is None:
         return None
+    state = load_checkpoint(path)
     try:
-        prior = prior_from_checkpoint(load_checkpoint(path))
+        prior = prior_from_checkpoint(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise UserError(f"{path}: not a learned prior of this run ({str(error).splitlines()[0][:120]}); "
                         "train it again with audiovae train-prior") from None
+    stored = state.get("vae_weights_sha256")
+    retrain = "train it again with audiovae train-prior RUN, or pass --prior gaussian"
+    if latent_size is not None and prior.latent_size != latent_size:
+        raise PriorMismatch(f"{path}: this learned prior draws {prior.latent_size} latent values per frame but the "
+                            f"VAE has {latent_size}: it belongs to another model; {retrain}")
+    if vae_weights_sha256 is not None and stored is not None and stored != vae_weights_sha256:
+        raise PriorMismatch(f"{path}: this learned prior was trained on another VAE (weights {stored[:12]}, this "
+                            f"one {vae_weights_sha256[:12]}); {retrain}")
+    if vae_weights_sha256 is not None and stored is None:
+        print(f"warning: {path}: this learned prior does not record which VAE it was trained on (made before "
+              "audiovae 0.3), so it is used unchecked; audiovae train-prior RUN records it", file=sys.stderr)
     return LearnedPrior(prior.eval().to(device))

@@ -204,6 +204,8 @@ def _write_export(net: nn.Module, recipe, out_dir: Path, checkpoint_sha256: str 
 def export_model(model, out_dir: str | Path, force: bool = False, with_prior: bool = True) -> ExportResult:
     """Export a trained `audiovae.synthesis.model.Model` (its .net, .recipe, .checkpoint_sha256 and, when it has one and
     `with_prior`, its learned prior)."""
+    if with_prior and getattr(model, "prior_refusal", None):
+        raise UserError(model.prior_refusal)
     learned = getattr(model.learned_prior, "model", None) if with_prior else None
     return export_net(model.net, model.recipe, out_dir, model.checkpoint_sha256, force, learned, [model.checkpoint])
 

@@ -33,6 +33,8 @@ def choose_prior(model: Model, name: str | Prior | None) -> Prior:
     """'learned' (the run's), 'gaussian' (N(0, I)), a Prior, or None: the learned one when the run has one."""
     if isinstance(name, Prior):
         return name
+    if name in (None, "learned") and model.prior_refusal:  # never another VAE's prior, never silently N(0, I)
+        raise UserError(model.prior_refusal)
     if name is None:
         return model.learned_prior or GAUSSIAN
     if name == "gaussian":

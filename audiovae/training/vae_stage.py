@@ -24,7 +24,7 @@ from audiovae.config.recipe import Recipe, dump_recipe, load_recipe, recipe_from
 from audiovae.data.dataset import PreparedDataset, SegmentDataset, dataset_changes, open_dataset
 from audiovae.errors import UserError
 from audiovae.io.atomic import file_sha256, write_atomic
-from audiovae.io.checkpoint import load_checkpoint
+from audiovae.io.checkpoint import load_checkpoint, weights_sha256
 from audiovae.io.outputs import check_new_folder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder
 from audiovae.models import VAE, build_model, trained_vae
@@ -154,7 +154,7 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         best_weights = saved.get("ema") or saved.get("model")
     vae = trained_vae(recipe, best_weights).cpu()  # the prior is small: the CPU does it well
     prior = train_prior(run, vae, recipe, file_sha256(checkpoint), recipe.prior, resume=resume_prior,
-                        progress=progress)
+                        progress=progress, vae_weights_sha256=weights_sha256(best_weights))
     return dataclasses.replace(result, prior=prior)
 
 
