@@ -41,7 +41,7 @@ from audiovae.evaluation.metrics import (
     si_sdr,
     stft_distance_np,
 )
-from audiovae.io.atomic import write_atomic, write_json_atomic
+from audiovae.io.atomic import file_sha256, write_atomic, write_json_atomic
 from audiovae.io.audio import peak_safe_scale
 from audiovae.io.outputs import OutputFolder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
@@ -72,6 +72,23 @@ def held_out_files(manifest: dict[str, Any], split: str) -> list[Path]:
     from audiovae.data.manifest import source_path
 
     return [source_path(manifest, record) for record in manifest.get("files", []) if record.get("split") == split]
+
+
+def held_out_hashes(manifest: dict[str, Any], split: str) -> list[str | None]:
+    """The SHA-256 prepare recorded for each of held_out_files(manifest, split), in the same order (None if none)."""
+    return [record.get("sha256") for record in manifest.get("files", []) if record.get("split") == split]
+
+
+def check_unchanged(path: Path, expected: str | None) -> None:
+    """UserError when `path` is no longer the file that was prepared (a train file copied over a held-out one
+    would be measured as held out)."""
+    try:
+        actual = file_sha256(path)
+    except OSError as error:
+        raise UserError(f"{path}: cannot open ({error.strerror or error})") from None
+    if expected is not None and actual != expected:
+        raise UserError(f"{path}: changed since it was prepared (its SHA-256 differs from the manifest's), so it "
+                        "is not the held-out file any more; prepare the data again")
 
 
 def _mean(values: list[float]) -> float:
@@ -174,10 +191,11 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         folder = Path(data) if data is not None else Path(model.recipe.data.folder)
         manifest = read_manifest(folder)
         paths = held_out_files(manifest, split)
+        hashes = held_out_hashes(manifest, split)
         if not paths:
             raise UserError(f"{folder}: no files in the {split!r} split to evaluate on")
         if max_files:
-            paths = paths[:max_files]
+            paths, hashes = paths[:max_files], hashes[:max_files]
         if not opus_available():
             notes.append(f"Opus reference skipped: libsndfile {sf.__libsndfile_version__} "
                          "cannot write Ogg Opus")
@@ -193,9 +211,11 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         heldout_features: list[FeatureMoments] = []
         encode_seconds = decode_seconds = audio_seconds = 0.0
         skipped = []
-        for path in tqdm(paths, unit="file", desc="evaluate", disable=not progress, file=sys.stderr):
+        for path, expected in tqdm(zip(paths, hashes, strict=True), total=len(paths), unit="file", desc="evaluate",
+                                   disable=not progress, file=sys.stderr):
             try:
                 with reconstruction_on_disk(model, path, block_seconds) as streamed:
+                    check_unchanged(path, expected)  # readable audio, but is it the file that was held out?
                     output_scale = peak_safe_scale(streamed.peak)
                     features = FeatureMoments()
                     for start, stop in block_ranges(len(streamed.source), rate, block_seconds):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,24 @@ def test_a_few_aliases_still_load_and_a_bad_value_is_shown_short(tmp_path):
     with pytest.raises(UserError, match="model.latent_size: must be an integer") as caught:
         load_recipe(recipe)
     assert len(str(caught.value)) < 300
+
+
+# ---- evaluate measures only the files that were held out --------------------------------------------------------
+def test_evaluate_skips_a_held_out_file_replaced_by_a_train_file_by_its_sha256(tiny_run, tiny_dataset, tmp_path):
+    """A train file copied over a held-out one is valid audio: only the manifest's SHA-256 tells them apart."""
+    audio = tmp_path / "audio"
+    shutil.copytree(tiny_dataset.parent / "audio", audio)
+    data = tmp_path / "prepared"
+    shutil.copytree(tiny_dataset, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["inputs"] = [str(audio)]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    valid = [r["path"] for r in manifest["files"] if r["split"] == "valid"]
+    train = [r["path"] for r in manifest["files"] if r["split"] == "train"]
+    shutil.copy(audio / train[0], audio / valid[0])
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    result = invoke("evaluate", run, "--data", data, "--no-perceptual", "-q", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"{valid[0]}: changed since it was prepared (its SHA-256 differs from the manifest's)" in result.stderr
+    metrics = json.loads((Path(run) / "eval" / "metrics.json").read_text())
+    assert metrics["files"] == len(valid) - 1 and valid[0] in metrics["skipped"][0]
