@@ -174,3 +174,29 @@ def test_evaluate_skips_a_held_out_file_replaced_by_a_train_file_by_its_sha256(t
     assert f"{valid[0]}: changed since it was prepared (its SHA-256 differs from the manifest's)" in result.stderr
     metrics = json.loads((Path(run) / "eval" / "metrics.json").read_text())
     assert metrics["files"] == len(valid) - 1 and valid[0] in metrics["skipped"][0]
+
+
+# ---- faults of our own, on commands and flags issue 27 does not name --------------------------------------------
+def test_a_latent_header_that_is_not_a_json_object_is_one_line(tiny_run, encoded, tmp_path):
+    shutil.copytree(encoded, tmp_path / "lat")
+    (tmp_path / "lat" / "voice.json").write_text("[1, 2, 3]")
+    line = one_line(invoke("decode", tmp_path / "lat" / "voice.npy", tmp_path / "out", "--run", tiny_run))
+    assert "voice.json: not a latent header (a JSON object was expected)" in line
+
+
+@pytest.mark.parametrize("override", ["train.learning_rate=nan", "loss.beta=inf", "train.grad_clip=-inf"])
+def test_a_non_finite_float_in_any_recipe_key_is_refused(tiny_recipe, override):
+    key = override.split("=")[0]
+    with pytest.raises(UserError, match=f"{key}: must be a finite number"):
+        load_recipe(tiny_recipe, [override])
+
+
+def test_evaluate_that_cannot_write_its_eval_folder_fails_before_measuring(tiny_run, tmp_path, monkeypatch):
+    from audiovae.evaluation import evaluate
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    shutil.rmtree(run / "eval", ignore_errors=True)
+    (run / "eval").write_text("a file where the eval folder goes")
+    monkeypatch.setattr(evaluate, "reconstruction_on_disk", lambda *a, **k: pytest.fail("measured first"))
+    line = one_line(invoke("evaluate", run, "--no-perceptual", "-q", "--device", "cpu"))
+    assert "eval: exists and is not a folder" in line
