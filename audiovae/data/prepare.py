@@ -14,7 +14,6 @@ of workers. Everything is built in a temporary folder and renamed into place at 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -40,7 +39,7 @@ from audiovae.io.audio import (
     normalization_gain,
     read_blocks,
 )
-from audiovae.io.outputs import check_replaceable_folder
+from audiovae.io.outputs import check_replaceable_folder, recognized_by
 
 STREAM_SECONDS = 600.0  # longer files are read twice in blocks instead of held in memory
 BLOCK_SECONDS = 30.0
@@ -266,6 +265,10 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     }
 
 
+# a dataset prepare wrote before output folders carried a marker, recognized by its manifest
+EARLIER_DATASET = recognized_by("manifest.json", DATASET_FORMAT, ["manifest.json", *(f"{s}.f32" for s in SPLITS)])
+
+
 def _check_output(inputs: list[Path], output: Path, force: bool) -> None:
     resolved = output.resolve()
     for root in inputs:
@@ -276,18 +279,7 @@ def _check_output(inputs: list[Path], output: Path, force: bool) -> None:
         if resolved in base.parents:
             raise UserError(f"{display(output)}: the input {display(root)} is inside the output folder, which "
                             "--force would replace; choose another -o")
-    check_replaceable_folder(output, force, earlier_dataset)
-
-
-def earlier_dataset(folder: Path) -> list[str]:
-    """The files of a dataset `prepare` wrote before output folders carried a marker (recognized by its manifest)."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
-        return []
-    return ["manifest.json"] + [f"{split}.f32" for split in SPLITS]
+    check_replaceable_folder(output, force, EARLIER_DATASET)
 
 
 def prepare(
@@ -323,7 +315,7 @@ def prepare(
     counts = {split: 0 for split in SPLITS}
     seconds = 0.0
     try:
-        with atomic_directory(output, force=force, inputs=roots, command="prepare", legacy=earlier_dataset) as tmp:
+        with atomic_directory(output, force=force, inputs=roots, command="prepare", legacy=EARLIER_DATASET) as tmp:
             parts = tmp / "parts"
             parts.mkdir()
             handles = {split: open(tmp / f"{split}.f32", "wb") for split in SPLITS}

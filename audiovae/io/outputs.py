@@ -75,6 +75,20 @@ def write_marker(folder: str | os.PathLike, files: dict[str, str], keep: dict[st
     os.replace(tmp, folder / MARKER)
 
 
+def recognized_by(descriptor: str, file_format: str, names: Sequence[str]) -> Legacy:
+    """A Legacy for a folder from before markers that holds `descriptor` (a JSON file whose "format" is
+    `file_format`): then `names` are audiovae's."""
+
+    def recognize(folder: Path) -> list[str]:
+        try:
+            data = json.loads((folder / descriptor).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return list(names) if isinstance(data, dict) and data.get("format") == file_format else []
+
+    return recognize
+
+
 def owned_names(folder: Path, legacy: Legacy | None = None) -> set[str]:
     """The names in `folder` audiovae wrote: its marker's, else what `legacy` recognizes in an older folder."""
     names = set(read_marker(folder))

@@ -26,7 +26,7 @@ from torch import nn
 
 from audiovae.errors import UserError
 from audiovae.io.atomic import write_atomic, write_json_atomic
-from audiovae.io.outputs import OutputFolder
+from audiovae.io.outputs import OutputFolder, recognized_by
 from audiovae.nn.host_faces import StatefulStreaming, WholeSignal, WithPrior
 from audiovae.nn.streaming import StreamingVAE
 
@@ -131,6 +131,10 @@ class ExportResult:
     onnx_relative_error: float | None = None
 
 
+# an export from before output folders carried a marker, recognized by its card.json
+EARLIER_EXPORT = recognized_by("card.json", FORMAT, ["model.ts", "card.json", *(f"{m}.onnx" for m in (*METHODS, "prior"))])
+
+
 def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: str | None = None,
                force: bool = False, prior: nn.Module | None = None, inputs=()) -> ExportResult:
     """Write model.ts, <method>.onnx and card.json for a model `net` built from `recipe`, with the learned
@@ -144,21 +148,10 @@ def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: s
     out_dir = Path(out_dir)
     methods = METHODS + (("prior",) if prior is not None else ())
     names = ["model.ts", "card.json"] + [f"{m}.onnx" for m in methods]
-    with OutputFolder(out_dir, "export", names, force, inputs, whole_set=True, legacy=earlier_export) as folder:
+    with OutputFolder(out_dir, "export", names, force, inputs, whole_set=True, legacy=EARLIER_EXPORT) as folder:
         result = _write_export(net, recipe, folder.staging, checkpoint_sha256, prior, methods)
         folder.commit()
     return ExportResult(out_dir, result.card, result.onnx_max_error, result.onnx_relative_error)
-
-
-def earlier_export(folder: Path) -> list[str]:
-    """The files of an export from before output markers (recognized by its card.json)."""
-    try:
-        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        return []
-    return ["model.ts", "card.json"] + [f"{m}.onnx" for m in (*METHODS, "prior")]
 
 
 def _write_export(net: nn.Module, recipe, out_dir: Path, checkpoint_sha256: str | None, prior: nn.Module | None,

@@ -10,24 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 from conftest import TINY_RATE, write_signal
+from test_locks_disks_and_odd_names import invoke
+from test_locks_disks_and_odd_names import one_line_error as one_line
 
-from audiovae.cli.main import main
 from audiovae.config.recipe import load_recipe
 from audiovae.errors import UserError
 from audiovae.io.audio import write_wav, write_wav_blocks
-
-
-def invoke(*args) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(result: Result) -> str:
-    assert result.exit_code == 1, (result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

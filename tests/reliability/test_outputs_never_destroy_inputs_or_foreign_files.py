@@ -255,3 +255,36 @@ def test_a_255_character_output_name_is_written(tmp_path):
     path = tmp_path / ("x" * 251 + ".wav")
     write_wav(path, [0.0, 0.5, -0.5], TINY_RATE)
     assert path.stat().st_size > 44
+
+
+def test_the_entry_points_other_commands_call_go_through_the_same_mechanism(tmp_path):
+    """output_paths(out_dir, names, force, companions) and atomic_directory(path, force), as `report` and `score`
+    call them: inputs refused, foreign files refused with --force, names recorded in the marker."""
+    import click
+
+    from audiovae.cli.common import output_paths
+    from audiovae.errors import UserError
+    from audiovae.io.atomic import atomic_directory
+
+    out = tmp_path / "scores"
+    with click.Context(click.Command("score"), info_name="score"):
+        paths = output_paths(out, ["a.csv"], False, (".json",))
+        assert paths == [out / "a.csv"] and read_marker(out) == {"a.csv": "score", "a.json": "score"}
+        paths[0].write_text("score")
+        assert output_paths(out, ["a.csv"], True) == paths  # its own earlier output
+        (out / "b.csv").write_text("mine")
+        with pytest.raises(UserError, match="audiovae did not write it"):
+            output_paths(out, ["b.csv"], True)
+        with pytest.raises(UserError, match="is the input"):
+            output_paths(out, ["b.csv"], True, inputs=[out / "b.csv"])
+    report = tmp_path / "report"
+    with atomic_directory(report, False) as tmp:
+        (tmp / "index.html").write_text("one")
+    with atomic_directory(report, True) as tmp:
+        (tmp / "index.html").write_text("two")
+    assert (report / "index.html").read_text() == "two" and set(read_marker(report)) == {"index.html"}
+    (report / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files audiovae did not write \(notes.txt\)"), \
+            atomic_directory(report, True) as tmp:
+        (tmp / "index.html").write_text("three")
+    assert (report / "notes.txt").read_text() == "mine" and (report / "index.html").read_text() == "two"
