@@ -240,6 +240,7 @@ def test_a_killed_commands_staging_folder_is_cleared_by_the_next_run(world):
 
 def test_evaluate_writes_only_its_own_files_in_the_eval_folder(world, tiny_dataset):
     eval_dir = world.run / "eval"
+    shutil.rmtree(eval_dir, ignore_errors=True)  # the shared run may have been evaluated already
     eval_dir.mkdir()
     (eval_dir / "metrics.csv").write_text("from 0.2, no marker")  # an earlier evaluate's file: replaced
     (eval_dir / "notes.txt").write_text("mine")
@@ -288,3 +289,18 @@ def test_the_entry_points_other_commands_call_go_through_the_same_mechanism(tmp_
             atomic_directory(report, True) as tmp:
         (tmp / "index.html").write_text("three")
     assert (report / "notes.txt").read_text() == "mine" and (report / "index.html").read_text() == "two"
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "current-folder"])
+def test_an_impossible_output_folder_is_one_line_not_a_traceback(world, where, monkeypatch):
+    monkeypatch.chdir(world.foreign)
+    (world.root / "notes.txt").write_text("mine")
+    if where == "under-a-file":
+        result = invoke("train", world.recipe, "--run-dir", world.root / "notes.txt" / "run", "-q")
+        expected = "cannot create the folder"
+    else:  # data.folder: "" is the current folder
+        result = invoke("prepare", world.audio.parent, "-o", "", "--force", "--workers", "1", "-q")
+        expected = "holds files audiovae did not write"
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and expected in lines[0], result.output
+    assert (world.root / "notes.txt").read_text() == "mine" and (world.foreign / "keep.txt").exists()
