@@ -241,6 +241,7 @@ class OutputFolder:
             seen[name] = i
         every = self.names + [str(Path(n).with_suffix(s)) for n in self.names for s in companions]
         refuse_overwriting_inputs([self.folder / name for name in every], inputs)
+        self.legacy = legacy
         self.replaceable = self._check_existing(every, legacy)
         make_folder(self.folder)
         clear_stale(self.folder, STAGING_PREFIX)
@@ -285,9 +286,10 @@ class OutputFolder:
         staged = sorted(name for name in os.listdir(self.staging) if (self.staging / name).is_file())
         with folder_lock(self.folder):
             earlier = read_entries(self.folder)
+            still_ours = owned_names(self.folder, self.legacy)  # one replaced since the start is not replaceable
             mine: dict[str, str] = {}
             for name in staged:
-                if self._claim(self.staging / name, self.folder / name):
+                if self._claim(self.staging / name, self.folder / name, name in still_ours):
                     mine[name] = self.command
                     written.append(self.folder / name)
                 else:
@@ -306,8 +308,8 @@ class OutputFolder:
                             "is kept as it is and this output was not written: run again into another folder")
         return written
 
-    def _claim(self, staged: Path, final: Path) -> bool:
-        if final.name in self.replaceable and not final.is_symlink():
+    def _claim(self, staged: Path, final: Path, still_ours: bool) -> bool:
+        if final.name in self.replaceable and still_ours and not final.is_symlink():
             os.replace(staged, final)
             return True
         try:

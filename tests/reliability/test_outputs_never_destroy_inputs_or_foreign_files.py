@@ -304,3 +304,13 @@ def test_an_impossible_output_folder_is_one_line_not_a_traceback(world, where, m
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1 and expected in lines[0], result.output
     assert (world.root / "notes.txt").read_text() == "mine" and (world.foreign / "keep.txt").exists()
+
+
+def test_force_over_outputs_from_before_markers_replaces_them(world):
+    """A 0.2 generate folder (samples.json, no marker) is recognized; so is a 0.2 export (card.json)."""
+    out = world.root / "gen"
+    assert invoke("generate", out, "-n", "2", "--seconds", "0.05", "--run", world.run).exit_code == 0
+    (out / MARKER).unlink()
+    result = invoke("generate", out, "-n", "2", "--seconds", "0.05", "--run", world.run, "--seed", "5", "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "samples.json").read_text())["files"][0]["seed"] == 5
