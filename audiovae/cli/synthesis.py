@@ -187,7 +187,13 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
     with outputs(out_dir, names, force, (), [first, second, *([checkpoint] if checkpoint else [])],
                  whole_set=True) as folder:  # before any work
         model = load_model(run, checkpoint, device)
-        waves = model.interpolate(model.load_audio(first), model.load_audio(second), steps, method)
+        a, b = model.load_audio(first), model.load_audio(second)
+        if len(a) != len(b):  # the model crops the longer: say so, as a shorter output is not what was asked
+            shorter = min(len(a), len(b))
+            click.echo(f"warning: {first} is {len(a)} samples and {second} {len(b)} at {model.sample_rate} Hz; "
+                       f"both are cut to the shorter ({shorter} samples, {shorter / model.sample_rate:.2f} s)",
+                       err=True)
+        waves = model.interpolate(a, b, steps, method)
         for path, wave in zip(folder.paths, waves, strict=True):
             write_wav(path, wave, model.sample_rate)
         folder.commit()

@@ -230,7 +230,8 @@ class OutputFolder:
     def __init__(self, folder: str | os.PathLike, command: str, names: Sequence[str], force: bool = False,
                  inputs: Iterable[str | os.PathLike] = (), companions: Sequence[str] = (), whole_set: bool = False,
                  legacy: Legacy | None = None):
-        self.folder, self.command, self.names, self.force, self.whole_set = Path(folder), command, list(names), force, whole_set
+        self.folder, self.command, self.names = Path(folder), command, list(names)
+        self.force, self.whole_set = force, whole_set
         if os.path.lexists(self.folder) and not self.folder.is_dir():
             raise UserError(f"{self.folder}: exists and is not a folder (the output is a folder)")
         seen: dict[str, int] = {}

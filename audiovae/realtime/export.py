@@ -132,7 +132,8 @@ class ExportResult:
 
 
 # an export from before output folders carried a marker, recognized by its card.json
-EARLIER_EXPORT = recognized_by("card.json", FORMAT, ["model.ts", "card.json", *(f"{m}.onnx" for m in (*METHODS, "prior"))])
+EARLIER_EXPORT = recognized_by("card.json", FORMAT,
+                               ["model.ts", "card.json", *(f"{m}.onnx" for m in (*METHODS, "prior"))])
 
 
 def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: str | None = None,

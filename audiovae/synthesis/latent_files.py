@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def save_latents(path: Path, latents: Latents, model: Model, source: str | os.Pa
         "format": LATENT_FORMAT, "format_version": 2,  # 2: hop_samples became frame_samples
         "source": os.fsdecode(source),
         "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
+        "vae_weights_sha256": model.weights_sha256,  # the encoder's identity: decode checks it
         "sample_rate": model.sample_rate, "frame_samples": model.frame_samples, "latent_size": model.latent_size,
         "frames": int(latents.values.shape[1]), "samples": latents.samples, "gain": latents.gain,
     })
@@ -52,6 +54,14 @@ def load_latents(path: str | os.PathLike, model: Model) -> Latents:
             raise UserError(f"{header_path}: unreadable header ({error})") from None
         if not isinstance(header, dict):
             raise UserError(f"{header_path}: not a latent header (a JSON object was expected)")
+    encoder = header.get("vae_weights_sha256")
+    if encoder is not None and model.weights_sha256 is not None and encoder != model.weights_sha256:
+        raise UserError(f"{path}: encoded by another model (weights {str(encoder)[:12]}, this one "
+                        f"{model.weights_sha256[:12]}); decode with the model that encoded it "
+                        f"({header.get('checkpoint')})")
+    if encoder is None:
+        why = "has no header" if not header_path.exists() else "has a header from before audiovae 0.3"
+        print(f"warning: {path}: {why}, so which model encoded it cannot be checked", file=sys.stderr)
     if values.ndim != 2 or values.shape[0] != model.latent_size:
         raise UserError(f"{path}: latents of shape {values.shape} do not fit this model "
                         f"({model.latent_size} x frames)")

@@ -95,8 +95,10 @@ def test_a_bad_latent_npy_is_one_line_before_any_allocation(tiny_run, tmp_path, 
 
 # ---- sizes from flags and files are bounded ------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
-    (["stream", "{voice}", "{out}.wav", "--block", "1000000000"], "--block must be in 1..65536 samples (got 1000000000)"),
-    (["interpolate", "{voice}", "{voice}", "{out}", "--steps", "100000000"], "--steps must be in 2..1000 (got 100000000)"),
+    (["stream", "{voice}", "{out}.wav", "--block", "1000000000"],
+     "--block must be in 1..65536 samples (got 1000000000)"),
+    (["interpolate", "{voice}", "{voice}", "{out}", "--steps", "100000000"],
+     "--steps must be in 2..1000 (got 100000000)"),
     (["generate", "{out}", "-n", "100000000"], "-n must be in 1..10000 (got 100000000)"),
     (["generate", "{out}", "--batch-size", "0"], "--batch-size must be in 1..1024 (got 0)"),
     (["generate", "{out}", "--seconds", "1e-9"], "--seconds 1e-09 is 0 samples at 16000 Hz"),
@@ -189,3 +191,28 @@ def test_evaluate_that_cannot_write_its_eval_folder_fails_before_measuring(tiny_
     monkeypatch.setattr(evaluate, "reconstruction_on_disk", lambda *a, **k: pytest.fail("measured first"))
     line = one_line(invoke("evaluate", run, "--no-perceptual", "-q", "--device", "cpu"))
     assert "eval: exists and is not a folder" in line
+
+
+def test_latents_are_decoded_only_by_the_model_that_encoded_them(tiny_run, encoded, tmp_path):
+    shutil.copytree(encoded, tmp_path / "lat")
+    header = tmp_path / "lat" / "voice.json"
+    fields = json.loads(header.read_text())
+    header.write_text(json.dumps({**fields, "vae_weights_sha256": "0" * 64}))
+    line = one_line(invoke("decode", tmp_path / "lat" / "voice.npy", tmp_path / "out", "--run", tiny_run))
+    assert "encoded by another model (weights 000000000000" in line
+    for old_header in ({k: v for k, v in fields.items() if k != "vae_weights_sha256"}, None):
+        if old_header is None:
+            header.unlink()
+        else:
+            header.write_text(json.dumps(old_header))
+        result = invoke("decode", tmp_path / "lat" / "voice.npy", tmp_path / f"out-{old_header is None}",
+                        "--run", tiny_run)
+        assert result.exit_code == 0 and "which model encoded it cannot be checked" in result.stderr, result.output
+
+
+def test_interpolate_says_when_it_cuts_the_longer_input(tiny_run, tmp_path):
+    short = write_signal(tmp_path / "short.wav", 300 / TINY_RATE, TINY_RATE)
+    long = write_signal(tmp_path / "long.wav", 22000 / TINY_RATE, TINY_RATE, kind="chirp")
+    result = invoke("interpolate", short, long, tmp_path / "out", "--steps", "2", "--run", tiny_run)
+    assert result.exit_code == 0, result.output
+    assert "is 300 samples and" in result.stderr and "22000 at 16000 Hz; both are cut to the shorter" in result.stderr
