@@ -59,9 +59,6 @@ def load_latents(path: str | os.PathLike, model: Model) -> Latents:
         raise UserError(f"{path}: encoded by another model (weights {str(encoder)[:12]}, this one "
                         f"{model.weights_sha256[:12]}); decode with the model that encoded it "
                         f"({header.get('checkpoint')})")
-    if encoder is None:
-        why = "has no header" if not header_path.exists() else "has a header from before audiovae 0.3"
-        print(f"warning: {path}: {why}, so which model encoded it cannot be checked", file=sys.stderr)
     if values.ndim != 2 or values.shape[0] != model.latent_size:
         raise UserError(f"{path}: latents of shape {values.shape} do not fit this model "
                         f"({model.latent_size} x frames)")
@@ -76,8 +73,11 @@ def load_latents(path: str | os.PathLike, model: Model) -> Latents:
         raise UserError(f"{path}: {bad} of the latent values are NaN or infinite; re-encode the source file")
     if values.shape[1] == 0:
         raise UserError(f"{path}: holds 0 latent frames; nothing to decode")
-    return Latents(values.astype(np.float32), *header_samples_and_gain(header_path, header, values.shape[1],
-                                                                         model.frame_samples))
+    samples_and_gain = header_samples_and_gain(header_path, header, values.shape[1], model.frame_samples)
+    if encoder is None:  # said once the file is usable, so that a refusal stays one line
+        why = "has no header" if not header_path.exists() else "has a header from before audiovae 0.3"
+        print(f"warning: {path}: {why}, so which model encoded it cannot be checked", file=sys.stderr)
+    return Latents(values.astype(np.float32), *samples_and_gain)
 
 
 def check_npy_size(path: Path) -> None:
