@@ -7,7 +7,7 @@ writes over one of its inputs, and final names are claimed atomically (a file th
 
 A folder written whole (prepare's dataset) is replaced with `--force` only when everything in it is listed in
 its marker; a command that writes files into a folder replaces (with `--force`) only the names listed there
-whose file is still the one audiovae wrote (same inode, size and mtime: a file the user replaced or edited is his).
+whose file is still the one audiovae wrote (same inode, size and mtime: a file the user replaced or edited is theirs).
 """
 
 from __future__ import annotations
