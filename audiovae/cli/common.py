@@ -52,6 +52,15 @@ def files_into_folder(name: str):
     return lambda function: inputs(out_dir(function))
 
 
+SEED_BOUND = 2**62  # seeds are torch's signed 64-bit integers; sound i uses seed + i
+
+
+def check_seed(seed: int) -> None:
+    """UserError naming the value and the bound for a --seed beyond what torch's generators take."""
+    if not -SEED_BOUND <= seed <= SEED_BOUND:
+        raise UserError(f"--seed must be in -{SEED_BOUND}..{SEED_BOUND} (got {seed})")
+
+
 def load_model(run, checkpoint, device):
     from audiovae.synthesis.model import load
 

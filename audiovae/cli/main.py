@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import Group
+from audiovae.cli.common import Group, check_seed
 from audiovae.cli.realtime import export, stream
 from audiovae.cli.synthesis import decode, encode, generate, interpolate, reconstruct
 from audiovae.data.representations import REPRESENTATIONS
@@ -171,6 +171,7 @@ def evaluate(run, data, split, max_files, seed, device, perceptual, quiet) -> No
     """
     from audiovae.evaluation.evaluate import evaluate as run_evaluate
 
+    check_seed(seed)
     result = run_evaluate(run, data, split, max_files, seed, device, progress=not quiet,
                           perceptual_metrics=perceptual)
     click.echo(result.table)

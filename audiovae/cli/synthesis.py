@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import files_into_folder, load_model, model_options, outputs, plot_outputs
+from audiovae.cli.common import (
+    check_seed,
+    files_into_folder,
+    load_model,
+    model_options,
+    outputs,
+    plot_outputs,
+)
 from audiovae.errors import UserError
 
 MAX_TEMPERATURE = 10.0  # the prior's spread scaled 10x already decodes to noise clipped at full scale
@@ -47,6 +54,7 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name,
     from audiovae.synthesis.generate import choose_prior, generate_files, prompt_latents
 
     check_count("-n", count, MAX_SOUNDS)
+    check_seed(seed)
     check_count("--batch-size", batch_size, MAX_BATCH)
     if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):  # NaN fails every comparison
         raise UserError(f"--temperature must be a number in 0..{MAX_TEMPERATURE:g} (got {temperature}); 1 samples "

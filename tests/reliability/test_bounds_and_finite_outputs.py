@@ -216,3 +216,18 @@ def test_interpolate_says_when_it_cuts_the_longer_input(tiny_run, tmp_path):
     result = invoke("interpolate", short, long, tmp_path / "out", "--steps", "2", "--run", tiny_run)
     assert result.exit_code == 0, result.output
     assert "is 300 samples and" in result.stderr and "22000 at 16000 Hz; both are cut to the shorter" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["generate", "evaluate"])
+def test_a_seed_beyond_torchs_integers_is_one_line(tiny_run, tmp_path, command):
+    args = ["generate", tmp_path / "out", "-n", "1", "--run", tiny_run] if command == "generate" else \
+        ["evaluate", tiny_run, "-q", "--no-perceptual"]
+    line = one_line(invoke(*args, "--seed", "99999999999999999999"))
+    assert "--seed must be in -4611686018427387904..4611686018427387904 (got 99999999999999999999)" in line
+
+
+def test_a_text_file_given_as_checkpoint_is_not_called_code(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model:\n  latent_size: 4\n")
+    line = one_line(invoke("generate", tmp_path / "out", "--checkpoint", recipe))
+    assert line == f"error: {recipe}: not an audiovae checkpoint (not a file torch.save wrote)"
