@@ -10,6 +10,7 @@ from audiovae.cli.common import load_model, model_options, outputs
 from audiovae.errors import UserError
 
 MAX_BLOCK = 1 << 16  # samples per block: 4 s at 16 kHz, far above any audio callback
+MAX_THREADS = 256
 
 
 @click.command()
@@ -64,6 +65,8 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
     from audiovae.realtime.export import export_model
     from audiovae.realtime.stream_host import cannot_stream, stream_file
 
+    if threads > MAX_THREADS:  # torch asks the BLAS for them all: 100000 threads hit the process limit
+        raise UserError(f"--threads must be in 1..{MAX_THREADS} (got {threads})")
     if not 1 <= block <= MAX_BLOCK:
         raise UserError(f"--block must be in 1..{MAX_BLOCK} samples (got {block}); a live host uses 64 to 2048")
     if destination.is_dir() or not destination.name or destination.name in (".", ".."):

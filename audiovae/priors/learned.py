@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,9 +242,11 @@ class LearnedPrior(Prior):
 
     name = "learned"
 
-    def __init__(self, model: LatentPrior, chunk_frames: int = 256):
+    def __init__(self, model: LatentPrior, chunk_frames: int = 256, unchecked: str | None = None):
+        """unchecked: why it could not be matched to its VAE (a 0.1/0.2 prior), said where it is used."""
         self.model = model
         self.chunk_frames = chunk_frames
+        self.unchecked = unchecked
 
     def sample(self, shape: tuple[int, int, int], temperature: float = 1.0,
                generator: Generators = None) -> torch.Tensor:
@@ -314,7 +315,8 @@ def load_learned_prior(path: Path | None, device: torch.device, vae_weights_sha2
     """The learned prior saved at `path` (a run's prior/best.pt, else last.pt: RunFolder.prior), or None.
 
     PriorMismatch when it records another VAE's weights (`vae_weights_sha256`, written by train-prior) or another
-    latent size than `latent_size`; a prior from before 0.3, which records no VAE, is used with a warning."""
+    latent size than `latent_size`; a prior from before 0.3, which records no VAE, carries `unchecked` (the warning
+    generate and export print when they use it)."""
     if path is None:
         return None
     state = load_checkpoint(path)
@@ -331,7 +333,8 @@ def load_learned_prior(path: Path | None, device: torch.device, vae_weights_sha2
     if vae_weights_sha256 is not None and stored is not None and stored != vae_weights_sha256:
         raise PriorMismatch(f"{path}: this learned prior was trained on another VAE (weights {stored[:12]}, this "
                             f"one {vae_weights_sha256[:12]}); {retrain}")
+    unchecked = None
     if vae_weights_sha256 is not None and stored is None:
-        print(f"warning: {path}: this learned prior does not record which VAE it was trained on (made before "
-              "audiovae 0.3), so it is used unchecked; audiovae train-prior RUN records it", file=sys.stderr)
-    return LearnedPrior(prior.eval().to(device))
+        unchecked = (f"{path}: this learned prior does not record which VAE it was trained on (made before "
+                     "audiovae 0.3), so it is used unchecked; audiovae train-prior RUN records it")
+    return LearnedPrior(prior.eval().to(device), unchecked=unchecked)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,8 @@ def export_model(model, out_dir: str | Path, force: bool = False, with_prior: bo
     if with_prior and getattr(model, "prior_refusal", None):
         raise UserError(model.prior_refusal)
     learned = getattr(model.learned_prior, "model", None) if with_prior else None
+    if learned is not None and getattr(model.learned_prior, "unchecked", None):
+        print(f"warning: {model.learned_prior.unchecked}", file=sys.stderr)
     return export_net(model.net, model.recipe, out_dir, model.checkpoint_sha256, force, learned, [model.checkpoint])
 
 

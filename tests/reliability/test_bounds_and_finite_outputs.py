@@ -231,3 +231,9 @@ def test_a_text_file_given_as_checkpoint_is_not_called_code(tmp_path):
     recipe.write_text("model:\n  latent_size: 4\n")
     line = one_line(invoke("generate", tmp_path / "out", "--checkpoint", recipe))
     assert line == f"error: {recipe}: not an audiovae checkpoint (not a file torch.save wrote)"
+
+
+def test_stream_threads_beyond_a_bound_is_one_line_not_interrupted(tiny_run, tmp_path):
+    voice = write_signal(tmp_path / "voice.wav", 0.3, TINY_RATE)
+    line = one_line(invoke("stream", voice, tmp_path / "out.wav", "--threads", "100000", "--run", tiny_run))
+    assert "--threads must be in 1..256 (got 100000)" in line

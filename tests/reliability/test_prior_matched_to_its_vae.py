@@ -75,3 +75,11 @@ def test_a_vae_of_another_latent_size_is_refused_even_without_an_id(run, tmp_pat
     assert model.learned_prior is None and "latent values per frame but the VAE has 8" in model.prior_refusal
     result = generate(run, tmp_path / "out")
     assert result.exit_code == 1 and "belongs to another model" in result.stderr and "Traceback" not in result.output
+
+
+def test_commands_that_do_not_use_the_prior_do_not_warn_about_it(run, tmp_path):
+    source = tmp_path / "voice.wav"
+    CliRunner().invoke(main, ["generate", str(tmp_path / "g"), "-n", "1", "--prior", "gaussian", "--run", str(run)])
+    shutil.copy(tmp_path / "g" / "sample_000.wav", source)
+    result = CliRunner().invoke(main, ["reconstruct", str(source), str(tmp_path / "r"), "--run", str(run)])
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.output
