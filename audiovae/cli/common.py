@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from audiovae.errors import UserError
+from audiovae.io.outputs import OutputFolder, folder_lock, read_entries, write_marker
 
 
 def fatal(message: str) -> None:
@@ -59,6 +60,15 @@ def files_into_folder(name: str):
     return lambda function: inputs(out_dir(function))
 
 
+SEED_BOUND = 2**62  # seeds are torch's signed 64-bit integers; sound i uses seed + i
+
+
+def check_seed(seed: int) -> None:
+    """UserError naming the value and the bound for a --seed beyond what torch's generators take."""
+    if not -SEED_BOUND <= seed <= SEED_BOUND:
+        raise UserError(f"--seed must be in -{SEED_BOUND}..{SEED_BOUND} (got {seed})")
+
+
 def load_model(run, checkpoint, device):
     from audiovae.synthesis.model import load
 
@@ -67,29 +77,33 @@ def load_model(run, checkpoint, device):
     return load(checkpoint or run, device=device)
 
 
-def output_paths(out_dir: Path, names: list[str], force: bool, companions: tuple[str, ...] = ()) -> list[Path]:
-    """The output paths for `names` in out_dir, refusing clashes and (without --force) existing files.
+def command_name() -> str:
+    """The running command's name (what the output marker records), or 'audiovae' outside a command."""
+    context = click.get_current_context(silent=True)
+    return context.info_name if context is not None and context.info_name else "audiovae"
+
+
+def outputs(out_dir: Path, names: list[str], force: bool, companions: tuple[str, ...] = (), inputs=(),
+            whole_set: bool = False, legacy=None) -> OutputFolder:
+    """The files `names` a command writes into out_dir (audiovae.io.outputs.OutputFolder): checked now, written
+    into its `.paths`, claimed by `.commit()`. inputs: every file the command reads, never written over."""
+    return OutputFolder(out_dir, command_name(), names, force, inputs, companions, whole_set, legacy)
+
+
+def output_paths(out_dir: Path, names: list[str], force: bool, companions: tuple[str, ...] = (),
+                 inputs=()) -> list[Path]:
+    """The output paths for `names` in out_dir, for a command that writes them in place; refuses clashes, inputs
+    and (without --force) existing files, and --force over files audiovae did not write. The names are recorded
+    in out_dir's marker now. `outputs(...)` also claims the names atomically at the end: prefer it.
 
     companions: suffixes of files written beside each output (e.g. '.json', '.png'), checked too.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a folder (the last argument is the output folder)")
-    paths = [out_dir / name for name in names]
-    seen: dict[Path, int] = {}
-    for i, path in enumerate(paths):
-        if path in seen:
-            raise UserError(f"inputs {seen[path] + 1} and {i + 1} would both be written to {path}; "
-                            "rename one or reconstruct them into different folders")
-        seen[path] = i
-    everything = paths + [p.with_suffix(suffix) for p in paths for suffix in companions]
-    taken = [p for p in everything if p.exists()]
-    if taken and not force:
-        raise UserError(f"{taken[0]}: already exists ({len(taken)} of the outputs do); pass --force to overwrite")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{out_dir}: cannot create the output folder ({error.strerror})") from None
-    return paths
+    folder = outputs(out_dir, names, force, companions, inputs)
+    folder.discard()
+    every = names + [str(Path(name).with_suffix(suffix)) for name in names for suffix in companions]
+    with folder_lock(folder.folder):
+        write_marker(folder.folder, {name: folder.command for name in every}, read_entries(folder.folder))
+    return [folder.final(name) for name in names]
 
 
 def plot_outputs(paths_and_waves, sample_rate: int, inputs=None) -> list[Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import Group, print_next
+from audiovae.cli.common import Group, check_seed, print_next
 from audiovae.cli.realtime import export, stream
 from audiovae.cli.report import report
 from audiovae.cli.score import score
@@ -17,6 +17,8 @@ from audiovae.data.representations import REPRESENTATIONS
 from audiovae.errors import UserError
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
 from audiovae.version import __version__
+
+MAX_WORKERS = 512  # prepare's worker processes
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,6 +65,8 @@ def prepare(inputs, output, recipe, workers, force, quiet, **flags) -> None:
     from audiovae.config.schema import ConfigError, build_dataclass, to_plain
     from audiovae.data.prepare import prepare as run_prepare
 
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be in 1..{MAX_WORKERS} (got {workers}); leave it out to use every core")
     given = {key: value for key, value in flags.items() if value is not None}
     if recipe is not None:
         recipe_data = load_recipe(recipe).data
@@ -153,7 +157,7 @@ def train_prior(run, overrides, resume, quiet) -> None:
         except ConfigError as error:
             raise UserError(f"--set {error.key}: {error.message}") from None
     result = run_prior(model.run, model.net, model.recipe, model.checkpoint_sha256, config, resume=resume,
-                       progress=not quiet)
+                       progress=not quiet, vae_weights_sha256=model.weights_sha256)
     best = f"{result.best_nll:.2f}" if result.best_nll is not None else "-"
     click.echo(f"prior {result.stopped} at step {result.step}: held-out NLL {best} nats per frame "
                f"(N(0, I): {result.gaussian_nll:.2f}): {result.folder}")
@@ -181,6 +185,7 @@ def evaluate(run, data, split, max_files, seed, device, perceptual, quiet) -> No
     """
     from audiovae.evaluation.evaluate import evaluate as run_evaluate
 
+    check_seed(seed)
     result = run_evaluate(run, data, split, max_files, seed, device, progress=not quiet,
                           perceptual_metrics=perceptual)
     click.echo(result.table)

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import load_model, model_options
+from audiovae.cli.common import load_model, model_options, outputs
 from audiovae.errors import UserError
+
+MAX_BLOCK = 1 << 16  # samples per block: 4 s at 16 kHz, far above any audio callback
+MAX_THREADS = 256
 
 
 @click.command()
@@ -62,10 +65,19 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
     from audiovae.realtime.export import export_model
     from audiovae.realtime.stream_host import cannot_stream, stream_file
 
-    if destination.exists() and not force:
-        raise UserError(f"{destination}: already exists; pass --force to overwrite")
+    if threads > MAX_THREADS:  # torch asks the BLAS for them all: 100000 threads hit the process limit
+        raise UserError(f"--threads must be in 1..{MAX_THREADS} (got {threads})")
+    if not 1 <= block <= MAX_BLOCK:
+        raise UserError(f"--block must be in 1..{MAX_BLOCK} samples (got {block}); a live host uses 64 to 2048")
+    if destination.is_dir() or not destination.name or destination.name in (".", ".."):
+        raise UserError(f"{destination}: is a folder; DESTINATION is the WAV file to write (--force cannot "
+                        "replace a folder)")
+    inputs = [source, *([checkpoint] if checkpoint else [])]
+    if export_dir is not None:
+        inputs += [p for p in Path(export_dir).glob("*") if p.is_file()]
+    folder = outputs(destination.parent, [destination.name], force, (), inputs)
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="audiovae-export-") as tmp:
+    with folder, tempfile.TemporaryDirectory(prefix="audiovae-export-") as tmp:
         if export_dir is None:  # export on the fly, once we know the model can stream
             model = load_model(run, checkpoint, "cpu")
             reason = cannot_stream(model.recipe.to_dict()["model"])
@@ -73,6 +85,7 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
                 raise UserError(reason)
             export_dir = Path(tmp)
             export_model(model, export_dir, with_prior=False)
-        report = stream_file(source, destination, export_dir, block, engine)
+        report = stream_file(source, folder.paths[0], export_dir, block, engine)
+        folder.commit()
     click.echo(report.summary())
     click.echo(f"wrote {destination}")

@@ -6,8 +6,26 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import files_into_folder, load_model, model_options, output_paths, plot_outputs
+from audiovae.cli.common import (
+    check_seed,
+    files_into_folder,
+    load_model,
+    model_options,
+    outputs,
+    plot_outputs,
+)
 from audiovae.errors import UserError
+
+MAX_TEMPERATURE = 10.0  # the prior's spread scaled 10x already decodes to noise clipped at full scale
+MAX_SOUNDS = 10_000  # sounds per generate call (names sample_0000 ...); more is a loop of calls
+MAX_BATCH = 1024
+MAX_STEPS = 1000  # interpolation steps: each is a decoded sound held in memory
+
+
+def check_count(flag: str, value: int, bound: int) -> None:
+    """UserError naming the flag, the value and the bound unless 1 <= value <= bound."""
+    if not 1 <= value <= bound:
+        raise UserError(f"{flag} must be in 1..{bound} (got {value})")
 
 
 @click.command()
@@ -35,10 +53,12 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name,
     from audiovae.io.atomic import require_free_space, write_json_atomic
     from audiovae.synthesis.generate import choose_prior, generate_files, prompt_latents
 
-    if count < 1 or batch_size < 1:
-        raise UserError("-n and --batch-size must be positive")
-    if temperature < 0:
-        raise UserError("--temperature must be >= 0")
+    check_count("-n", count, MAX_SOUNDS)
+    check_seed(seed)
+    check_count("--batch-size", batch_size, MAX_BATCH)
+    if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):  # NaN fails every comparison
+        raise UserError(f"--temperature must be a number in 0..{MAX_TEMPERATURE:g} (got {temperature}); 1 samples "
+                        "the prior as trained, beyond a few the decoder only clips")
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise UserError(f"--seconds must be a positive number of seconds (got {seconds})")
     if plot:
@@ -48,23 +68,40 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name,
     model = load_model(run, checkpoint, device)
     prior = choose_prior(model, prior_name)
     samples = model.recipe.data.segment_samples if seconds is None else round(seconds * model.sample_rate)
+    if samples < 1:
+        raise UserError(f"--seconds {seconds:g} is 0 samples at {model.sample_rate} Hz; the shortest sound is "
+                        f"1/{model.sample_rate} s")
     require_free_space(out_dir, count * samples * 2, f"{count} sounds of {samples / model.sample_rate:g} s")
-    paths = output_paths(out_dir, [f"sample_{i:03d}.wav" for i in range(count)], force, (".png",) if plot else ())
-    if (out_dir / "samples.json").exists() and not force:
-        raise UserError(f"{out_dir / 'samples.json'}: already exists; pass --force to overwrite")
-    z_prompt = prompt_latents(model, prompt) if prompt is not None else None
-    written = generate_files(model, paths, seconds, temperature, seed, prior, z_prompt, batch_size,
-                             progress=count * samples > 20 * model.sample_rate)
-    write_json_atomic(out_dir / "samples.json", {
-        "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
-        "sample_rate": model.sample_rate, "prior": prior.name, "temperature": temperature,
-        "prompt": str(prompt) if prompt is not None else None, "seconds": written / model.sample_rate,
-        "files": [{"file": p.name, "seed": seed + i} for i, p in enumerate(paths)],
-    })
-    if plot:
-        plot_outputs([(path, model.load_audio(path)) for path in paths], model.sample_rate)
+    names = [f"sample_{i:03d}.wav" for i in range(count)]
+    inputs = [model.checkpoint] + ([prompt] if prompt is not None else [])
+    with outputs(out_dir, names + ["samples.json"], force, (".png",) if plot else (), inputs, whole_set=True,
+                 legacy=earlier_samples) as folder:
+        paths = folder.paths[:count]
+        z_prompt = prompt_latents(model, prompt) if prompt is not None else None
+        written = generate_files(model, paths, seconds, temperature, seed, prior, z_prompt, batch_size,
+                                 progress=count * samples > 20 * model.sample_rate)
+        write_json_atomic(folder.paths[-1], {
+            "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
+            "sample_rate": model.sample_rate, "prior": prior.name, "temperature": temperature,
+            "prompt": str(prompt) if prompt is not None else None, "seconds": written / model.sample_rate,
+            "files": [{"file": p.name, "seed": seed + i} for i, p in enumerate(paths)],
+        })
+        if plot:
+            plot_outputs([(path, model.load_audio(path)) for path in paths], model.sample_rate)
+        folder.commit()
     click.echo(f"wrote {count} sounds of {written / model.sample_rate:.2f} s to {out_dir} "
                f"(from {model.checkpoint}, {prior.name} prior)")
+
+
+def earlier_samples(folder: Path) -> list[str]:
+    """What a generate from before output markers wrote into `folder`: samples.json and the files it lists."""
+    import json
+
+    try:
+        files = json.loads((folder / "samples.json").read_text(encoding="utf-8"))["files"]
+        return ["samples.json"] + [str(entry["file"]) for entry in files]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 @click.command()
@@ -81,19 +118,22 @@ def reconstruct(inputs, out_dir, plot, run, checkpoint, device, force) -> None:
 
         require_matplotlib()
     model = load_model(run, checkpoint, device)
-    paths = output_paths(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force, (".png",) if plot else ())
+    folder = outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force, (".png",) if plot else (),
+                     [*inputs, model.checkpoint])
     done, failed = [], []
-    for source, path in zip(inputs, paths, strict=True):
-        try:
-            done.append((source, model.reconstruct_file(source, path)))
-        except UserError as error:  # one bad file does not stop the others
-            if len(inputs) == 1:
-                raise
-            failed.append(str(error))
-            click.echo(f"warning: skipped {error}", err=True)
-    if plot and done:
-        plot_outputs([(path, model.load_audio(path)) for _, path in done], model.sample_rate,
-              [model.load_audio(source) for source, _ in done])
+    with folder:
+        for source, path in zip(inputs, folder.paths, strict=True):
+            try:
+                done.append((source, model.reconstruct_file(source, path)))
+            except UserError as error:  # one bad file does not stop the others
+                if len(inputs) == 1:
+                    raise
+                failed.append(str(error))
+                click.echo(f"warning: skipped {error}", err=True)
+        if plot and done:
+            plot_outputs([(path, model.load_audio(path)) for _, path in done], model.sample_rate,
+                         [model.load_audio(source) for source, _ in done])
+        folder.commit()
     click.echo(f"wrote {len(done)} reconstructions to {out_dir}")
     if failed:
         raise UserError(f"{len(failed)} of {len(inputs)} inputs could not be reconstructed (reasons above)")
@@ -107,9 +147,12 @@ def encode(inputs, out_dir, run, checkpoint, device, force) -> None:
     from audiovae.synthesis.latent_files import save_latents
 
     model = load_model(run, checkpoint, device)
-    paths = output_paths(out_dir, [f"{Path(p).stem}.npy" for p in inputs], force, (".json",))
-    for source, path in zip(inputs, paths, strict=True):
-        save_latents(path, model.encode(model.load_audio(source)), model, source)
+    with outputs(out_dir, [f"{Path(p).stem}.npy" for p in inputs], force, (".json",),
+                 [*inputs, model.checkpoint]) as folder:
+        paths = folder.paths
+        for source, path in zip(inputs, paths, strict=True):
+            save_latents(path, model.encode(model.load_audio(source)), model, source)
+        folder.commit()
     click.echo(f"wrote {len(paths)} latent files to {out_dir}; {model.sample_rate} samples/s become "
                f"{model.latent_size * model.sample_rate / model.frame_samples:.1f} latent values/s "
                f"(compression {model.compression_ratio():.1f}x)")
@@ -124,9 +167,13 @@ def decode(latents, out_dir, run, checkpoint, device, force) -> None:
     from audiovae.synthesis.latent_files import load_latents
 
     model = load_model(run, checkpoint, device)
-    paths = output_paths(out_dir, [f"{Path(p).stem}.wav" for p in latents], force)
-    for source, path in zip(latents, paths, strict=True):
-        write_wav(path, model.decode(load_latents(source, model)), model.sample_rate)
+    headers = [Path(p).with_suffix(".json") for p in latents]
+    with outputs(out_dir, [f"{Path(p).stem}.wav" for p in latents], force, (),
+                 [*latents, *headers, model.checkpoint]) as folder:
+        paths = folder.paths
+        for source, path in zip(latents, paths, strict=True):
+            write_wav(path, model.decode(load_latents(source, model)), model.sample_rate)
+        folder.commit()
     click.echo(f"wrote {len(paths)} sounds to {out_dir}")
 
 
@@ -142,11 +189,20 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
     """Move from FIRST's latents to SECOND's in STEPS sounds: OUT_DIR/interp_000.wav ..."""
     from audiovae.io.audio import write_wav
 
-    if steps < 2:
-        raise UserError("--steps must be at least 2")
-    paths = output_paths(out_dir, [f"interp_{i:03d}.wav" for i in range(steps)], force)  # before any work
-    model = load_model(run, checkpoint, device)
-    waves = model.interpolate(model.load_audio(first), model.load_audio(second), steps, method)
-    for path, wave in zip(paths, waves, strict=True):
-        write_wav(path, wave, model.sample_rate)
-    click.echo(f"wrote {len(paths)} sounds to {out_dir}")
+    if not 2 <= steps <= MAX_STEPS:
+        raise UserError(f"--steps must be in 2..{MAX_STEPS} (got {steps})")
+    names = [f"interp_{i:03d}.wav" for i in range(steps)]
+    with outputs(out_dir, names, force, (), [first, second, *([checkpoint] if checkpoint else [])],
+                 whole_set=True) as folder:  # before any work
+        model = load_model(run, checkpoint, device)
+        a, b = model.load_audio(first), model.load_audio(second)
+        if len(a) != len(b):  # the model crops the longer: say so, as a shorter output is not what was asked
+            shorter = min(len(a), len(b))
+            click.echo(f"warning: {first} is {len(a)} samples and {second} {len(b)} at {model.sample_rate} Hz; "
+                       f"both are cut to the shorter ({shorter} samples, {shorter / model.sample_rate:.2f} s)",
+                       err=True)
+        waves = model.interpolate(a, b, steps, method)
+        for path, wave in zip(folder.paths, waves, strict=True):
+            write_wav(path, wave, model.sample_rate)
+        folder.commit()
+    click.echo(f"wrote {steps} sounds to {out_dir}")

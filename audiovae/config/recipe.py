@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from audiovae.config.data import DataConfig
-from audiovae.config.safe_yaml import load_yaml
+from audiovae.config.safe_yaml import load_yaml, read_small_text
 from audiovae.config.schema import ConfigError, build_dataclass, choice, require, to_plain
 from audiovae.dsp.inversion import SynthesisConfig
 from audiovae.errors import UserError
@@ -291,7 +291,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read and validate a recipe file; every mistake becomes a UserError naming the file and key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_text(path)
     except FileNotFoundError:
         raise UserError(f"{path}: recipe not found (the shipped ones are in recipes/)") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 import yaml
@@ -10,6 +11,8 @@ import yaml
 from audiovae.errors import UserError
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_ALIASES = 100  # a recipe reuses a few anchors; a 'billion laughs' bomb needs many aliases to expand
+MAX_RECIPE_BYTES = 1 << 20  # recipes are a few kB; /dev/zero or a huge file is refused before it is read
 
 
 class DuplicateKeyError(yaml.YAMLError):
@@ -30,6 +33,15 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self._key_paths: dict[int, str] = {}  # id(node) -> dotted key path of that node
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name): refused, as a document that "
+                                     "expands them into a huge value would be")
+        return super().compose_node(parent, index)
 
     def _child_path(self, node: yaml.Node, child: str) -> str:
         parent = self._key_paths.get(id(node), "")
@@ -72,7 +84,30 @@ def load_yaml(text: str, path: str | os.PathLike) -> Any:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
+        problem = getattr(error, "problem", None) or str(error) or "invalid YAML"
         raise UserError(f"{os.fspath(path)}: not valid YAML{where}: {problem}") from None
     finally:
         loader.dispose()
+
+
+def read_small_text(path: str | os.PathLike, what: str = "recipe", limit: int = MAX_RECIPE_BYTES) -> str:
+    """The text of a regular file of at most `limit` bytes: a FIFO (which would wait for a writer), a device
+    (/dev/zero never ends) or a larger file is a UserError before anything is read."""
+    try:
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise UserError(f"{os.fspath(path)}: not a regular file; a {what} is a YAML file")
+            if info.st_size > limit:
+                raise UserError(f"{os.fspath(path)}: {info.st_size} bytes; a {what} is at most {limit} bytes")
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise UserError(f"{os.fspath(path)}: is a folder; a {what} is a YAML file") from None
+    if len(data) > limit:
+        raise UserError(f"{os.fspath(path)}: more than {limit} bytes; a {what} is at most {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{os.fspath(path)}: cannot read {what} ({error})") from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from typing import Any
@@ -26,7 +28,7 @@ def require(condition: bool, key: str, message: str) -> None:
 
 def choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
     """Require `value` to be one of `choices`, naming them in the error."""
-    require(value in choices, name, f"must be one of {', '.join(choices)} (got {value!r})")
+    require(value in choices, name, f"must be one of {', '.join(choices)} (got {shown(value)})")
 
 
 def to_plain(value: Any) -> Any:
@@ -63,16 +65,16 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return _convert(value, arg, path)
             except ConfigError:
                 continue
-        raise ConfigError(path, f"must be {_type_name(tp)} (got {value!r})")
+        raise ConfigError(path, f"must be {_type_name(tp)} (got {shown(value)})")
     if origin is tuple:
         (item_type, _) = (*typing.get_args(tp), None)[:2]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"must be {_type_name(tp)} (got {value!r})")
+            raise ConfigError(path, f"must be {_type_name(tp)} (got {shown(value)})")
         return tuple(_convert(item, item_type, f"{path}[{i}]") for i, item in enumerate(value))
     if origin is dict:
         key_type, item_type = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(path, f"must be {_type_name(tp)} (got {value!r})")
+            raise ConfigError(path, f"must be {_type_name(tp)} (got {shown(value)})")
         return {_convert(key, key_type, path): _convert(item, item_type, f"{path}.{key}") for key, item in value.items()}
     if dataclasses.is_dataclass(tp):
         return build_dataclass(tp, value, path)
@@ -83,17 +85,32 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # NaN compares false with every bound: refuse it here, for every key
+                raise ConfigError(path, f"must be a finite number (got {shown(value)})")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(path, f"must be {_type_name(tp)} (got {value!r})")
+    raise ConfigError(path, f"must be {_type_name(tp)} (got {shown(value)})")
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters: a value built from YAML aliases may expand to gigabytes."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxdict = 6
+    short.maxlevel = 3
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_dataclass(cls: type, raw: Any, path: str) -> Any:

@@ -27,7 +27,7 @@ import numpy as np
 
 from audiovae.compute.threads import available_cpus
 from audiovae.config.data import DataConfig
-from audiovae.data.manifest import SPLITS, build_manifest, display, exact_bytes, manifest_path
+from audiovae.data.manifest import DATASET_FORMAT, SPLITS, build_manifest, display, exact_bytes, manifest_path
 from audiovae.errors import UserError
 from audiovae.io.atomic import atomic_directory, file_sha256, is_disk_full, write_json_atomic
 from audiovae.io.audio import (
@@ -39,6 +39,7 @@ from audiovae.io.audio import (
     normalization_gain,
     read_blocks,
 )
+from audiovae.io.outputs import check_replaceable_folder, recognized_by
 
 STREAM_SECONDS = 600.0  # longer files are read twice in blocks instead of held in memory
 BLOCK_SECONDS = 30.0
@@ -264,6 +265,10 @@ def _process(source: SourceFile, data: DataConfig, part_path: Path) -> dict[str,
     }
 
 
+# a dataset prepare wrote before output folders carried a marker, recognized by its manifest
+EARLIER_DATASET = recognized_by("manifest.json", DATASET_FORMAT, ["manifest.json", *(f"{s}.f32" for s in SPLITS)])
+
+
 def _check_output(inputs: list[Path], output: Path, force: bool) -> None:
     resolved = output.resolve()
     for root in inputs:
@@ -274,8 +279,7 @@ def _check_output(inputs: list[Path], output: Path, force: bool) -> None:
         if resolved in base.parents:
             raise UserError(f"{display(output)}: the input {display(root)} is inside the output folder, which "
                             "--force would replace; choose another -o")
-    if output.exists() and not force:
-        raise UserError(f"{display(output)}: already exists; pass --force to replace it")
+    check_replaceable_folder(output, force, EARLIER_DATASET)
 
 
 def prepare(
@@ -311,7 +315,7 @@ def prepare(
     counts = {split: 0 for split in SPLITS}
     seconds = 0.0
     try:
-        with atomic_directory(output, force=force) as tmp:
+        with atomic_directory(output, force=force, inputs=roots, command="prepare", legacy=EARLIER_DATASET) as tmp:
             parts = tmp / "parts"
             parts.mkdir()
             handles = {split: open(tmp / f"{split}.f32", "wb") for split in SPLITS}
@@ -348,7 +352,8 @@ def prepare(
             manifest = build_manifest(roots, data, records, skipped, counts, seconds)
             write_json_atomic(manifest_path(tmp), manifest)
     except FileExistsError:
-        raise UserError(f"{display(output)}: already exists; pass --force to replace it") from None
+        raise UserError(f"{display(output)}: a folder appeared there while prepare ran; it is kept as it is: "
+                        "choose another -o") from None
     return PrepareResult(output, len(records), len(skipped), seconds / 3600, counts, manifest)
 
 

@@ -47,8 +47,9 @@ from audiovae.evaluation.metrics import (
     opus_available,
     opus_reference,
 )
-from audiovae.io.atomic import write_atomic, write_json_atomic
+from audiovae.io.atomic import file_sha256, write_atomic, write_json_atomic
 from audiovae.io.audio import peak_safe_scale
+from audiovae.io.outputs import OutputFolder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
 from audiovae.priors.base import GAUSSIAN, Prior
 from audiovae.synthesis.longfile import reconstruction_on_disk
@@ -76,6 +77,23 @@ def held_out_files(manifest: dict[str, Any], split: str) -> list[Path]:
     from audiovae.data.manifest import source_path
 
     return [source_path(manifest, record) for record in manifest.get("files", []) if record.get("split") == split]
+
+
+def held_out_hashes(manifest: dict[str, Any], split: str) -> list[str | None]:
+    """The SHA-256 prepare recorded for each of held_out_files(manifest, split), in the same order (None if none)."""
+    return [record.get("sha256") for record in manifest.get("files", []) if record.get("split") == split]
+
+
+def check_unchanged(path: Path, expected: str | None) -> None:
+    """UserError when `path` is no longer the file that was prepared (a train file copied over a held-out one
+    would be measured as held out)."""
+    try:
+        actual = file_sha256(path)
+    except OSError as error:
+        raise UserError(f"{path}: cannot open ({error.strerror or error})") from None
+    if expected is not None and actual != expected:
+        raise UserError(f"{path}: changed since it was prepared (its SHA-256 differs from the manifest's), so it "
+                        "is not the held-out file any more; prepare the data again")
 
 
 def _use_perceptual(requested: bool | None) -> tuple[bool, str | None]:
@@ -120,21 +138,42 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     perceptual_metrics: True requires the `metrics` extra (UserError before any work if it is missing),
     False skips DNSMOS/PESQ/STOI, None computes them when the extra is installed.
     """
-    from tqdm import tqdm
 
     perceptual_on, perceptual_note = _use_perceptual(perceptual_metrics)
     notes = [perceptual_note] if perceptual_note else []
     if perceptual_note and perceptual_metrics is None:
         print(f"note: {perceptual_note}", file=sys.stderr)
     model = load(run, device=device, runs_root=runs_root)
-    run = model.run
+    # the eval folder is checked and created before any work: a place it cannot write fails now, not in a minute
+    eval_names = ["metrics.json", "metrics.csv"]
+    with OutputFolder(model.run.eval_dir, "evaluate", eval_names, force=True, legacy=lambda _: eval_names) as outputs:
+        metrics = _measure(model, data, split, max_files, seed, perceptual_on, notes, progress, block_seconds)
+        write_json_atomic(outputs.paths[0], _rounded(metrics))
+        sections = ("reconstruction", *SIGNALS, "latent", "generation", "speed")
+        flat = _flatten(_rounded({k: metrics[k] for k in sections if metrics[k] is not None}))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["metric", "value"])
+        writer.writerows(flat.items())
+        write_atomic(outputs.paths[1], lambda tmp: tmp.write_text(buffer.getvalue()))
+        outputs.commit()
+        json_path, csv_path = (outputs.final(name) for name in eval_names)
+    return EvaluationResult(metrics, json_path, csv_path, format_table(metrics))
+
+
+def _measure(model: Model, data: str | Path | None, split: str, max_files: int | None, seed: int,
+             perceptual_on: bool, notes: list[str], progress: bool, block_seconds: float) -> dict[str, Any]:
+    """What evaluate writes to metrics.json: every measure of `model` on the held-out files of its dataset."""
+    from tqdm import tqdm
+
     folder = Path(data) if data is not None else Path(model.recipe.data.folder)
     manifest = read_manifest(folder)
     paths = held_out_files(manifest, split)
+    hashes = held_out_hashes(manifest, split)
     if not paths:
         raise UserError(f"{folder}: no files in the {split!r} split to evaluate on")
     if max_files:
-        paths = paths[:max_files]
+        paths, hashes = paths[:max_files], hashes[:max_files]
     if not opus_available():
         notes.append(f"Opus reference skipped: libsndfile {sf.__libsndfile_version__} "
                      "cannot write Ogg Opus")
@@ -150,9 +189,11 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     heldout_features: list[FeatureMoments] = []
     encode_seconds = decode_seconds = audio_seconds = 0.0
     skipped = []
-    for path in tqdm(paths, unit="file", desc="evaluate", disable=not progress, file=sys.stderr):
+    for path, expected in tqdm(zip(paths, hashes, strict=True), total=len(paths), unit="file", desc="evaluate",
+                               disable=not progress, file=sys.stderr):
         try:
             with reconstruction_on_disk(model, path, block_seconds) as streamed:
+                check_unchanged(path, expected)  # readable audio, but is it the file that was held out?
                 output_scale = peak_safe_scale(streamed.peak)
                 features = FeatureMoments()
                 for start, stop in block_ranges(len(streamed.source), rate, block_seconds):
@@ -194,21 +235,11 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     speed = {"device": str(model.device), "encode_real_time_factor": audio_seconds / max(encode_seconds, 1e-9),
              "decode_real_time_factor": audio_seconds / max(decode_seconds, 1e-9)}
     opus_bits = tally.means("opus/").get("bits_per_second")
-    metrics = {"run": str(run), "checkpoint": str(model.checkpoint), "data": str(folder), "split": split,
+    return {"run": str(model.run), "checkpoint": str(model.checkpoint), "data": str(folder), "split": split,
                "files": len(heldout_features), "skipped": skipped, "audio_seconds": round(audio_seconds, 3),
                "latent_bits_per_second": latent_bits, "opus_bits_per_second": opus_bits,
                "reconstruction": reconstruction, **signals, "latent": latent,
                "generation": generation, "speed": speed, "notes": notes}
-    json_path = write_json_atomic(run.eval_dir / "metrics.json", _rounded(metrics))
-    csv_path = run.eval_dir / "metrics.csv"
-    sections = ("reconstruction", *SIGNALS, "latent", "generation", "speed")
-    flat = _flatten(_rounded({k: metrics[k] for k in sections if metrics[k] is not None}))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["metric", "value"])
-    writer.writerows(flat.items())
-    write_atomic(csv_path, lambda tmp: tmp.write_text(buffer.getvalue()))
-    return EvaluationResult(metrics, json_path, csv_path, format_table(metrics))
 
 
 def _latent_sums(means: np.ndarray, kl: np.ndarray, frames_per_step: int = 1 << 15) -> np.ndarray:

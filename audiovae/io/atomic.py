@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from audiovae.errors import UserError
+from audiovae.io.outputs import (
+    Legacy,
+    check_replaceable_folder,
+    clear_stale,
+    make_folder,
+    mark_folder,
+    refuse_folder_holding_inputs,
+)
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # torch.save and ndarray.tofile report a failed write without its errno ("unexpected pos", "N requested and
@@ -74,14 +82,14 @@ def _size(count: float) -> str:
 
 def _make_parent(path: Path) -> None:
     """Create the folder `path` goes into; a parent that is a file, or a read-only place, is a UserError."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UserError(f"{path}: cannot write here: {path.parent} is a file, not a folder") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot create the folder {path.parent} ({error.strerror or error})") from None
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: cannot write here: {path.parent} is not a folder")
+    if path.parent.is_file():
+        raise UserError(f"{path}: cannot write here: {path.parent} is a file, not a folder")
+    make_folder(path.parent)
+
+
+def _temp_prefix(path: Path) -> str:
+    """A hidden temp name's start: at most 100 characters of the final name, so a 255-character name still fits."""
+    return f".{path.name[:100]}."
 
 
 def _current_umask() -> int:
@@ -115,7 +123,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     _make_parent(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as error:
         if is_disk_full(error, path.parent):
             raise DiskFullError(_disk_full_message(path, error)) from None
@@ -154,35 +162,45 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, force: bool = False, *, inputs=(), command: str = "audiovae",
+                     legacy: Legacy | None = None) -> Iterator[Path]:
     """Build a directory in a temporary sibling and rename it onto `path` when the block succeeds.
 
-    An existing `path` is replaced only with `force`; it stays untouched until the new one is complete.
+    An existing `path` is replaced only with `force` and only when audiovae wrote everything in it (its marker,
+    audiovae.io.outputs, lists it; `legacy` recognizes a folder from before markers); it stays untouched until
+    the new one is complete. A `path` that is or holds one of `inputs` (or the current folder) is refused.
+    The new folder's marker lists what the block wrote. Checked before the block runs and again at the end.
     """
     path = Path(path)
+    refuse_folder_holding_inputs(path, inputs)
+    check_replaceable_folder(path, force, legacy)
     _make_parent(path)
+    prefix = f"{_temp_prefix(path)}partial-"
+    clear_stale(path.parent, prefix)  # a killed run's folder
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", suffix=".partial", dir=path.parent))
     except OSError as error:
         if is_disk_full(error, path.parent):
             raise DiskFullError(_disk_full_message(path, error)) from None
         raise UserError(f"{path}: cannot write here ({error.strerror or error})") from None
     try:
         yield tmp
+        mark_folder(tmp, command)
         os.chmod(tmp, 0o777 & ~_UMASK)
-        if path.exists():
-            if not force:
-                raise FileExistsError(path)
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        check_replaceable_folder(path, force, legacy)  # again: something may have appeared meanwhile
+        if path.exists() and any(path.iterdir()):
+            old = path.with_name(f".{path.name[:100]}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, path)
+            os.replace(tmp, path)  # fails (ENOTEMPTY, EEXIST) when a folder filled meanwhile
         _fsync_dir(path.parent)
     except Exception as error:  # also a DiskFullError naming a file inside tmp: name the folder instead
         if isinstance(error, DiskFullError) or is_disk_full(error, path.parent):
             raise DiskFullError(_disk_full_message(path, error)) from None
+        if isinstance(error, OSError) and error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise FileExistsError(path) from None
         raise
     finally:
         if tmp.exists():

@@ -156,9 +156,19 @@ def db(value: float) -> float:
     return float(20.0 * np.log10(value)) if value > 0 else float("-inf")
 
 
+def require_finite(path: str | os.PathLike, samples: np.ndarray) -> None:
+    """UserError naming `path` when `samples` hold NaN or infinite values: they never reach a file (as 16-bit
+    PCM a NaN becomes -32768, a full-scale click)."""
+    bad = int(np.count_nonzero(~np.isfinite(samples)))
+    if bad:
+        raise UserError(f"{path}: the audio to write holds {bad} NaN or infinite samples (the model's output "
+                        "diverged); nothing was written")
+
+
 def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
-    """Write mono float samples (time,) in [-1, 1] as a WAV file, atomically."""
+    """Write mono float samples (time,) in [-1, 1] as a WAV file, atomically; NaN or inf is a UserError."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    require_finite(path, samples)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # through Python: any file name works
             sf.write(handle, np.clip(samples, -1.0, 1.0), sample_rate, subtype=subtype, format="WAV")
@@ -200,7 +210,8 @@ def read_resampled(source: str | Path, rate: int, destination: Path, block_secon
 def write_wav_blocks(destination: str | Path, samples: np.ndarray, sample_rate: int,
                      scales: float | tuple[float, ...], block_seconds: float = 30.0) -> Path:
     """Write `samples` (a memory map or array, (samples,)) times each of `scales` in turn (float32 products,
-    as the in-memory path computes them) as 16-bit WAV, clipped to [-1, 1], a block at a time, atomically."""
+    as the in-memory path computes them) as 16-bit WAV, clipped to [-1, 1], a block at a time, atomically. A block
+    holding NaN or inf (or a non-finite scale) is a UserError and nothing is written."""
     import soundfile as sf
 
     scales = scales if isinstance(scales, tuple) else (scales,)
@@ -211,5 +222,6 @@ def write_wav_blocks(destination: str | Path, samples: np.ndarray, sample_rate: 
                 part = np.asarray(samples[start : start + block], dtype=np.float32)
                 for scale in scales:
                     part = part * np.float32(scale)
+                require_finite(destination, part)
                 out.write(np.clip(part, -1.0, 1.0))
     return Path(destination)

@@ -242,9 +242,11 @@ class LearnedPrior(Prior):
 
     name = "learned"
 
-    def __init__(self, model: LatentPrior, chunk_frames: int = 256):
+    def __init__(self, model: LatentPrior, chunk_frames: int = 256, unchecked: str | None = None):
+        """unchecked: why it could not be matched to its VAE (a 0.1/0.2 prior), said where it is used."""
         self.model = model
         self.chunk_frames = chunk_frames
+        self.unchecked = unchecked
 
     def sample(self, shape: tuple[int, int, int], temperature: float = 1.0,
                generator: Generators = None) -> torch.Tensor:
@@ -304,13 +306,35 @@ def prior_from_checkpoint(state: dict[str, Any]) -> LatentPrior:
     return prior.eval()
 
 
-def load_learned_prior(path: Path | None, device: torch.device) -> LearnedPrior | None:
-    """The learned prior saved at `path` (a run's prior/best.pt, else last.pt: RunFolder.prior), or None."""
+class PriorMismatch(UserError):
+    """A run's learned prior was trained on another VAE than the one loaded."""
+
+
+def load_learned_prior(path: Path | None, device: torch.device, vae_weights_sha256: str | None = None,
+                       latent_size: int | None = None) -> LearnedPrior | None:
+    """The learned prior saved at `path` (a run's prior/best.pt, else last.pt: RunFolder.prior), or None.
+
+    PriorMismatch when it records another VAE's weights (`vae_weights_sha256`, written by train-prior) or another
+    latent size than `latent_size`; a prior from before 0.3, which records no VAE, carries `unchecked` (the warning
+    generate and export print when they use it)."""
     if path is None:
         return None
+    state = load_checkpoint(path)
     try:
-        prior = prior_from_checkpoint(load_checkpoint(path))
+        prior = prior_from_checkpoint(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise UserError(f"{path}: not a learned prior of this run ({str(error).splitlines()[0][:120]}); "
                         "train it again with audiovae train-prior") from None
-    return LearnedPrior(prior.eval().to(device))
+    stored = state.get("vae_weights_sha256")
+    retrain = "train it again with audiovae train-prior RUN, or pass --prior gaussian"
+    if latent_size is not None and prior.latent_size != latent_size:
+        raise PriorMismatch(f"{path}: this learned prior draws {prior.latent_size} latent values per frame but the "
+                            f"VAE has {latent_size}: it belongs to another model; {retrain}")
+    if vae_weights_sha256 is not None and stored is not None and stored != vae_weights_sha256:
+        raise PriorMismatch(f"{path}: this learned prior was trained on another VAE (weights {stored[:12]}, this "
+                            f"one {vae_weights_sha256[:12]}); {retrain}")
+    unchecked = None
+    if vae_weights_sha256 is not None and stored is None:
+        unchecked = (f"{path}: this learned prior does not record which VAE it was trained on (made before "
+                     "audiovae 0.3), so it is used unchecked; audiovae train-prior RUN records it")
+    return LearnedPrior(prior.eval().to(device), unchecked=unchecked)

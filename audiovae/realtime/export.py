@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 
 from audiovae.errors import UserError
+from audiovae.io.atomic import write_atomic, write_json_atomic
+from audiovae.io.outputs import OutputFolder, recognized_by
 from audiovae.nn.host_faces import StatefulStreaming, WholeSignal, WithPrior
 from audiovae.nn.streaming import StreamingVAE
 
@@ -129,27 +132,34 @@ class ExportResult:
     onnx_relative_error: float | None = None
 
 
+# an export from before output folders carried a marker, recognized by its card.json
+EARLIER_EXPORT = recognized_by("card.json", FORMAT,
+                               ["model.ts", "card.json", *(f"{m}.onnx" for m in (*METHODS, "prior"))])
+
+
 def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: str | None = None,
-               force: bool = False, prior: nn.Module | None = None) -> ExportResult:
+               force: bool = False, prior: nn.Module | None = None, inputs=()) -> ExportResult:
     """Write model.ts, <method>.onnx and card.json for a model `net` built from `recipe`, with the learned
     prior's `prior` method when `prior` (an audiovae.priors.learned.LatentPrior) is given. Each file is written
-    atomically."""
+    atomically; nothing is in `out_dir` until all are written and checked (audiovae.io.outputs: `force` replaces
+    only an earlier export's files, never one of `inputs`)."""
     import importlib.util
-
-    from audiovae.io.atomic import write_atomic, write_json_atomic
 
     if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it; fail before any work
         raise UserError("export writes ONNX models too, which needs the onnx package: pip install 'audiovae[export]'")
     out_dir = Path(out_dir)
     methods = METHODS + (("prior",) if prior is not None else ())
     names = ["model.ts", "card.json"] + [f"{m}.onnx" for m in methods]
-    taken = [out_dir / n for n in names if (out_dir / n).exists()]
-    if taken and not force:
-        raise UserError(f"{taken[0]}: already exists; pass --force to overwrite")
+    with OutputFolder(out_dir, "export", names, force, inputs, whole_set=True, legacy=EARLIER_EXPORT) as folder:
+        result = _write_export(net, recipe, folder.staging, checkpoint_sha256, prior, methods)
+        folder.commit()
+    return ExportResult(out_dir, result.card, result.onnx_max_error, result.onnx_relative_error)
+
+
+def _write_export(net: nn.Module, recipe, out_dir: Path, checkpoint_sha256: str | None, prior: nn.Module | None,
+                  methods: tuple[str, ...]) -> ExportResult:
     # copies: export freezes parameters and moves them to the CPU, and the caller keeps its models as they were
     module = scriptable(copy.deepcopy(net).cpu().eval(), recipe, None if prior is None else copy.deepcopy(prior).cpu())
-    if prior is None and (out_dir / "prior.onnx").exists():  # --force over an export that had a prior
-        (out_dir / "prior.onnx").unlink()
     face = module.face if isinstance(module, WithPrior) else module
     inner = face.model if isinstance(face, StatefulStreaming) else face
     layout = state_layout(inner)
@@ -189,8 +199,12 @@ def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: s
 def export_model(model, out_dir: str | Path, force: bool = False, with_prior: bool = True) -> ExportResult:
     """Export a trained `audiovae.synthesis.model.Model` (its .net, .recipe, .checkpoint_sha256 and, when it has one and
     `with_prior`, its learned prior)."""
+    if with_prior and getattr(model, "prior_refusal", None):
+        raise UserError(model.prior_refusal)
     learned = getattr(model.learned_prior, "model", None) if with_prior else None
-    return export_net(model.net, model.recipe, out_dir, model.checkpoint_sha256, force, learned)
+    if learned is not None and getattr(model.learned_prior, "unchecked", None):
+        print(f"warning: {model.learned_prior.unchecked}", file=sys.stderr)
+    return export_net(model.net, model.recipe, out_dir, model.checkpoint_sha256, force, learned, [model.checkpoint])
 
 
 def example_frames(face: nn.Module) -> int:

@@ -33,6 +33,10 @@ def choose_prior(model: Model, name: str | Prior | None) -> Prior:
     """'learned' (the run's), 'gaussian' (N(0, I)), a Prior, or None: the learned one when the run has one."""
     if isinstance(name, Prior):
         return name
+    if name in (None, "learned") and model.prior_refusal:  # never another VAE's prior, never silently N(0, I)
+        raise UserError(model.prior_refusal)
+    if name in (None, "learned") and getattr(model.learned_prior, "unchecked", None):
+        print(f"warning: {model.learned_prior.unchecked}", file=sys.stderr)
     if name is None:
         return model.learned_prior or GAUSSIAN
     if name == "gaussian":

@@ -24,11 +24,11 @@ from audiovae.config.recipe import ConfigError, Recipe, recipe_from_saved
 from audiovae.errors import UserError
 from audiovae.io.atomic import file_sha256
 from audiovae.io.audio import level_stats, load_for_model, normalization_gain, peak_safe_scale
-from audiovae.io.checkpoint import load_checkpoint
+from audiovae.io.checkpoint import load_checkpoint, weights_sha256
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder, resolve_checkpoint
 from audiovae.models import VAE, Posterior, build_model, fold_weight_norm
 from audiovae.priors.base import Prior
-from audiovae.priors.learned import load_learned_prior
+from audiovae.priors.learned import PriorMismatch, load_learned_prior
 
 CHUNK_FRAMES = 1024  # latent frames per chunk (16 s at 256 samples per frame)
 MARGIN_FRAMES: int | None = None  # latent frames of context on each side of a chunk; None: the model's reach
@@ -62,12 +62,15 @@ class Model:
     """A trained VAE with its recipe, ready for synthesis. Waveforms are float32 numpy arrays (samples,)."""
 
     def __init__(self, net: VAE, recipe: Recipe, checkpoint: Path, device: torch.device,
-                 learned_prior: Prior | None = None, workers: int | None = None):
+                 learned_prior: Prior | None = None, workers: int | None = None, weights_sha256: str | None = None,
+                 prior_refusal: str | None = None):
         """workers: CPU threads for encoding and decoding, shared among up to 4 chunks at once (default:
         torch's thread count on the CPU; 1 on CUDA, one chunk at a time); audiovae.compute.workers says why."""
         self.net = fold_weight_norm(net).eval().to(device)
         self.workers = Workers(workers or (torch.get_num_threads() if device.type == "cpu" else 1))
         self.learned_prior = learned_prior  # the run's learned prior over latent sequences, when it has one
+        self.weights_sha256 = weights_sha256  # the VAE's identity (io.checkpoint.weights_sha256 of its saved weights)
+        self.prior_refusal = prior_refusal  # why the run's learned prior cannot be used with this VAE, if it cannot
         self.recipe = recipe
         self.representation = recipe.data.representation
         self.checkpoint = checkpoint
@@ -387,5 +390,11 @@ def load(run_or_checkpoint: str | Path | None = None, device: str = "auto", whic
         raise UserError(f"{path}: weights do not fit the model its recipe describes ({first[:160]})") from None
     chosen = select_device(device, "--device")
     run = RunFolder.of_checkpoint(path)
-    prior = load_learned_prior(run.prior.checkpoint_to_load("best") if run.holds(path) else None, chosen)
-    return Model(net, recipe, path, chosen, prior, workers)
+    identity = weights_sha256(weights)
+    prior, refusal = None, None
+    try:
+        prior = load_learned_prior(run.prior.checkpoint_to_load("best") if run.holds(path) else None, chosen,
+                                   identity, net.latent_size)
+    except PriorMismatch as mismatch:  # reconstruct and encode need no prior; generate and export refuse
+        refusal = str(mismatch)
+    return Model(net, recipe, path, chosen, prior, workers, identity, refusal)

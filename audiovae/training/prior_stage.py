@@ -147,9 +147,10 @@ def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latent
 
 
 def train_prior(run: RunFolder, vae: VAE, recipe: Recipe, vae_sha256: str, config: PriorConfig | None = None, *,
-                resume: bool = False, progress: bool = True) -> PriorResult:
+                resume: bool = False, progress: bool = True, vae_weights_sha256: str | None = None) -> PriorResult:
     """Fit `run`'s learned prior (config: the recipe's `prior:` section, else defaults) into its prior folder, on
-    the latents of the trained `vae` (in memory, on the CPU, eval mode; `vae_sha256` names its checkpoint)."""
+    the latents of the trained `vae` (in memory, on the CPU, eval mode; `vae_sha256` names its checkpoint file,
+    `vae_weights_sha256` its weights: Model.weights_sha256, what loading matches the prior to)."""
     explicit = config is not None
     config = config or recipe.prior or PriorConfig()
     stage = run.prior
@@ -168,7 +169,8 @@ def train_prior(run: RunFolder, vae: VAE, recipe: Recipe, vae_sha256: str, confi
     train_latents = split_latents(vae, recipe, "train")
     valid_latents = split_latents(vae, recipe, "valid") or train_latents
     extra = {"recipe": recipe.to_dict(), "prior_config": dataclasses.asdict(config),
-             "latent_size": vae.latent_size, "vae_checkpoint_sha256": vae_sha256}
+             "latent_size": vae.latent_size, "vae_checkpoint_sha256": vae_sha256,
+             "vae_weights_sha256": vae_weights_sha256}  # what generate matches the prior to
     with run.lock():
         stage.path.mkdir(parents=True, exist_ok=True)
         result = fit_prior(config, train_latents, valid_latents, stage=stage, saved=saved, extra=extra,

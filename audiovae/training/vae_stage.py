@@ -24,7 +24,8 @@ from audiovae.config.recipe import Recipe, dump_recipe, load_recipe, recipe_from
 from audiovae.data.dataset import PreparedDataset, SegmentDataset, dataset_changes, open_dataset
 from audiovae.errors import UserError
 from audiovae.io.atomic import file_sha256, write_atomic
-from audiovae.io.checkpoint import load_checkpoint
+from audiovae.io.checkpoint import load_checkpoint, weights_sha256
+from audiovae.io.outputs import check_new_folder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder
 from audiovae.models import VAE, build_model, trained_vae
 from audiovae.training.adversarial import Adversary
@@ -99,9 +100,10 @@ def validate(model: VAE, batches: list[torch.Tensor], recipe: Recipe, step: int,
     return totals
 
 
-def _prepare_run_dir(recipe: Recipe, runs_root: Path, run_dir: Path | None, resume: bool
+def _prepare_run_dir(recipe: Recipe, runs_root: Path, run_dir: Path | None, resume: bool, inputs=()
                      ) -> tuple[RunFolder, Path | None]:
-    """(run folder, checkpoint to resume from or None)."""
+    """(run folder, checkpoint to resume from or None). A new --run-dir must not be a file, hold one of `inputs`
+    (the recipe, the dataset) or be unwritable: each is one line before any work."""
     if resume:
         run = RunFolder(run_dir) if run_dir is not None else RunFolder.latest_of(runs_root, recipe.name)
         saved = run.newest_checkpoint() if run is not None else None
@@ -109,8 +111,10 @@ def _prepare_run_dir(recipe: Recipe, runs_root: Path, run_dir: Path | None, resu
             where = run or runs_root / recipe.name
             raise UserError(f"{where}: no checkpoint to resume from (start without --resume)")
         return run, saved
-    if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"{run_dir}: run folder exists; pass --resume to continue it or choose another")
+    if run_dir is not None:
+        check_new_folder(run_dir, inputs)
+        if any(run_dir.iterdir()):
+            raise UserError(f"{run_dir}: run folder exists; pass --resume to continue it or choose another")
     return RunFolder(run_dir) if run_dir is not None else RunFolder.new(runs_root, recipe.name), None
 
 
@@ -150,7 +154,7 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
         best_weights = saved.get("ema") or saved.get("model")
     vae = trained_vae(recipe, best_weights).cpu()  # the prior is small: the CPU does it well
     prior = train_prior(run, vae, recipe, file_sha256(checkpoint), recipe.prior, resume=resume_prior,
-                        progress=progress)
+                        progress=progress, vae_weights_sha256=weights_sha256(best_weights))
     return dataclasses.replace(result, prior=prior)
 
 
@@ -186,7 +190,8 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
                                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
 
     # ---- run folder, model, training state ------------------------------------------------------------------
-    run, resume_from = _prepare_run_dir(recipe, runs_root, run_dir, resume) if is_main else (None, None)
+    inputs = [p for p in (recipe_path, recipe.data.folder) if p]
+    run, resume_from = _prepare_run_dir(recipe, runs_root, run_dir, resume, inputs) if is_main else (None, None)
     if distributed:
         shared = [str(run) if run else None, str(resume_from) if resume_from else None]
         torch.distributed.broadcast_object_list(shared, src=0)

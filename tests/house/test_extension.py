@@ -284,7 +284,7 @@ class _no_resource_warning:
 def test_interpolate_steps_below_two_is_one_line_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(synth, "load", lambda *a, **k: pytest.fail("loaded a model before refusing"))
     result = CliRunner().invoke(main, ["interpolate", "a.wav", "b.wav", str(tmp_path / "o"), "--steps", "1"])
-    assert (result.exit_code, result.output) == (1, "error: --steps must be at least 2\n")
+    assert (result.exit_code, result.output) == (1, "error: --steps must be in 2..1000 (got 1)\n")
     assert not (tmp_path / "o").exists()
 
 

@@ -25,7 +25,7 @@ def retrain_prior(run: Path, config: PriorConfig, resume: bool = False):
     """The prior stage of a trained run, as `audiovae train-prior RUN` runs it: the VAE loaded on the CPU."""
     model = synth.load(run, device="cpu")
     return train_prior(model.run, model.net, model.recipe, model.checkpoint_sha256, config, resume=resume,
-                       progress=False)
+                       progress=False, vae_weights_sha256=model.weights_sha256)
 
 
 TINY_PRIOR = {"kind": "gru", "hidden_size": 16, "layers": 1, "mixtures": 2, "sequence_frames": 8, "batch_size": 4,
@@ -180,3 +180,12 @@ def test_export_of_a_run_with_a_prior_adds_the_prior_method(prior_run, tmp_path)
     module = torch.jit.load(str(tmp_path / "export" / "model.ts"))
     z = module.prior(torch.ones(2, 1, 5))
     assert z.shape == (2, card["latent_size"], 5) and torch.isfinite(z).all()
+
+
+def test_the_prior_records_its_vaes_weights_and_loads_without_a_warning(prior_run, capsys):
+    from audiovae.io.checkpoint import load_checkpoint
+
+    model = synth.load(prior_run, device="cpu")
+    saved = load_checkpoint(model.run.prior.checkpoint_to_load("best"))
+    assert saved["vae_weights_sha256"] == model.weights_sha256 and model.learned_prior is not None
+    assert "warning" not in capsys.readouterr().err
