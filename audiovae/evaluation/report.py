@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from audiovae.data.manifest import read_manifest
+from audiovae.data.manifest import manifest_path, read_manifest
 from audiovae.errors import UserError
 from audiovae.evaluation.evaluate import format_table, held_out_files
 from audiovae.evaluation.report_html import Clip, Row, RunPanel, Section, render_page
 from audiovae.io.atomic import atomic_directory
 from audiovae.io.audio import resample, write_wav
+from audiovae.io.outputs import check_replaceable_folder, refuse_folder_holding_inputs
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder
 from audiovae.synthesis.model import Model, load
 
@@ -67,11 +68,14 @@ def report(run: str | Path | None = None, output: str | Path | None = None, forc
     if compare is not None:
         models.append(load(compare, device=device, runs_root=runs_root))
     folder = Path(output) if output is not None else models[0].run.report_dir
-    if folder.exists() and not force:
-        raise UserError(f"{folder}: already exists; pass --force to replace it (or -o another folder)")
     dataset = Path(data) if data is not None else Path(models[0].recipe.data.folder)
     manifest = read_manifest(dataset)
     sources = held_out_files(manifest, "valid")
+    # what the page reads: replacing a folder that holds one of them would delete it, with or without --force
+    inputs = [*(model.checkpoint for model in models), manifest_path(dataset), *sources[:files],
+              *([Path(prompt)] if prompt else [])]
+    refuse_folder_holding_inputs(folder, inputs)
+    check_replaceable_folder(folder, force)  # before any work, as atomic_directory checks again at the end
     if not sources:
         raise UserError(f"{dataset}: no files in the 'valid' split to listen to (prepare it with "
                         "--valid-fraction above 0, or pass --data another dataset)")
@@ -80,7 +84,7 @@ def report(run: str | Path | None = None, output: str | Path | None = None, forc
     clips_per_model = min(files, len(sources)) + samples + (CONTINUATIONS if prompt else 0)
     steps = clips_per_model * len(models) + 1  # + 1: the measurements and curves
     try:
-        with atomic_directory(folder, force=force) as tmp, \
+        with atomic_directory(folder, force=force, inputs=inputs, command="report") as tmp, \
                 tqdm(total=steps, unit="clip", desc="report", disable=not progress, file=sys.stderr) as bar:
             page = _Page(tmp, models, bar)
             heldout, skipped = page.held_out(sources, files)

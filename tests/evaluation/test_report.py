@@ -142,7 +142,7 @@ def test_the_page_refuses_to_be_overwritten_and_shows_evaluate_once_it_has_run(o
 
     again = invoke("--run", own_run, "--files", 1, "--samples", 1, "-q")
     assert again.exit_code == 1 and again.stdout == ""
-    assert again.stderr == f"error: {run.report_dir}: already exists; pass --force to replace it (or -o another folder)\n"
+    assert again.stderr == f"error: {run.report_dir}: already exists; pass --force to replace it\n"
     assert (run.report_dir / "index.html").read_text(encoding="utf-8") == page
 
     evaluated = CliRunner().invoke(main, ["evaluate", str(own_run), "-q", "--max-files", "1", "--no-perceptual"])

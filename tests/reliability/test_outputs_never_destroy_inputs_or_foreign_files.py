@@ -69,6 +69,11 @@ CASES: dict[str, Case | str] = {
     "export": Case(lambda w: [w.run / "checkpoints" / "best.pt"], lambda w, out: ["export", str(w.run), str(out)]),
     "stream": Case(lambda w: [w.audio], lambda w, out: ["stream", str(w.audio), str(out), *_run_flag(w)],
                    output_is_file=True),
+    "report": Case(lambda w: [w.audio], lambda w, out: ["report", *_run_flag(w), "-o", str(out), "--files", "1",
+                                                       "--samples", "1", "--seconds", "0.05", "--prompt",
+                                                       str(w.audio), "-q"]),
+    "score": Case(lambda w: [w.audio], lambda w, out: ["score", str(w.audio), *_run_flag(w), "--csv", str(out)],
+                  output_is_file=True),
 }
 SCENARIOS = ("input-file", "input-folder", "symlink-to-input", "symlink-to-input-folder", "foreign-folder-force")
 FOREIGN_NAMES = ("keep.txt", "sample_000.wav", "sample_001.wav", "samples.json", "voice.wav", "voice.npy",
