@@ -50,10 +50,13 @@ def export(paths, run, checkpoint, device, force) -> None:
               help="An export folder (from `audiovae export`). Default: export --run/--checkpoint on the fly.")
 @click.option("--engine", type=click.Choice(["torchscript", "onnx"]), default="torchscript", show_default=True,
               help="Which exported file runs the blocks.")
+@click.option("--resample", is_flag=True,
+              help="Resample a SOURCE at another rate to the model's (a live host would refuse it).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads (a live host gives its audio callback one).")
 @model_options
-def stream(source, destination, block, export_dir, engine, threads, run, checkpoint, device, force) -> None:
+def stream(source, destination, block, export_dir, engine, resample, threads, run, checkpoint, device,
+           force) -> None:
     """Run SOURCE through a causal model block by block, as a live host would, into DESTINATION (WAV).
 
     Prints the latency and each block's compute time against its deadline (block / sample rate).
@@ -85,7 +88,7 @@ def stream(source, destination, block, export_dir, engine, threads, run, checkpo
                 raise UserError(reason)
             export_dir = Path(tmp)
             export_model(model, export_dir, with_prior=False)
-        report = stream_file(source, folder.paths[0], export_dir, block, engine)
+        report = stream_file(source, folder.paths[0], export_dir, block, engine, resample)
         folder.commit()
     click.echo(report.summary())
     click.echo(f"wrote {destination}")

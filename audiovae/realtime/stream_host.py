@@ -112,8 +112,11 @@ class StreamReport:
 
 
 def stream_file(source: str | Path, destination: str | Path, folder: str | Path, block: int,
-                engine: str = "torchscript") -> StreamReport:
+                engine: str = "torchscript", resample_source: bool = False) -> StreamReport:
     """Stream an audio file through an export in blocks of `block` samples into a 16-bit WAV.
+
+    A source at another rate than the model's is refused unless `resample_source` (a live host, nn~ among
+    them, does not resample: it runs the model at the host's rate).
 
     The output lines up with the input (the model's latency is dropped from its start and the input padded
     with that much silence at the end), so it equals the offline reconstruction of the causal model.
@@ -129,6 +132,9 @@ def stream_file(source: str | Path, destination: str | Path, folder: str | Path,
         wave, source_rate = read_audio(source)
     except AudioReadError as error:
         raise UserError(f"{source}: {error}") from None
+    if source_rate != rate and not resample_source:
+        raise UserError(f"{source}: {source_rate} Hz, but the model runs at {rate} Hz and a live host does not "
+                        f"resample; pass --resample to resample it here, or train a model at {source_rate} Hz")
     if source_rate != rate:
         print(f"{source}: resampled from {source_rate} Hz to the model's {rate} Hz", file=sys.stderr)
         wave = resample(wave, source_rate, rate)

@@ -215,9 +215,14 @@ def test_cli_export_then_stream(causal_run, tmp_path):
 
         wave, rate = sf.read(out)
         assert rate == 16000 and len(wave) == 4800
-    # on the fly from the run; the input at 8 kHz is resampled, and stderr says so
+    # on the fly from the run; an input at 8 kHz is refused as a live host would, and resampled when asked
     slow = write_signal(tmp_path / "slow.wav", 0.2, 8000)
-    result = runner.invoke(main, ["stream", str(slow), str(tmp_path / "o.wav"), "--block", "64", "--run", str(causal_run)])
+    command = ["stream", str(slow), str(tmp_path / "o.wav"), "--block", "64", "--run", str(causal_run)]
+    refused = runner.invoke(main, command)
+    assert refused.exit_code == 1 and not (tmp_path / "o.wav").exists()
+    assert refused.output == (f"error: {slow}: 8000 Hz, but the model runs at 16000 Hz and a live host does not "
+                              "resample; pass --resample to resample it here, or train a model at 8000 Hz\n")
+    result = runner.invoke(main, [*command, "--resample"])
     assert result.exit_code == 0, result.output
     assert "resampled from 8000 Hz" in result.output
 
