@@ -29,6 +29,8 @@ from audiovae.io.run_folder import RunFolder
 from audiovae.training.vae_stage import train
 
 VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
+            "quickstart-causal-seed1": ("quickstart", ("model.causal=true", "train.seed=1")),
+            "live-seed1": ("live", ("train.seed=1",)),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 
 
