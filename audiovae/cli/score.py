@@ -16,6 +16,7 @@ from audiovae.evaluation.anomaly import (
     MEASURES,
     THRESHOLD_PERCENTILE,
 )
+from audiovae.io.atomic import write_csv_atomic
 
 
 def _audio_files(inputs: list[Path], what: str) -> list[Path]:
@@ -92,7 +93,7 @@ def score(inputs, normal, anomalous, csv_path, plot_dir, threshold, measure, run
 
 def _score(model, files, measure, threshold, csv_out, plots, progress) -> int:
     """Score files, print a line each, write the CSV and plots; the number of files flagged."""
-    from audiovae.evaluation.anomaly import score_files, scores_table, write_csv
+    from audiovae.evaluation.anomaly import score_files, scores_table
 
     results = score_files(model, files, progress)
     flagged = [threshold is not None and s.score(measure) >= threshold for s in results]
@@ -102,7 +103,8 @@ def _score(model, files, measure, threshold, csv_out, plots, progress) -> int:
         mark = f"  {'yes' if flag else 'no':>9}" if threshold is not None else ""
         click.echo(f"{s.score('elbo'):12.1f} {s.score('reconstruction'):15.1f}{mark}  {s.path}")
     if csv_out is not None:
-        click.echo(f"wrote {write_csv(csv_out, scores_table(results, threshold, measure))}")
+        written = write_csv_atomic(csv_out, scores_table(results, threshold, measure), lineterminator="\n")
+        click.echo(f"wrote {written}")
     if plots:
         from audiovae.io.plots import plot_frame_scores
 
@@ -118,7 +120,7 @@ def _score(model, files, measure, threshold, csv_out, plots, progress) -> int:
 
 def _compare(model, groups, measure, csv_out, roc_path, progress) -> None:
     """Score both folders, print AUC, pAUC and the proposed threshold, draw the ROC, write the CSV."""
-    from audiovae.evaluation.anomaly import compare, score_files, scores_table, write_csv
+    from audiovae.evaluation.anomaly import compare, score_files, scores_table
     from audiovae.io.plots import plot_roc
 
     normal = score_files(model, groups["normal"], progress, "normal")
@@ -133,7 +135,8 @@ def _compare(model, groups, measure, csv_out, roc_path, progress) -> None:
     click.echo(f"wrote {roc_path}")
     if csv_out is not None:
         labels = ["normal"] * len(normal) + ["anomalous"] * len(anomalous)
-        click.echo(f"wrote {write_csv(csv_out, scores_table(normal + anomalous, None, measure, labels))}")
+        written = write_csv_atomic(csv_out, scores_table(normal + anomalous, None, measure, labels), lineterminator="\n")
+        click.echo(f"wrote {written}")
     chosen = results[measure]
     click.echo(f"proposed threshold ({measure}, the {THRESHOLD_PERCENTILE:g}th percentile of the normal files' "
                f"scores): {chosen.threshold:.6g}; on these files it flags {chosen.true_positive_rate_at_threshold:.0%} "

@@ -15,8 +15,6 @@ are the DCASE task 2 measures; pAUC here is the area under the ROC for FPR in [0
 
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +24,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from audiovae.errors import UserError
-from audiovae.io.atomic import write_atomic
 from audiovae.io.audio import read_resampled
 
 if TYPE_CHECKING:
@@ -251,10 +248,3 @@ def scores_table(scores: Sequence[FileScores], threshold: float | None = None, m
             end = min(start + s.frame_seconds, s.seconds)
             rows.append(row(s, i, "frame", start, end, elbo, reconstruction, chosen[j]))
     return rows
-
-
-def write_csv(path: Path, rows: list[list[object]]) -> Path:
-    """Write rows as CSV, atomically."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))

@@ -17,8 +17,6 @@ files to them and adds the run-level summaries (latent health, generation, speed
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +45,7 @@ from audiovae.evaluation.metrics import (
     opus_available,
     opus_reference,
 )
-from audiovae.io.atomic import file_sha256, write_atomic, write_json_atomic
+from audiovae.io.atomic import file_sha256, write_csv_atomic, write_json_atomic
 from audiovae.io.audio import peak_safe_scale
 from audiovae.io.outputs import OutputFolder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
@@ -151,11 +149,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         write_json_atomic(outputs.paths[0], _rounded(metrics))
         sections = ("reconstruction", *SIGNALS, "latent", "generation", "speed")
         flat = _flatten(_rounded({k: metrics[k] for k in sections if metrics[k] is not None}))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["metric", "value"])
-        writer.writerows(flat.items())
-        write_atomic(outputs.paths[1], lambda tmp: tmp.write_text(buffer.getvalue()))
+        write_csv_atomic(outputs.paths[1], [["metric", "value"], *flat.items()])
         outputs.commit()
         json_path, csv_path = (outputs.final(name) for name in eval_names)
     return EvaluationResult(metrics, json_path, csv_path, format_table(metrics))

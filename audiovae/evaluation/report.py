@@ -23,7 +23,6 @@ from audiovae.evaluation.evaluate import format_table, held_out_files
 from audiovae.evaluation.report_html import Clip, Row, RunPanel, Section, render_page
 from audiovae.io.atomic import atomic_directory
 from audiovae.io.audio import resample, write_wav
-from audiovae.io.outputs import check_replaceable_folder, refuse_folder_holding_inputs
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder
 from audiovae.synthesis.model import Model, load
 
@@ -71,11 +70,10 @@ def report(run: str | Path | None = None, output: str | Path | None = None, forc
     dataset = Path(data) if data is not None else Path(models[0].recipe.data.folder)
     manifest = read_manifest(dataset)
     sources = held_out_files(manifest, "valid")
-    # what the page reads: replacing a folder that holds one of them would delete it, with or without --force
+    # what the page reads: atomic_directory refuses a folder holding one of them, with or without --force, and
+    # checks the folder before the page is built (and again when it is complete)
     inputs = [*(model.checkpoint for model in models), manifest_path(dataset), *sources[:files],
               *([Path(prompt)] if prompt else [])]
-    refuse_folder_holding_inputs(folder, inputs)
-    check_replaceable_folder(folder, force)  # before any work, as atomic_directory checks again at the end
     if not sources:
         raise UserError(f"{dataset}: no files in the 'valid' split to listen to (prepare it with "
                         "--valid-fraction above 0, or pass --data another dataset)")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,13 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write `data` as indented JSON, atomically."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Sequence[Any]], lineterminator: str = "\r\n") -> Path:
+    """Write rows (the header first) as CSV, atomically; lines end as the csv module's default unless told."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=lineterminator).writerows(rows)
+    return write_atomic(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
 
 
 @contextmanager
