@@ -2,9 +2,15 @@
 held-out files, and print quality next to cost as a markdown table (and write it as CSV).
 
     python bench/compare.py [--minutes 4.5] [--corpus data/demo] [--recipes quickstart quickstart-causal mel]
+    python bench/compare.py --corpus voices/train --heldout voices/heldout --steps live=3550 quickstart-causal=1975 \
+        --prior-steps 150 --threads 1 --recipes live quickstart-causal
 
 A name is a recipe in recipes/ or a variant below (a recipe with overrides). --minutes is the VAE's budget;
 a recipe's learned prior (its `prior:` section) trains after it within its own budget, reported apart.
+--steps NAME=N trains NAME for N steps instead (no time limit; the learning-rate schedule follows the steps):
+equal wall time on a loaded machine, with N = the recipe's steps per minute on a quiet one times the budget.
+--heldout DIR evaluates every run on all the files of a second corpus (held out by speaker or by track)
+instead of the held-out files of --corpus. --set applies an override to every recipe (e.g. data.sample_rate=44100).
 
 Every recipe prepares the corpus with its own audio settings but the same split seed and valid fraction,
 so the held-out files are the same for all of them.
@@ -31,6 +37,7 @@ from audiovae.training.vae_stage import train
 VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "quickstart-causal-seed1": ("quickstart", ("model.causal=true", "train.seed=1")),
             "live-seed1": ("live", ("train.seed=1",)),
+            "spectrogram-seed1": ("spectrogram", ("train.seed=1",)),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 
 
@@ -40,23 +47,48 @@ def main() -> None:
     parser.add_argument("--corpus", default="data/demo")
     parser.add_argument("--recipes", nargs="+", default=["quickstart", "spectrogram", "documents-example", "mel"])
     parser.add_argument("--out", default="bench/results", help="Folder for data, runs and the CSV.")
+    parser.add_argument("--steps", nargs="*", default=[], metavar="NAME=N",
+                        help="Train NAME for N steps instead of --minutes (equal wall time measured on a quiet machine).")
+    parser.add_argument("--prior-steps", type=int, default=None, help="Learned prior steps instead of its minutes.")
+    parser.add_argument("--heldout", default=None, help="Evaluate on all files of this corpus instead.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="An override for every recipe.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the free cores).")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = dict(_pair(x) for x in args.steps)
     out = Path(args.out)
     rows = []
     for name in args.recipes:
         base, variant = VARIANTS.get(name, (name, ()))
+        variant = (*variant, *args.overrides)
         recipe_path = Path(f"recipes/{base}.yaml")
         recipe = load_recipe(recipe_path, variant)
         data_dir = out / "data" / name
         data = dataclasses.replace(recipe.data, folder=str(data_dir))
         prepare([args.corpus], data_dir, data, force=True, progress=False)
-        overrides = (*variant, f"data.folder={data_dir}", f"train.max_minutes={args.minutes}", "train.max_steps=1000000")
+        if name in steps:
+            budget = ("train.max_minutes=100000", f"train.max_steps={steps[name]}")
+        else:
+            budget = (f"train.max_minutes={args.minutes}", "train.max_steps=1000000")
+        if args.prior_steps is not None and recipe.prior is not None:
+            budget = (*budget, "prior.max_minutes=100000", f"prior.max_steps={args.prior_steps}")
+        heldout_dir = None
+        if args.heldout:
+            heldout_dir = out / "data" / f"{name}-heldout"
+            prepare([args.heldout], heldout_dir, dataclasses.replace(data, folder=str(heldout_dir), valid_fraction=0.0),
+                    force=True, progress=False)
+        overrides = (*variant, f"data.folder={data_dir}", *budget)
         started = time.monotonic()
         result = train(recipe_path, overrides=overrides, runs_root=out / "runs", progress=False)
         wall = time.monotonic() - started
         lines = [json.loads(x) for x in RunFolder(result.run_dir).metrics_path.read_text().splitlines()]
         rates = [x["audio_seconds_per_second"] for x in lines if x["split"] == "train"]
-        metrics = evaluate(result.run_dir, data=data_dir, progress=False, runs_root=out / "runs").metrics
+        if heldout_dir is None:
+            metrics = evaluate(result.run_dir, data=data_dir, progress=False, runs_root=out / "runs").metrics
+        else:
+            metrics = evaluate(result.run_dir, data=heldout_dir, split="train", progress=False,
+                               runs_root=out / "runs").metrics
         from audiovae.synthesis.model import load
 
         model = load(result.run_dir)
@@ -92,12 +124,23 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print(f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"{args.minutes:g} min of training each, held-out files of {args.corpus}\n")
+          f"{_budget(args, steps)}, held-out files of {args.heldout or args.corpus}\n")
     print("| " + " | ".join(keys) + " |")
     print("|" + " --- |" * len(keys))
     for row in rows:
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
     print(f"\nwrote {out / 'compare.csv'}")
+
+
+def _pair(text: str) -> tuple[str, int]:
+    name, _, count = text.partition("=")
+    return name, int(count)
+
+
+def _budget(args, steps: dict[str, int]) -> str:
+    if not steps:
+        return f"{args.minutes:g} min of training each"
+    return "training steps " + ", ".join(f"{k} {v}" for k, v in steps.items()) + f" (others {args.minutes:g} min)"
 
 
 def _round(value, digits: int = 2):

@@ -1,0 +1,88 @@
+"""Where a frame model loses quality: its magnitudes or the phases synthesis puts under them.
+
+    python bench/phase_split.py RUN HELD_OUT_DIR [--max-files 40]
+
+For each audio file under HELD_OUT_DIR (speakers the run never heard), at the model's rate and training level,
+four sounds are made from one STFT analysis (the run's n_fft and hop, Hann window, centred frames) and scored
+against the input with PESQ-WB, STOI, DNSMOS (overall) and the mel distance: the true magnitudes under their
+true phases (the analysis itself), the true magnitudes under peak-locked phases (what the phase rule costs on
+perfect magnitudes), the model's magnitudes (posterior mean) under the true phases (what the magnitudes cost),
+and the model's magnitudes under peak-locked phases (the run's own synthesis). Prints a markdown table.
+Needs a frame-model run (features: spectrogram) and the perceptual extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiovae.dsp.distances import mel_distance
+from audiovae.dsp.inversion.peaks import peak_locked_phase
+from audiovae.evaluation.perceptual import DnsmosScorer, pesq_wb, stoi
+from audiovae.synthesis.model import load
+
+AUDIO = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run")
+    parser.add_argument("heldout")
+    parser.add_argument("--max-files", type=int, default=40)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="Skip shorter files (PESQ needs about 1 s).")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    model = load(args.run, device="cpu")
+    mel = model.recipe.data.mel
+    n_fft, hop, rate = mel.n_fft, mel.hop_length, model.sample_rate
+    if model.recipe.data.features != "spectrogram":
+        raise SystemExit(f"{args.run}: a frame model over STFT magnitudes is needed (features: spectrogram)")
+    files = sorted(p for p in Path(args.heldout).rglob("*") if p.suffix.lower() in AUDIO)
+    window = torch.hann_window(n_fft)
+    dnsmos = DnsmosScorer()
+    rows: dict[str, list[list[float]]] = {}
+    used = 0
+    for path in files:
+        wave = model.at_training_level(model.load_audio(path))
+        frames = len(wave) // hop
+        if frames * hop < args.min_seconds * rate:
+            continue
+        x = torch.from_numpy(wave[: frames * hop]).reshape(1, -1)
+        spec = torch.stft(x, n_fft, hop, window=window, center=True, return_complex=True)  # frames + 1
+        true_log = torch.log(spec.abs().clamp_min(mel.log_floor))
+        features = model.representation.from_audio(x)
+        posterior = model.net.encode_frames(features)
+        decoded = model.net.decode_frames(posterior.mean)[..., :frames]
+        # the final centred frame repeated, as synthesis does (and the frames a stride cut off, if any)
+        model_log = torch.cat([decoded] + [decoded[..., -1:]] * (frames + 1 - decoded.shape[-1]), -1)
+        phases = {"true": spec.angle(), "peak-locked": None}
+        magnitudes = {"true": true_log, "model": model_log}
+        for (mag_name, phase_name) in (("true", "true"), ("true", "peak-locked"), ("model", "true"),
+                                       ("model", "peak-locked")):
+            log_mag = magnitudes[mag_name]
+            phase = phases[phase_name]
+            if phase is None:
+                phase = peak_locked_phase(log_mag, n_fft, hop)
+            y = torch.istft(torch.polar(torch.exp(log_mag), phase), n_fft, hop, window=window, center=True,
+                            length=frames * hop)
+            out = y[0].numpy().astype(np.float32)
+            rows.setdefault(f"{mag_name} magnitudes, {phase_name} phases", []).append([
+                pesq_wb(wave[: frames * hop], out, rate).value, stoi(wave[: frames * hop], out, rate).value,
+                dnsmos(out, rate).ovrl, mel_distance(x, y, rate).item()])
+        used += 1
+        if used >= args.max_files:
+            break
+    print(f"\n{used} files of {args.heldout}, run {args.run}: n_fft {n_fft}, hop {hop} at {rate} Hz\n")
+    print("| magnitudes / phases | PESQ-WB | STOI | DNSMOS ovrl | mel distance |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, values in rows.items():
+        means = [float(np.nanmean([v[i] for v in values])) for i in range(4)]
+        print(f"| {name} | {means[0]:.2f} | {means[1]:.3f} | {means[2]:.2f} | {means[3]:.3f} |")
+    print("\n(means over files; a file too quiet for PESQ or STOI is left out of that column)")
+
+
+if __name__ == "__main__":
+    main()
