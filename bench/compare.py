@@ -105,6 +105,7 @@ def main() -> None:
             "si_sdr_db": round(rec["model/si_sdr"], 2),
             "pesq_wb": _round(rec.get("model/pesq_wb")), "stoi": _round(rec.get("model/stoi"), 3),
             "dnsmos_ovrl": _round(((metrics.get("dnsmos") or {}).get("model") or {}).get("ovrl")),
+            "dnsmos_prior": _round(((metrics.get("dnsmos") or {}).get("prior samples") or {}).get("ovrl")),
             "comb_reconstruction": _round(metrics["comb"].get("model")),
             "comb_prior_samples": _round(metrics["comb"].get("prior samples")),
             "frechet": round(metrics["generation"]["frechet_prior_vs_heldout"], 2),
