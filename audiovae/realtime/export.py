@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from audiovae.io.atomic import write_atomic, write_json_atomic
 from audiovae.io.outputs import OutputFolder, recognized_by
 from audiovae.nn.host_faces import StatefulStreaming, WholeSignal, WithPrior
 from audiovae.nn.streaming import StreamingVAE
+from audiovae.realtime.legacy_export import legacy_export
 
 FORMAT = "audiovae-export"
 FORMAT_VERSION = 1
@@ -163,8 +163,7 @@ def _write_export(net: nn.Module, recipe, out_dir: Path, checkpoint_sha256: str 
     face = module.face if isinstance(module, WithPrior) else module
     inner = face.model if isinstance(face, StatefulStreaming) else face
     layout = state_layout(inner)
-    with warnings.catch_warnings():  # the tracer's notes on shapes it records as constants: none matter here
-        warnings.simplefilter("ignore")
+    with legacy_export(notes=True):
         scripted = torch.jit.script(module)
         write_atomic(out_dir / "model.ts", lambda tmp: torch.jit.save(scripted, str(tmp)))
         for method in METHODS:
