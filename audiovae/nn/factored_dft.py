@@ -55,17 +55,14 @@ class FactoredRealDFT(nn.Module):
         self.register_buffer("second", _complex_matrix(cos_b, sin_b).float())  # (2b, 2 columns)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        batch, a, b = frames.shape[0], self.a, self.b
-        x = frames.reshape(batch, -1, a, b)  # (B, n, n1, n2)
-        y = torch.matmul(self.first, x)  # (B, n, 2a, b): rows k1 real, then imaginary
-        real, imag = y[:, :, :a], y[:, :, a:]
+        batch, a, columns = frames.shape[0], self.a, self.columns
+        x = frames.reshape(batch, -1, a, self.b)  # (B, n, n1, n2)
+        real, imag = torch.matmul(self.first, x).split(a, -2)  # (B, n, k1, n2) each
         turned = torch.cat([real * self.twiddle_real - imag * self.twiddle_imag,
                             real * self.twiddle_imag + imag * self.twiddle_real], -1)  # (B, n, k1, 2b)
         z = torch.matmul(turned, self.second)  # (B, n, k1, 2 columns): k2 real, then imaginary
-        columns = self.columns
-        real = z[..., :columns].transpose(-1, -2).reshape(batch, -1, columns * a)[..., : self.bins]  # k = k1 + a k2
-        imag = z[..., columns:].transpose(-1, -2).reshape(batch, -1, columns * a)[..., : self.bins]
-        return torch.cat([real, imag], -1)
+        z = z.reshape(batch, -1, a, 2, columns).permute(0, 1, 3, 4, 2)  # (B, n, 2, k2, k1): bin k = k1 + a k2
+        return z.reshape(batch, -1, 2, columns * a)[..., : self.bins].reshape(batch, -1, 2 * self.bins)
 
 
 class FactoredInverseDFT(nn.Module):
@@ -90,17 +87,12 @@ class FactoredInverseDFT(nn.Module):
         cos_a, sin_a = _rotations(a, a, a, 1.0)  # (n1, k1)
         self.register_buffer("second", torch.cat([cos_a, -sin_a], 1).float())  # (a, 2a): the real part only
 
-    def _grid(self, part: torch.Tensor) -> torch.Tensor:
-        """(B, n, bins) -> (B, n, k1, k2), zeros above n_fft / 2."""
-        part = torch.nn.functional.pad(part, (0, self.columns * self.a - self.bins))
-        return part.reshape(part.shape[0], -1, self.columns, self.a).transpose(-1, -2)
-
     def forward(self, spectrum: torch.Tensor) -> torch.Tensor:
-        batch, b = spectrum.shape[0], self.b
-        spectrum = spectrum * self.weight
-        c = torch.cat([self._grid(spectrum[..., : self.bins]), self._grid(spectrum[..., self.bins :])], -1)
-        z = torch.matmul(c, self.first)  # (B, n, k1, 2b): n2 real, then imaginary
-        real, imag = z[..., :b], z[..., b:]
+        batch, a, b, columns = spectrum.shape[0], self.a, self.b, self.columns
+        parts = (spectrum * self.weight).reshape(batch, -1, 2, self.bins)
+        parts = torch.nn.functional.pad(parts, (0, columns * a - self.bins))  # bins above n_fft / 2 are zero
+        c = parts.reshape(batch, -1, 2, columns, a).permute(0, 1, 4, 2, 3).reshape(batch, -1, a, 2 * columns)
+        real, imag = torch.matmul(c, self.first).split(b, -1)  # (B, n, k1, n2) each
         turned = torch.cat([real * self.twiddle_real - imag * self.twiddle_imag,
                             real * self.twiddle_imag + imag * self.twiddle_real], -2)  # (B, n, 2a, n2)
         return torch.matmul(self.second, turned).reshape(batch, -1, self.n_fft)  # (B, n, n1 x n2)

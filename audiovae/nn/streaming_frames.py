@@ -38,9 +38,9 @@ class CausalFrames(nn.Module):
         x = torch.cat([states[self.index], x], -1)  # (B, 1, (n + hops - 1) * hop)
         states[self.index] = x[..., -(self.hops - 1) * self.hop :]
         chunks = x.reshape(x.shape[0], -1, self.hop)  # (B, n + hops - 1, hop)
-        last = self.hops - 1
-        # frame t = chunks t .. t + hops - 1; the slices' ends are negative so that n stays symbolic for ONNX
-        pieces = [chunks[:, j : j - last] for j in range(last)] + [chunks[:, last:]]
+        frames_per_block = chunks.shape[1] - (self.hops - 1)
+        # frame t = chunks t .. t + hops - 1
+        pieces = [chunks.narrow(1, j, frames_per_block) for j in range(self.hops)]
         frames = torch.cat(pieces, -1) * self.window  # (B, n, n_fft)
         return self.dft(frames).transpose(1, 2)
 
@@ -59,12 +59,11 @@ class OverlapAddFrames(nn.Module):
 
     def forward(self, spectrum: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
         frames = self.inverse(spectrum.transpose(1, 2)) * self.window  # (B, n, n_fft)
-        pieces = frames.reshape(frames.shape[0], frames.shape[1], self.hops, self.hop)  # (B, n, hops, hop)
+        pieces = frames.reshape(frames.shape[0], frames.shape[1], self.hops, self.hop).unbind(2)  # (B, n, hop) each
         last = self.hops - 1
-        summed = pieces[:, :, 0]  # (B, n + hops - 1, hop) once padded: hop j of frame t lands on hop t + j
-        summed = torch.nn.functional.pad(summed, (0, 0, 0, last))
-        for j in range(1, self.hops):
-            summed = summed + torch.nn.functional.pad(pieces[:, :, j], (0, 0, j, last - j))
+        summed = torch.nn.functional.pad(pieces[0], (0, 0, 0, last))  # (B, n + hops - 1, hop)
+        for j in range(1, self.hops):  # hop j of frame t lands on hop t + j
+            summed = summed + torch.nn.functional.pad(pieces[j], (0, 0, j, last - j))
         y = summed.reshape(summed.shape[0], 1, -1)
         overlap = last * self.hop
         y = torch.cat([y[..., :overlap] + states[self.index], y[..., overlap:]], -1)
@@ -80,7 +79,7 @@ class LogMagnitude(nn.Module):
         self.bins, self.log_floor, self.offset = bins, log_floor, offset
 
     def forward(self, spectrum: torch.Tensor) -> torch.Tensor:
-        real, imag = spectrum[:, : self.bins], spectrum[:, self.bins :]
+        real, imag = spectrum.split(self.bins, 1)
         magnitude = (real.square() + imag.square()).clamp_min(1e-12).sqrt()
         return torch.log(magnitude.clamp_min(self.log_floor)) - self.offset
 
