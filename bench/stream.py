@@ -31,6 +31,7 @@ from audiovae.config.recipe import load_recipe  # noqa: E402
 from audiovae.models import build_model  # noqa: E402
 from audiovae.priors.learned import build_prior  # noqa: E402
 from audiovae.realtime.export import OnnxRunner, export_net  # noqa: E402
+from audiovae.realtime.legacy_export import legacy_export  # noqa: E402
 from audiovae.realtime.stream_host import open_engine, warm_up  # noqa: E402
 
 BLOCKS = (128, 256, 512, 1024, 2048, 4096)
@@ -49,7 +50,8 @@ def time_generation(folder: Path, engine: str, block: int, hop: int, rate: int, 
     torch.set_num_threads(1)
     frames = block // hop
     if engine == "torchscript":
-        module = torch.jit.load(str(folder / "model.ts"))
+        with legacy_export():
+            module = torch.jit.load(str(folder / "model.ts"))
 
         def run() -> None:
             with torch.no_grad():

@@ -14,9 +14,9 @@ one temperature per latent frame in, latent frames out (ONNX: one frame per call
 from __future__ import annotations
 
 import copy
+import io
 import json
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from audiovae.errors import UserError
-from audiovae.io.atomic import write_atomic, write_json_atomic
+from audiovae.io.atomic import DiskFullError, write_atomic, write_json_atomic
 from audiovae.io.outputs import OutputFolder, recognized_by
 from audiovae.nn.host_faces import StatefulStreaming, WholeSignal, WithPrior
 from audiovae.nn.streaming import StreamingVAE
+from audiovae.realtime.legacy_export import legacy_export
 
 FORMAT = "audiovae-export"
 FORMAT_VERSION = 1
@@ -76,16 +77,26 @@ def state_layout(model: nn.Module) -> dict[str, list[list[int]]]:
     return {"encode": shapes[:split], "decode": shapes[split:], "forward": shapes}
 
 
-def _export_onnx(wrapper: nn.Module, args: tuple, inputs: list[str], outputs: list[str], time_axis: bool,
-                 path: Path) -> None:
+def _export_onnx(wrapper: nn.Module, args: tuple, inputs: list[str], outputs: list[str], time_axis: bool) -> bytes:
     axes = {name: {0: "batch"} for name in inputs[1:] + outputs[1:]}
     axes.update({name: {0: "batch", 2: "time"} if time_axis else {0: "batch"} for name in (inputs[0], outputs[0])})
+    buffer = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(wrapper.eval(), args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
+        torch.onnx.export(wrapper.eval(), args, buffer, dynamo=False, opset_version=OPSET, input_names=inputs,
                           output_names=outputs, dynamic_axes=axes)
+    return buffer.getvalue()
 
 
-def _onnx_method(model: nn.Module, method: str, path: Path) -> None:
+def _serialized(write) -> bytes:
+    """What `write(file)` writes, in memory. torch's writers fail on a full disk inside C++, where torch.jit.save's
+    stream writer throws from its destructor and aborts the process; Python's own write raises ENOSPC, which
+    audiovae.io.atomic turns into one line naming the file."""
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+def _onnx_method(model: nn.Module, method: str) -> bytes:
     layout = state_layout(model)[method]
     total = len(model.state_shapes) if isinstance(model, StreamingVAE) else 0
     first = model.encode_states if method == "decode" and total else 0
@@ -95,15 +106,15 @@ def _onnx_method(model: nn.Module, method: str, path: Path) -> None:
     args = (torch.zeros(1, channels, frames), *[torch.zeros(1, c, n) for c, n in layout])
     inputs = ["z" if method == "decode" else "x"] + [f"state_{i}" for i in range(len(layout))]
     outputs = ["z" if method == "encode" else "y"] + [f"state_{i}_out" for i in range(len(layout))]
-    _export_onnx(wrapper, args, inputs, outputs, True, path)
+    return _export_onnx(wrapper, args, inputs, outputs, True)
 
 
-def _onnx_prior(face: nn.Module, path: Path) -> None:
+def _onnx_prior(face: nn.Module) -> bytes:
     shapes = face.state_shapes
     args = (torch.ones(1, 1, 1), *[torch.zeros(1, c, n) for c, n in shapes])
     inputs = ["temperature"] + [f"state_{i}" for i in range(len(shapes))]
     outputs = ["z"] + [f"state_{i}_out" for i in range(len(shapes))]
-    _export_onnx(_OnnxPrior(face), args, inputs, outputs, False, path)
+    return _export_onnx(_OnnxPrior(face), args, inputs, outputs, False)
 
 
 def scriptable(net: nn.Module, recipe, prior: nn.Module | None = None) -> nn.Module:
@@ -151,7 +162,11 @@ def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: s
     methods = METHODS + (("prior",) if prior is not None else ())
     names = ["model.ts", "card.json"] + [f"{m}.onnx" for m in methods]
     with OutputFolder(out_dir, "export", names, force, inputs, whole_set=True, legacy=EARLIER_EXPORT) as folder:
-        result = _write_export(net, recipe, folder.staging, checkpoint_sha256, prior, methods)
+        try:
+            result = _write_export(net, recipe, folder.staging, checkpoint_sha256, prior, methods)
+        except DiskFullError:  # it names a file in the staging folder, which is gone when the user reads it
+            raise DiskFullError(f"{out_dir}: the disk is full (No space left on device); nothing was written and "
+                                "any earlier export there is unchanged; free some space and export again") from None
         folder.commit()
     return ExportResult(out_dir, result.card, result.onnx_max_error, result.onnx_relative_error)
 
@@ -163,15 +178,15 @@ def _write_export(net: nn.Module, recipe, out_dir: Path, checkpoint_sha256: str 
     face = module.face if isinstance(module, WithPrior) else module
     inner = face.model if isinstance(face, StatefulStreaming) else face
     layout = state_layout(inner)
-    with warnings.catch_warnings():  # the tracer's notes on shapes it records as constants: none matter here
-        warnings.simplefilter("ignore")
+    with legacy_export(notes=True):
         scripted = torch.jit.script(module)
-        write_atomic(out_dir / "model.ts", lambda tmp: torch.jit.save(scripted, str(tmp)))
-        for method in METHODS:
-            write_atomic(out_dir / f"{method}.onnx", lambda tmp, m=method: _onnx_method(inner, m, tmp))
+        files = {"model.ts": _serialized(lambda buffer: torch.jit.save(scripted, buffer))}
+        files.update({f"{method}.onnx": _onnx_method(inner, method) for method in METHODS})
         if prior is not None:
-            write_atomic(out_dir / "prior.onnx", lambda tmp: _onnx_prior(module.prior_face, tmp))
+            files["prior.onnx"] = _onnx_prior(module.prior_face)
             layout["prior"] = module.prior_face.state_shapes
+    for name, data in files.items():  # in memory first (see _serialized), then each written atomically
+        write_atomic(out_dir / name, lambda tmp, data=data: tmp.write_bytes(data))
     error, relative = check_onnx(out_dir, module)
     sample_rate, hop, latency = recipe.data.sample_rate, module.hop, module.latency_samples
     first = example_frames(face) if hasattr(face, "example_frames") else 1  # frames of the shortest block it takes

@@ -14,6 +14,7 @@ import torch
 
 from audiovae.errors import UserError
 from audiovae.realtime.export import OnnxRunner, read_card
+from audiovae.realtime.legacy_export import legacy_export
 
 
 def cannot_stream(model_section: dict[str, Any]) -> str | None:
@@ -65,7 +66,8 @@ class ScriptRunner:
     """The TorchScript export's forward on numpy blocks."""
 
     def __init__(self, path: str | Path):
-        self.module = torch.jit.load(str(path))
+        with legacy_export():
+            self.module = torch.jit.load(str(path))
 
     def reset(self) -> None:
         self.module.reset()

@@ -23,6 +23,7 @@ from audiovae.nn.spectral import ConvSTFT, LogMelFront, MelInversion
 from audiovae.priors.host_face import PriorFace
 from audiovae.priors.learned import build_prior
 from audiovae.realtime.export import OnnxRunner, export_net
+from audiovae.realtime.legacy_export import legacy_export
 
 
 def prior_for(kind: str, latent: int = LATENT):
@@ -37,7 +38,8 @@ def prior_for(kind: str, latent: int = LATENT):
 def test_prior_face_at_temperature_zero_equals_the_python_stream(kind):
     prior = prior_for(kind)
     expected = torch.cat(list(prior.sample_stream(2, 30, temperature=0.0, chunk_frames=7)), -1)
-    face = torch.jit.script(PriorFace(prior))
+    with legacy_export(notes=True):
+        face = torch.jit.script(PriorFace(prior))
     got = torch.cat([face(torch.zeros(2, 1, n)) for n in (1, 4, 25)], -1)  # blocks of any length
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     face.reset()
@@ -176,8 +178,9 @@ def test_mel_inversion_fits_as_well_as_torchaudio_and_onnx_runtime_agrees(tmp_pa
     assert abs(misfit(ours) - misfit(reference)) < 0.05 * misfit(reference)
     assert misfit(ours) < 0.5 * misfit(0.1 * torch.randn(1, 72 * 256))
     assert (ours - reference).abs().max() < 0.05 * reference.abs().max()
-    torch.onnx.export(inversion, (frames,), str(tmp_path / "inversion.onnx"), dynamo=False, opset_version=17,
-                      input_names=["m"], output_names=["y"], dynamic_axes={"m": {2: "t"}, "y": {2: "t"}})
+    with legacy_export(notes=True):
+        torch.onnx.export(inversion, (frames,), str(tmp_path / "inversion.onnx"), dynamo=False, opset_version=17,
+                          input_names=["m"], output_names=["y"], dynamic_axes={"m": {2: "t"}, "y": {2: "t"}})
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(tmp_path / "inversion.onnx"), providers=["CPUExecutionProvider"])

@@ -26,7 +26,8 @@ class PhaseAdvance(nn.Module):
     """A phase rule in causal form, for a model that streams: from each frame alone, how far each bin's running
     phase advances since the previous frame, and which bin's running phase it takes (locked_phases adds it up).
 
-    log_magnitude (batch, bins, frames) -> step (batch, bins, frames) in radians, owner (batch, bins, frames) long.
+    log_magnitude (batch, bins, frames) -> step (batch, bins, frames) in radians (float64 where rounding would
+    otherwise reach it: the running phases add up every frame's error), owner (batch, bins, frames) long.
     """
 
     def __init__(self, n_fft: int, hop_length: int):
@@ -41,13 +42,13 @@ def locked_phases(step: torch.Tensor, owner: torch.Tensor, start: torch.Tensor) 
     """Running phases from a PhaseAdvance's step and owner (batch, bins, frames), continuing from `start`
     (batch, bins, 1): bin k of frame t takes its owner's running phase (start + the owner's steps up to and
     including frame t), minus pi per bin away from it. Returns the phases (batch, bins, frames) and the running
-    phase after the last frame (batch, bins, 1), in start's dtype.
+    phase after the last frame (batch, bins, 1), both in start's dtype.
 
     The sums run in float64 and come back wrapped to [0, 2 pi): a float32 running sum loses about 1e-3 rad
     after 10 s, while a wrapped state rounds by at most 2 pi * 2**-24 per call at any age of the stream."""
     running = torch.remainder(start.double() + torch.cumsum(step.double(), -1), 2 * math.pi)
     away = torch.arange(step.shape[1], device=step.device)[None, :, None] - owner
-    phase = torch.gather(running, 1, owner).to(step.dtype) - math.pi * away.to(step.dtype)
+    phase = torch.gather(running, 1, owner).to(start.dtype) - math.pi * away.to(start.dtype)
     return phase, running[..., -1:].to(start.dtype)
 
 
