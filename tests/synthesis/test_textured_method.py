@@ -68,7 +68,7 @@ def test_noise_keeps_its_level_where_peaks_lose_it():
 
 @pytest.mark.parametrize("kind", ["click", "burst"])
 def test_an_onset_is_not_smeared_before_itself(kind):
-    """A click, or a burst of decaying noise, after silence: phases reset at the onset keep 93% or more of the
+    """A click, or a burst of decaying noise, after silence: a click's phases at the onset keep 93% or more of the
     sound from the onset on, where locked phases put 24-51% of it up to a window before."""
     wave = torch.zeros(RATE)
     if kind == "click":

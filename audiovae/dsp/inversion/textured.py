@@ -1,5 +1,5 @@
 """Synthesis method `textured`: phases locked to the tonal peaks of the magnitudes, noise-like phases for the
-other bins, and every bin's phase reset to a click at the frame's centre where an onset begins (issue 30).
+other bins, and a click at the frame's centre for those where an onset begins (issue 30).
 
 `peaks` locks a phase to every local maximum, so every maximum becomes a sinusoid: on music the noise floor
 and percussive texture turn into sparse, wobbling partials. Here a peak is tonal when it stands `prominence`
@@ -7,9 +7,11 @@ nats above the mean of the log magnitudes around it (a Hann lobe over noise; noi
 1 nat above theirs); the bins of a tonal peak's lobe take its locked phase as in `peaks`, every other bin a
 phase drawn afresh each frame (an integer hash, so a sound synthesizes the same each time), its magnitude
 scaled by what an overlap-add of independent phases cancels (noise_gain). Where the frame's
-log magnitudes rise by more than `onset` nats on average over the previous frame, the running phases restart
-at pi per bin (a click at the window's centre) so that a transient is not smeared over the window.
-Frame by frame and cheap: a max-pool and an average-pool over bins, one running sum over frames.
+log magnitudes rise by more than `onset` nats on average over the previous frame, the bins that are not tonal
+take pi per bin instead (a click at the window's centre), so that a transient is not smeared over the window;
+tonal peaks run on through it (restarting their running phases there as well changed no oracle score, and
+needs a running maximum that ONNX lacks). Frame by frame and cheap: a max-pool and an average-pool over
+bins, one running sum over frames.
 
 The causal form (TexturedAdvance) has no previous frame (a stream's PhaseAdvance sees each frame alone), so it
 keeps the tonal split and the noise phases but no onset reset.
@@ -36,9 +38,8 @@ def hashed_phase(a: torch.Tensor, b: torch.Tensor, modulus: int = MODULUS) -> to
     """Phases in [0, 2 pi) scrambled from two integer tensors (broadcast together): the same pair, the same
     phase, on any device and at any chunking; neighbouring pairs uncorrelated."""
     x = torch.remainder(a * 73856093 + b * 19349663, modulus)
-    x = torch.remainder(x * 2654435761 + 12345, 4294967296)
-    x = torch.bitwise_xor(x, torch.div(x, 65536, rounding_mode="floor"))
-    x = torch.remainder(torch.remainder(x, modulus) * 2246822519, 4294967296)
+    x = torch.remainder(x * x + x * 12345 + 6789, modulus)  # a square to scramble (no xor: ONNX has none)
+    x = torch.remainder(x * 2654435761, 4294967296)
     return x.float() * (2 * math.pi / 4294967296)
 
 
@@ -68,23 +69,18 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Phases (..., bins, frames) for log magnitudes (..., bins, frames), frames first_frame, first_frame + 1, ...
     of a sound (module docstring), and which bins took noise phases (bool, same shape). Bins of tonal lobes: as
-    peak_locked_phase, integrated from the last onset (or the first frame); other bins: hashed_phase(bin,
-    frame + 1 modulo CLOCK), the phases the causal form gives them; onset frames: pi per bin (a click at the
-    centre of the window, which starts at its edge).
-    Scriptable, for the export."""
+    peak_locked_phase; other bins: hashed_phase(bin, frame + 1 modulo CLOCK), the phases the causal form gives
+    them, or in an onset frame pi per bin (a click at the centre of the window, which starts at its edge).
+    Scriptable and exportable to ONNX."""
     bins, frames = log_magnitude.shape[-2], log_magnitude.shape[-1]
     x = log_magnitude.reshape(-1, bins, frames).transpose(1, 2)  # (batch, frames, bins)
     frequency, owner, tonal = tonal_owners(x, prominence)
     rise = torch.relu(x[:, 1:] - x[:, :-1]).mean(-1)  # (batch, frames - 1)
     onsets = torch.cat([torch.ones_like(rise[:, :1]), (rise > onset).to(x.dtype)], 1) > 0  # (batch, frames)
     index = torch.arange(frames, device=x.device)
-    last = torch.cummax(torch.where(onsets, index[None], torch.zeros_like(index)[None]), 1).values  # (batch, frames)
     step = torch.remainder(frequency * hop_length, n_fft) * (2 * math.pi / n_fft)
-    step = torch.where(onsets[..., None], torch.zeros_like(step), step)  # no advance into an onset frame
-    summed = torch.cumsum(step, 1)
-    since = summed - torch.gather(summed, 1, last[..., None].expand_as(summed))  # advance since the last onset
+    integrated = torch.cumsum(step, 1) - step[:, :1]
     bin_index = torch.arange(bins, device=x.device)
-    integrated = since + math.pi * bin_index.to(x.dtype)  # a peak restarts at pi per bin at each onset
     away = bin_index[None, None] - owner
     locked = torch.gather(integrated, -1, owner) - math.pi * away.to(x.dtype)
     noisy = ~tonal & ~onsets[..., None]
@@ -97,8 +93,8 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
 
 
 class TexturedPhases(PhaseRule):
-    """textured_phase of the magnitudes' logs, frames counted from `first_frame` (chunks start where the whole
-    would, but each chunk's first frame is an onset: its running phases start there). Its start scales the
+    """textured_phase of the magnitudes' logs, frames counted from `first_frame` (a chunk's noise phases are the
+    whole's; its tonal phases integrate from its own first frame, as PeakLockedPhases'). Its start scales the
     bins with noise phases by noise_gain."""
 
     def forward(self, magnitude: torch.Tensor, first_frame: int) -> torch.Tensor:
