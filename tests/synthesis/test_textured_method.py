@@ -128,3 +128,23 @@ def test_the_causal_form_streams_as_its_offline_pass_and_scripts():
     for block in (256, 4096):
         assert (stream_blocks(model, x, block) - offline).abs().max() < 1e-5
     torch.jit.script(StatefulStreaming(model).eval())  # the export scripts the stream
+
+
+def test_a_causal_textured_model_exports_to_onnx(tmp_path):
+    """The stream's ONNX form (float32: the clock rounds a float32 running phase) matches its TorchScript."""
+    from audiovae.realtime.export import export_net, read_card
+
+    recipe = recipe_from_dict({"data": {"features": "spectrogram", "segment_samples": 2048,
+                                        "mel": {"n_fft": 512, "hop_length": 128}},
+                               "model": {"family": "mel", "channels": 4, "max_channels": 8, "latent_size": 3,
+                                         "residual_layers": 1, "kernel_size": 3, "activation": "leaky_relu",
+                                         "strides": [2], "causal": True},
+                               "synthesis": {"method": "textured", "iterations": 0},
+                               "loss": {"terms": {"l1": 1.0}}}, "live")
+    torch.manual_seed(0)
+    net = build_model(recipe).eval()
+    with torch.no_grad():
+        net.decoder[-1].bias += 5.0
+    result = export_net(net, recipe, tmp_path / "export")
+    assert read_card(tmp_path / "export")["streams"] is True
+    assert result.onnx_max_error < 1e-4

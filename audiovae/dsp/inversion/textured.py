@@ -3,8 +3,8 @@ other bins, and a click at the frame's centre for those where an onset begins (i
 
 `peaks` locks a phase to every local maximum, so every maximum becomes a sinusoid: on music the noise floor
 and percussive texture turn into sparse, wobbling partials. Here a peak is tonal when it stands `prominence`
-nats above the mean of the log magnitudes around it (a Hann lobe over noise; noise's own maxima stand about
-1 nat above theirs); the bins of a tonal peak's lobe take its locked phase as in `peaks`, every other bin a
+nats above the mean of the log magnitudes around it (1 nat, chosen by oracle in docs/quality.md; white
+noise's own maxima pass it in 8% of its bins); the bins of a tonal peak's lobe take its locked phase as in `peaks`, every other bin a
 phase drawn afresh each frame (an integer hash, so a sound synthesizes the same each time), its magnitude
 scaled by what an overlap-add of independent phases cancels (noise_gain). Where the frame's
 log magnitudes rise by more than `onset` nats on average over the previous frame, the bins that are not tonal
@@ -14,7 +14,7 @@ needs a running maximum that ONNX lacks). Frame by frame and cheap: a max-pool a
 bins, one running sum over frames.
 
 The causal form (TexturedAdvance) has no previous frame (a stream's PhaseAdvance sees each frame alone), so it
-keeps the tonal split and the noise phases but no onset reset.
+keeps the tonal split and the noise phases but no onset clicks.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from audiovae.dsp.inversion.peaks import peak_frequency
 PROMINENCE = 1.0  # nats (8.7 dB) a tonal peak stands above the mean log magnitude of its surroundings
 SURROUNDINGS = 8  # bins either side of a peak that make its surroundings
 ONSET = 0.5  # nats (4.3 dB): the mean rise of the log magnitudes over the previous frame that marks an onset
-CLOCK = 4096  # frames before the noise phases repeat (47 s at hop 512 and 44.1 kHz)
+CLOCK = 4096  # frames before the noise phases repeat (24 s at hop 256 and 44.1 kHz)
 MODULUS = 1048573  # a prime: integers are reduced below it before they are scrambled, so int64 never overflows
 
 
@@ -109,8 +109,8 @@ class TexturedPhases(PhaseRule):
 class TexturedAdvance(PhaseAdvance):
     """The causal form, frame by frame: bins of tonal lobes advance by their peak's frequency and lock to it, as
     PeakAdvance; the others take hashed_phase(bin, frame) scaled by noise_gain, while their running phases
-    advance at their centre frequencies (where a peak takes them over, it starts from there). No onset reset
-    (it needs the previous frame).
+    advance at their centre frequencies (where a peak takes them over, it starts from there). No onset clicks
+    (they need the previous frame).
 
     The frame comes from a clock: the top (Nyquist) bin's running phase advances by 2 pi / CLOCK a frame and
     rounds back to a frame count modulo CLOCK. A stream's state is its running phases alone, and a hash of the
