@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from audiovae.dsp.inversion import PhaseAdvance, locked_phases
+from audiovae.dsp.inversion import PhaseAdvance
 
 
 def overlap_gain(n_fft: int, hop_length: int) -> float:
@@ -51,9 +51,8 @@ def causal_synthesis(log_magnitude: torch.Tensor, advance: PhaseAdvance) -> torc
     from zero in float64 over the whole sound (a stream gives the same output n_fft - hop samples later)."""
     n_fft, hop = advance.n_fft, advance.hop_length
     frames = log_magnitude.shape[-1]
-    step, owner = advance(log_magnitude)
-    phase, _ = locked_phases(step, owner, torch.zeros_like(log_magnitude[..., :1]))
-    spectrum = torch.polar(torch.exp(log_magnitude), phase)
+    phase, magnitude, _ = advance.running(log_magnitude, torch.zeros_like(log_magnitude[..., :1]))
+    spectrum = torch.polar(magnitude, phase)
     window = torch.hann_window(n_fft, periodic=True, dtype=log_magnitude.dtype, device=log_magnitude.device)
     pieces = torch.fft.irfft(spectrum, n_fft, dim=1) * window[:, None]  # (batch, n_fft, frames)
     length = (frames - 1) * hop + n_fft  # frame t over [t * hop, t * hop + n_fft) of this buffer

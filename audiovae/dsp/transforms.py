@@ -73,22 +73,24 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
                 first_frame: int = 0) -> torch.Tensor:
     """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames) -> (..., length):
     the phases of `synthesis`'s method (audiovae.dsp.inversion; `first_frame`: the index of the first frame in
-    the whole sound, for chunks of one), then synthesis.iterations of fast Griffin-Lim (Perraudin et al. 2013,
+    the whole sound, for chunks of one) under the magnitudes it starts from (PhaseRule.start), then
+    synthesis.iterations of fast Griffin-Lim (Perraudin et al. 2013,
     as torchaudio's) with synthesis.momentum. Peak-locked phases with 0 iterations are a phase-locked vocoder."""
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
-    phase = synthesis.phase_rule(n_fft, hop_length)(magnitude, first_frame)
+    phase, under = synthesis.phase_rule(n_fft, hop_length).start(magnitude, first_frame)
     angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
     previous = torch.zeros_like(angles)
     pull = synthesis.momentum / (1 + synthesis.momentum)
     for _ in range(synthesis.iterations):
-        wave = torch.istft(magnitude * angles, n_fft, hop_length, window=window, length=length)
+        wave = torch.istft(under * angles, n_fft, hop_length, window=window, length=length)
         rebuilt = torch.stft(wave, n_fft, hop_length, window=window, return_complex=True)
         angles = rebuilt - pull * previous
         angles = angles / (angles.abs() + 1e-16)
         previous = rebuilt
-    wave = torch.istft(magnitude * angles, n_fft, hop_length, window=window, length=length)
+        under = magnitude
+    wave = torch.istft(under * angles, n_fft, hop_length, window=window, length=length)
     return wave.reshape(*shape[:-2], length)
 
 

@@ -4,8 +4,9 @@ Each held-out file is streamed: resampled into a temporary memory map, encoded a
 into a second one, and measured in blocks of about BLOCK_SECONDS (per-file values are length-weighted
 means over blocks), so a file of hours needs no more memory than a block. Reconstruction is shown next to
 references that need no model: silence, the input low-passed and mu-law quantized, and Opus, both at the
-bitrate of the model's latents. With the `metrics` extra, DNSMOS judges the held-out audio itself (the
-ceiling), the reconstructions and prior samples, and PESQ-WB/STOI compare reconstructions with their input.
+bitrate of the model's latents, and Opus at 8 and 12 kbit/s (measures.OPUS_FIXED), near a small latent's rate.
+With the `metrics` extra, DNSMOS judges the held-out audio itself (the ceiling), the reconstructions and
+prior samples, and PESQ-WB/STOI compare reconstructions with their input.
 The frame-rate comb counts spectral peaks at multiples of the latent frame rate, the held-out audio's own
 share beside it. The generation number is a Frechet distance on log-mel frames, shown with the distance
 between two halves of the held-out set as its floor; it is not comparable to published FAD.
@@ -31,6 +32,7 @@ from audiovae.errors import UserError
 from audiovae.evaluation import perceptual
 from audiovae.evaluation.measures import (
     CANDIDATES,
+    OPUS_FIXED,
     SIGNALS,
     Measures,
     Setting,
@@ -114,15 +116,19 @@ def block_ranges(samples: int, rate: int, block_seconds: float) -> list[tuple[in
     return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
-def _candidates(reference: np.ndarray, output: np.ndarray, rate: int, latent_bits: float, tally: Tally,
-                weight: float) -> dict[str, np.ndarray]:
-    """The rows of the reconstruction table for one block: the model's output and the reference codecs' (Opus's
-    bitrate reached goes into the tally)."""
+def block_candidates(reference: np.ndarray, output: np.ndarray, rate: int, latent_bits: float, tally: Tally,
+                     weight: float) -> dict[str, np.ndarray]:
+    """The rows of the reconstruction table for one block (samples,) at `rate`: the model's output and the
+    reference codecs', Opus at the latents' bitrate and at each of OPUS_FIXED's. Each Opus row's bitrate reached
+    goes into the tally, length-weighted by `weight`: "opus/bits_per_second" for the first, "<row>/bits_per_second"
+    for the others."""
     candidates = {"model": output, "mu-law reference": mu_law_reference(reference, rate, latent_bits)}
     if opus_available():
-        coded = opus_reference(reference, rate, latent_bits)
-        candidates["opus reference"] = coded.samples
-        tally.add("opus/bits_per_second", coded.bits_per_second, weight)
+        for name, (key, bits) in {"opus reference": ("opus", latent_bits),
+                                  **{row: (row, fixed) for row, fixed in OPUS_FIXED.items()}}.items():
+            coded = opus_reference(reference, rate, bits)
+            candidates[name] = coded.samples
+            tally.add(f"{key}/bits_per_second", coded.bits_per_second, weight)
     candidates["silence"] = np.zeros_like(reference)
     return candidates
 
@@ -147,7 +153,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     with OutputFolder(model.run.eval_dir, "evaluate", eval_names, force=True, legacy=lambda _: eval_names) as outputs:
         metrics = _measure(model, data, split, max_files, seed, perceptual_on, notes, progress, block_seconds)
         write_json_atomic(outputs.paths[0], _rounded(metrics))
-        sections = ("reconstruction", *SIGNALS, "latent", "generation", "speed")
+        sections = ("reconstruction", *SIGNALS, "latent", "generation", "speed", "opus_fixed_bits_per_second")
         flat = _flatten(_rounded({k: metrics[k] for k in sections if metrics[k] is not None}))
         write_csv_atomic(outputs.paths[1], [["metric", "value"], *flat.items()])
         outputs.commit()
@@ -194,7 +200,7 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
                     reference = np.asarray(streamed.source[start:stop]) * np.float32(streamed.latents.gain)
                     output = np.asarray(streamed.output[start:stop]) * np.float32(output_scale)
                     weight = len(reference) / rate
-                    measures.block(tally, _candidates(reference, output, rate, latent_bits, tally, weight),
+                    measures.block(tally, block_candidates(reference, output, rate, latent_bits, tally, weight),
                                    reference, output)
                     features.add(log_mel_features(reference, rate))
                 measures.file(tally, streamed.source, streamed.output)
@@ -216,7 +222,7 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
         raise UserError(f"none of the {len(paths)} held-out files could be read (first: {skipped[0]})")
 
     reconstruction = {key: value for key, value in tally.means().items()
-                      if key.split("/")[0] in CANDIDATES}
+                      if key.split("/")[0] in CANDIDATES and not key.endswith("/bits_per_second")}
     latent = _latent_health(latent_sums)
     generation = _generation(model, priors, heldout_features, audio_seconds, seed)
     generation["nll_per_frame"] = {name: total / nll_frames for name, total in nll_sums.items()}
@@ -229,9 +235,11 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
     speed = {"device": str(model.device), "encode_real_time_factor": audio_seconds / max(encode_seconds, 1e-9),
              "decode_real_time_factor": audio_seconds / max(decode_seconds, 1e-9)}
     opus_bits = tally.means("opus/").get("bits_per_second")
+    opus_fixed = {name: tally.means(f"{name}/").get("bits_per_second") for name in OPUS_FIXED}
     return {"run": str(model.run), "checkpoint": str(model.checkpoint), "data": str(folder), "split": split,
                "files": len(heldout_features), "skipped": skipped, "audio_seconds": round(audio_seconds, 3),
                "latent_bits_per_second": latent_bits, "opus_bits_per_second": opus_bits,
+               "opus_fixed_bits_per_second": opus_fixed if opus_bits is not None else None,
                "reconstruction": reconstruction, **signals, "latent": latent,
                "generation": generation, "speed": speed, "notes": notes}
 
@@ -320,6 +328,9 @@ def format_table(metrics: dict[str, Any]) -> str:
     labels = {"model": "model", "mu-law reference": f"mu-law at {kbits:.0f} kbit/s", "silence": "silence"}
     if metrics.get("opus_bits_per_second"):
         labels["opus reference"] = f"Opus at {kbits:.0f} kbit/s ({metrics['opus_bits_per_second'] / 1000:.0f} reached)"
+        for name, reached in (metrics.get("opus_fixed_bits_per_second") or {}).items():
+            if reached is not None:  # absent from metrics written before the fixed rows
+                labels[name] = f"Opus at {OPUS_FIXED[name] / 1000:.0f} kbit/s ({reached / 1000:.1f} reached)"
     lines = [f"{metrics['files']} held-out files, {metrics['audio_seconds']:.1f} s, from {metrics['checkpoint']}", "",
              *reconstruction_table(metrics, labels)]
     for name, measure in SIGNALS.items():

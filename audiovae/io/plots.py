@@ -1,4 +1,5 @@
-"""Pictures to look at before listening: waveform, log-mel spectrogram, training curves (matplotlib, optional)."""
+"""Pictures to look at before listening: waveform, log-mel and log spectrograms, training curves (matplotlib,
+optional)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,35 @@ def plot_spectrogram(path: Path, wave: np.ndarray, sample_rate: int) -> Path:
     figure, axis = plt.subplots(figsize=(6, 2.2))
     _draw_spectrogram(axis, wave, sample_rate)
     axis.set_xlabel("seconds")
+    return _save(plt, figure, path)
+
+
+def plot_spectrogram_panels(path: Path, panels: list[tuple[str, np.ndarray]], sample_rate: int, n_fft: int = 2048,
+                            range_db: float = 90.0) -> Path:
+    """Write a PNG with one log-spectrogram panel per (title, wave (samples,)), stacked, on one colour scale
+    (the loudest bin of all panels down to range_db below it) and one frequency axis in kHz, linear: a comb of
+    partials and the noise floor between them show as they are, where mel bands would merge them."""
+    import torch
+
+    from audiovae.dsp.transforms import log_spectrogram
+
+    plt = _pyplot("bench/spectrograms.py")
+    spectra = []
+    for _, wave in panels:
+        wave = np.pad(np.asarray(wave, np.float32), (0, max(0, n_fft + 1 - len(wave))))
+        frames = log_spectrogram(torch.from_numpy(np.ascontiguousarray(wave)), n_fft, n_fft // 4)
+        spectra.append(frames.numpy() * 20 / np.log(10))  # natural log magnitude -> dB
+    top = max(float(spectrum.max()) for spectrum in spectra)
+    seconds = max(len(wave) for _, wave in panels) / sample_rate
+    figure, axes = plt.subplots(len(panels), 1, figsize=(10, 2.8 * len(panels)), squeeze=False, sharex=True)
+    for axis, (title, wave), spectrum in zip(axes[:, 0], panels, spectra, strict=True):
+        image = axis.imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=top - range_db, vmax=top,
+                            extent=(0, len(wave) / sample_rate, 0, sample_rate / 2000), interpolation="nearest")
+        axis.set_xlim(0, seconds)
+        axis.set_ylabel("kHz")
+        axis.set_title(title, fontsize=10, loc="left")
+        figure.colorbar(image, ax=axis, label="dB", pad=0.01)
+    axes[-1, 0].set_xlabel("seconds")
     return _save(plt, figure, path)
 
 

@@ -69,7 +69,7 @@ def check_mel(recipe: Recipe) -> None:
         require(recipe.data.features == "spectrogram", "model.causal",
                 "mel frames cannot stream (Griffin-Lim needs whole spectrograms); use features: spectrogram")
         require(recipe.synthesis.streams, "synthesis.method", "a causal frame model needs a method with a causal "
-                "form and no Griffin-Lim iterations (peaks or advancing, iterations: 0)")
+                "form and no Griffin-Lim iterations (peaks, textured or advancing, iterations: 0)")
         mel = recipe.data.mel
         require(mel.n_fft % mel.hop_length == 0 and mel.n_fft // mel.hop_length >= 3, "data.mel.hop_length",
                 f"a causal frame model's hop must divide n_fft ({mel.n_fft}) at least 3 times (a steady overlap-add)")

@@ -102,14 +102,15 @@ class MelInversion(nn.Module):
         length = log_mel.shape[-1] * self.hop_length
         log_mel = torch.cat([log_mel, log_mel[..., -1:]], -1)  # restore the dropped last frame
         magnitude = torch.relu(torch.matmul(self.inverse, torch.exp(log_mel)))  # (B, bins, frames + 1)
-        phase = self.phases(magnitude, 0)
+        phase, under = self.phases.start(magnitude, 0)
         real, imag = torch.cos(phase).expand_as(magnitude), torch.sin(phase).expand_as(magnitude)
         previous_real, previous_imag = torch.zeros_like(magnitude), torch.zeros_like(magnitude)
         for _ in range(self.iterations):
-            rebuilt_real, rebuilt_imag = self.stft(self.stft.inverse(magnitude * real, magnitude * imag, length))
+            rebuilt_real, rebuilt_imag = self.stft(self.stft.inverse(under * real, under * imag, length))
             real = rebuilt_real - self.momentum * previous_real
             imag = rebuilt_imag - self.momentum * previous_imag
             norm = torch.sqrt(real.square() + imag.square()) + 1e-16
             real, imag = real / norm, imag / norm
             previous_real, previous_imag = rebuilt_real, rebuilt_imag
-        return self.stft.inverse(magnitude * real, magnitude * imag, length)[:, None]
+            under = magnitude
+        return self.stft.inverse(under * real, under * imag, length)[:, None]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from audiovae.dsp.causal_stft import overlap_gain
-from audiovae.dsp.inversion import PhaseAdvance, locked_phases
+from audiovae.dsp.inversion import PhaseAdvance
 from audiovae.nn.factored_dft import FactoredInverseDFT, FactoredRealDFT
 from audiovae.nn.streaming import Stateless, StreamEnds, StreamingSequential
 
@@ -93,10 +93,7 @@ class RunningPhases(nn.Module):
         self.advance, self.offset, self.index = advance, offset, index
 
     def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
-        log_magnitude = x + self.offset
-        step, owner = self.advance(log_magnitude)
-        phase, states[self.index] = locked_phases(step, owner, states[self.index])
-        magnitude = torch.exp(log_magnitude)
+        phase, magnitude, states[self.index] = self.advance.running(x + self.offset, states[self.index])
         return torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], 1)
 
 

@@ -15,13 +15,15 @@ import audiovae.evaluation.evaluate
 import audiovae.io.audio
 from audiovae.cli.main import main
 from audiovae.evaluation import perceptual
-from audiovae.evaluation.evaluate import evaluate
+from audiovae.evaluation.evaluate import block_candidates, evaluate, format_table
+from audiovae.evaluation.measures import CANDIDATES, OPUS_FIXED, Measures, Setting, Tally
 from audiovae.evaluation.metrics import (
     SI_SDR_CAP_DB,
     frechet_distance,
     log_mel_features,
     mel_distance_np,
     mu_law_reference,
+    opus_available,
     si_sdr,
     stft_distance_np,
 )
@@ -118,6 +120,13 @@ def test_evaluate_writes_every_field_and_prints_the_table(tiny_run):
     for name in ("held-out", "model", "prior samples"):
         assert comb[name] is None or 0 <= comb[name] <= 1
     assert "comb.held-out" in rows and "frame-rate comb" in result.output
+    if metrics["opus_bits_per_second"]:  # Opus at 8 and 12 kbit/s beside the one at the latents' rate
+        for name, asked in OPUS_FIXED.items():
+            assert np.isfinite(metrics["reconstruction"][f"{name}/mel_distance"])
+            assert f"reconstruction.{name}/stft_distance" in rows
+            reached = metrics["opus_fixed_bits_per_second"][name]
+            assert 0.7 * asked < reached < 1.3 * asked and float(rows[f"opus_fixed_bits_per_second.{name}"]) == reached
+            assert f"| Opus at {asked / 1000:.0f} kbit/s ({reached / 1000:.1f} reached) |" in result.output
 
 
 @pytest.mark.skipif(bool(perceptual.missing_packages()), reason="needs the metrics extra")
@@ -193,6 +202,41 @@ def test_evaluate_streams_long_held_out_files_in_bounded_memory(tiny_run, tiny_d
         assert np.isfinite(metrics["reconstruction"][f"{name}/mel_distance"])
     assert "opus reference/mel_distance" not in metrics["reconstruction"]
     assert any("Opus reference skipped" in note for note in metrics["notes"])
+
+
+@pytest.mark.skipif(not opus_available(), reason="this libsndfile cannot write Ogg Opus")
+@pytest.mark.parametrize("rate", [44100, 16000])
+def test_opus_at_8_and_12_kbps_are_rows_at_any_rate_and_reach_about_their_bitrate(rate):
+    reference = synthesize(3.0, rate, kind="mix", frequency=330.0)[:, 0]
+    tally = Tally()
+    candidates = block_candidates(reference, reference, rate, 96000.0, tally, 3.0)
+    assert tuple(candidates) == CANDIDATES  # every row, in the table's order
+    assert all(len(wave) == len(reference) for wave in candidates.values())
+    Measures(Setting(rate, 50.0), perceptual_on=False).block(tally, candidates, reference, reference)
+    tally.end_file()
+    reached = {name: tally.means(f"{name}/")["bits_per_second"] for name in OPUS_FIXED}
+    for name, asked in OPUS_FIXED.items():  # Opus at 48 or 16 kHz, resampled around it, near the rate asked
+        assert 0.7 * asked < reached[name] < 1.3 * asked, (name, reached[name])
+        assert np.isfinite(tally.means(f"{name}/")["mel_distance"])
+    assert tally.means("opus/")["bits_per_second"] > 4 * reached["opus 12 kbps"]  # the latents' rate: far more
+    # more bits, a closer copy
+    assert tally.means("opus 12 kbps/")["mel_distance"] < tally.means("opus 8 kbps/")["mel_distance"]
+    assert tally.means("opus reference/")["mel_distance"] < tally.means("opus 12 kbps/")["mel_distance"]
+
+
+def test_the_table_shows_the_fixed_opus_rows_and_reads_metrics_written_before_them():
+    metrics = {"files": 1, "audio_seconds": 1.0, "checkpoint": "c", "latent_bits_per_second": 96000.0,
+               "opus_bits_per_second": 80000.0, "opus_fixed_bits_per_second": {"opus 8 kbps": 7310.0,
+                                                                                "opus 12 kbps": 11422.0},
+               "reconstruction": {f"{name}/mel_distance": 0.5 for name in CANDIDATES},
+               "latent": {"active_dimensions": 1, "latent_size": 1, "kl_total": 1.0, "collapse_warning": None},
+               "generation": {"frechet_prior_vs_heldout": 1.0}, "speed": {"device": "cpu", "encode_real_time_factor": 1,
+                                                                          "decode_real_time_factor": 1}}
+    table = format_table(metrics)
+    assert "| Opus at 8 kbit/s (7.3 reached) | 0.500 |" in table
+    assert "| Opus at 12 kbit/s (11.4 reached) | 0.500 |" in table
+    del metrics["opus_fixed_bits_per_second"]  # a metrics.json of 0.3
+    assert "Opus at 8 kbit/s" not in format_table(metrics) and "| Opus at 96 kbit/s (80 reached) |" in format_table(metrics)
 
 
 def test_blocks_are_contiguous_near_equal_and_leave_no_scrap():

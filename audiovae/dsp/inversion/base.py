@@ -12,7 +12,11 @@ from torch import nn
 
 class PhaseRule(nn.Module):
     """magnitude (batch, bins, frames), first_frame -> phases broadcastable to it. first_frame: the index of the
-    first frame in the whole sound, when the magnitudes are a chunk of one (chunked synthesis; 0 in the export)."""
+    first frame in the whole sound, when the magnitudes are a chunk of one (chunked synthesis; 0 in the export).
+
+    Synthesis starts from `start`: the phases, and the magnitudes to put under them at the start (the same,
+    unless a rule scales some: one that gives bins phases independent from frame to frame scales them up by
+    what the overlap-add cancels; Griffin-Lim's iterations, if any, go on under the magnitudes as given)."""
 
     def __init__(self, n_fft: int, hop_length: int):
         super().__init__()
@@ -20,6 +24,10 @@ class PhaseRule(nn.Module):
 
     def forward(self, magnitude: torch.Tensor, first_frame: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def start(self, magnitude: torch.Tensor, first_frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(phases broadcastable to magnitude, the magnitudes to start under them (batch, bins, frames))."""
+        return self.forward(magnitude, first_frame), magnitude
 
 
 class PhaseAdvance(nn.Module):
@@ -36,6 +44,15 @@ class PhaseAdvance(nn.Module):
 
     def forward(self, log_magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def running(self, log_magnitude: torch.Tensor, start: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The frames' phases (batch, bins, frames), running on from `start` (batch, bins, 1) by locked_phases,
+        the magnitudes to put under them (batch, bins, frames; exp(log_magnitude) unless the method scales
+        some, as PhaseRule.start) and the running phase after the last frame (batch, bins, 1)."""
+        step, owner = self.forward(log_magnitude)
+        phase, end = locked_phases(step, owner, start)
+        return phase, torch.exp(log_magnitude), end
 
 
 def locked_phases(step: torch.Tensor, owner: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
