@@ -29,19 +29,23 @@ def split_mixture(out: torch.Tensor, mixtures: int, latent_size: int,
     return logits, means.reshape(shape), log_scales.reshape(shape).clamp_min(min_log_scale)
 
 
-def draw_mixture(out: torch.Tensor, uniform: torch.Tensor, normal: torch.Tensor, temperature: float, mixtures: int,
-                 latent_size: int, min_log_scale: float) -> torch.Tensor:
+def draw_mixture(out: torch.Tensor, uniform: torch.Tensor, normal: torch.Tensor, rows: torch.Tensor,
+                 temperature: float, mixtures: int, min_log_scale: float) -> torch.Tensor:
     """One frame (B, latent), normalized, from the head's output (B, K + 2 K D): the component whose cumulative
     weight first reaches `uniform` (B,), then its mean plus temperature * its std * `normal` (B, latent);
-    temperature 0 takes the likeliest component's mean. Scriptable."""
-    logits, means, log_scales = split_mixture(out, mixtures, latent_size, min_log_scale)
-    rows = torch.arange(out.shape[0], device=out.device)
+    temperature 0 takes the likeliest component's mean. rows: arange(B). Scriptable.
+
+    The numbers of split_mixture and then a pick, with fewer operations: only the picked log scales are floored,
+    and temperature 1 neither divides nor multiplies (both exact there)."""
+    k, d = mixtures, normal.shape[-1]
+    logits = out[:, :k]
+    means = out[:, k : k + k * d].reshape(-1, k, d)
     if temperature == 0:
-        pick = logits.argmax(-1)
-        return means[rows, pick]
-    cumulative = torch.softmax(logits / temperature, -1).cumsum(-1)
-    pick = torch.searchsorted(cumulative, uniform[:, None]).clamp_max(mixtures - 1)[:, 0]
-    return means[rows, pick] + temperature * log_scales[rows, pick].exp() * normal
+        return means[rows, logits.argmax(-1)]
+    weights = torch.softmax(logits if temperature == 1 else logits / temperature, -1)
+    pick = torch.searchsorted(weights.cumsum(-1), uniform[:, None]).clamp_max(k - 1)[:, 0]
+    scale = out[:, k + k * d :].reshape(-1, k, d)[rows, pick].clamp_min(min_log_scale).exp()
+    return means[rows, pick] + (scale if temperature == 1 else temperature * scale) * normal
 
 
 def gru_frames(previous: torch.Tensor, hidden: torch.Tensor, input_weight: torch.Tensor, input_bias: torch.Tensor,
@@ -51,6 +55,7 @@ def gru_frames(previous: torch.Tensor, hidden: torch.Tensor, input_weight: torch
     """A GRUCore's frames: previous (B, latent) normalized, hidden (layers, B, H), layers [w_ih, w_hh, b_ih, b_hh]
     each, uniforms (T, B), normals (T, B, latent) -> frames (T, B, latent) normalized, the last frame, hidden."""
     frames = torch.empty(normals.shape, device=previous.device)
+    rows = torch.arange(normals.shape[1], device=previous.device)
     states = list(hidden.unbind(0))
     for t in range(normals.shape[0]):
         x = torch.nn.functional.linear(previous, input_weight, input_bias)
@@ -58,7 +63,7 @@ def gru_frames(previous: torch.Tensor, hidden: torch.Tensor, input_weight: torch
             x = torch.gru_cell(x, states[i], weights[0], weights[1], weights[2], weights[3])
             states[i] = x
         out = torch.nn.functional.linear(x, head_weight, head_bias)
-        previous = draw_mixture(out, uniforms[t], normals[t], temperature, mixtures, normals.shape[2], min_log_scale)
+        previous = draw_mixture(out, uniforms[t], normals[t], rows, temperature, mixtures, min_log_scale)
         frames[t] = previous
     return frames, previous, torch.stack(states)
 
@@ -72,6 +77,7 @@ def conv_frames(previous: torch.Tensor, caches: list[torch.Tensor], input_weight
     residual b, skip w, skip b] each with the weights flattened to matrices, caches (B, C, context) per layer
     -> frames (T, B, latent) normalized, the last frame, the next caches."""
     frames = torch.empty(normals.shape, device=previous.device)
+    rows = torch.arange(normals.shape[1], device=previous.device)
     for t in range(normals.shape[0]):
         x = torch.nn.functional.linear(previous, input_weight, input_bias)
         skip = torch.zeros_like(x)
@@ -84,7 +90,7 @@ def conv_frames(previous: torch.Tensor, caches: list[torch.Tensor], input_weight
             skip = skip + torch.nn.functional.linear(h, weights[4], weights[5])
             caches[i] = window[..., 1:]
         out = torch.nn.functional.linear(torch.relu(skip), head_weight, head_bias)
-        previous = draw_mixture(out, uniforms[t], normals[t], temperature, mixtures, normals.shape[2], min_log_scale)
+        previous = draw_mixture(out, uniforms[t], normals[t], rows, temperature, mixtures, min_log_scale)
         frames[t] = previous
     return frames, previous, caches
 
