@@ -1,11 +1,12 @@
 """The learned prior's sampling loop without Python between frames: TorchScript functions that run a chunk of
 frames through the core, the mixture head and the draw, with the random numbers drawn before the loop.
 
-Each frame is the same sequence of torch operations as a step of the Python loop it replaces (the GRU as
-torch.gru_cell per layer, what nn.GRU runs for one step), so the frames are the same bits; only the
-interpreter's time between them goes (about a third of a 10-s sound's generate at 16 kHz). The random
-numbers are drawn in the order the frames would draw them: per frame one uniform (the component) and then
-`latent` normals, row after row when each row has its own generator.
+Each frame computes what a step of the Python loop it replaces computed, by the same kernels in the same
+order (the GRU as torch.gru_cell per layer, what nn.GRU runs for one step), so the frames are the same bits
+(tests/priors/test_sampler.py); what goes is the interpreter's time between the operations: half of the
+prior's time, which is most of generate's (docs/benchmarks.md). The random numbers are drawn in the order the
+frames drew them: per frame one uniform (the component) and then `latent` normals, row after row when each
+row has its own generator. What is left per frame is mostly the GRU's matrix-vector products.
 """
 
 from __future__ import annotations
