@@ -80,6 +80,9 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
     phase, under = synthesis.phase_rule(n_fft, hop_length).start(magnitude, first_frame)
+    if synthesis.iterations == 0:  # the same numbers as under * polar(1, phase), in one pass and no copy
+        spectrum = torch.polar(under, phase.expand_as(under))
+        return torch.istft(spectrum, n_fft, hop_length, window=window, length=length).reshape(*shape[:-2], length)
     angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
     previous = torch.zeros_like(angles)
     pull = synthesis.momentum / (1 + synthesis.momentum)
@@ -137,7 +140,8 @@ def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_len
     if to_linear is not None:
         magnitude = to_linear(magnitude)
     extra = max(0, (n_fft // 2) // hop_length + 1 - frames)
-    magnitude = torch.nn.functional.pad(magnitude, (0, extra))
+    if extra:
+        magnitude = torch.nn.functional.pad(magnitude, (0, extra))
     length = (frames + extra) * hop_length
     return griffin_lim(magnitude, n_fft, hop_length, length, synthesis, first_frame)[..., : frames * hop_length]
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiovae.priors.cores import ConvCore, GRUCore
-from audiovae.priors.learned import MIN_LOG_SCALE, LatentPrior, split_mixture
+from audiovae.priors.learned import MIN_LOG_SCALE, LatentPrior
+from audiovae.priors.sampler import split_mixture
 
 
 class GRUStep(nn.Module):

@@ -35,6 +35,7 @@ from audiovae.errors import UserError
 from audiovae.io.checkpoint import load_checkpoint
 from audiovae.priors.base import Prior
 from audiovae.priors.cores import CORES
+from audiovae.priors.sampler import draws, sample_frames, split_mixture
 
 MIN_LOG_SCALE = -7.0  # of a component's std in normalized units: keeps the NLL finite on repeated frames
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -99,16 +100,6 @@ class PriorConfig:
 
 
 # ---- cores: normalized frames (batch, latent, frames) -> features (batch, hidden, frames) ----------------
-def split_mixture(out: torch.Tensor, mixtures: int, latent_size: int,
-                  min_log_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The head's output (..., K + 2 K D) -> logits (..., K), means and log scales (..., K, D), the log scales
-    floored at min_log_scale. Scriptable (audiovae.priors.host_face)."""
-    k, d = mixtures, latent_size
-    logits, means, log_scales = out.split([k, k * d, k * d], dim=-1)
-    shape = list(out.shape[:-1]) + [k, d]
-    return logits, means.reshape(shape), log_scales.reshape(shape).clamp_min(min_log_scale)
-
-
 @dataclass
 class StreamState:
     """Where a stream stands: the core's state and the last frame (normalized), (B, latent). Advanced in place."""
@@ -207,34 +198,18 @@ class LatentPrior(nn.Module):
     @torch.no_grad()
     def _sample_chunk(self, state: StreamState, frames: int, temperature: float,
                       generator: Generators) -> torch.Tensor:
-        """The next `frames` frames (batch, latent, frames) in the VAE's units; advances `state`."""
+        """The next `frames` frames (batch, latent, frames) in the VAE's units; advances `state`. Each frame draws
+        one uniform (its component) and `latent` normals per row, drawn here for the whole chunk in that order;
+        the frames run in TorchScript (audiovae.priors.sampler), the same operations as the core's `step`."""
         was_training = self.training
         self.eval()
-        chunk = torch.empty(state.previous.shape[0], self.latent_size, frames, device=state.previous.device)
-        for t in range(frames):
-            features, state.core = self.core.step(state.previous, state.core)
-            state.previous = self._draw(features, temperature, generator)
-            chunk[..., t] = state.previous
+        device = state.previous.device
+        uniforms, normals = draws(generator, state.previous.shape[0], frames, self.latent_size)  # on the CPU
+        chunk, state.previous, state.core = sample_frames(
+            self.core, self.head, state.previous, state.core, uniforms.to(device), normals.to(device), temperature,
+            self.config.mixtures, MIN_LOG_SCALE)
         self.train(was_training)
         return chunk * self.latent_std[:, None] + self.latent_mean[:, None]
-
-    def _draw(self, features: torch.Tensor, temperature: float, generator: Generators) -> torch.Tensor:
-        """One frame (B, latent), normalized, from the mixture the features (B, H) parametrize."""
-        logits, means, log_scales = self.mixture(features)
-        batch, rows = features.shape[0], torch.arange(features.shape[0], device=features.device)
-        if isinstance(generator, torch.Generator | None):
-            uniform, normal = torch.rand(batch, generator=generator), torch.randn(batch, self.latent_size,
-                                                                                   generator=generator)
-        else:
-            draws = [(torch.rand(1, generator=g), torch.randn(1, self.latent_size, generator=g)) for g in generator]
-            uniform, normal = torch.cat([u for u, _ in draws]), torch.cat([n for _, n in draws])
-        uniform, normal = uniform.to(features.device), normal.to(features.device)  # drawn on the CPU
-        if temperature == 0:
-            pick = logits.argmax(-1)
-            return means[rows, pick]
-        cumulative = torch.softmax(logits / temperature, -1).cumsum(-1)
-        pick = torch.searchsorted(cumulative, uniform[:, None]).clamp_max(self.config.mixtures - 1)[:, 0]
-        return means[rows, pick] + temperature * log_scales[rows, pick].exp() * normal
 
 
 class LearnedPrior(Prior):

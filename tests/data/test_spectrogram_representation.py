@@ -260,3 +260,23 @@ def test_the_recipes_short_windows_let_peak_locked_phases_keep_what_long_ones_sm
             assert out.shape == wave.shape
             scores.setdefault(name, []).append(pesq_wb(wave, out, 16000).value)
     assert min(scores["recipe"]) > 2.4 and max(scores["long"]) < 2.3, scores
+
+
+@pytest.mark.parametrize("method", ["peaks", "advancing", "zeros"])
+def test_without_iterations_the_inverse_is_the_same_bits_as_magnitude_times_unit_phasors(method):
+    """griffin_lim with 0 iterations builds the spectrum by torch.polar(magnitude, phase) in one pass; the same
+    numbers as the general path's magnitude * polar(1, phase), batch dimensions and a chunk's first frame included."""
+    from audiovae.dsp.transforms import griffin_lim
+
+    generator = torch.Generator().manual_seed(0)
+    magnitude = torch.exp(3 * torch.randn(2, 3, 257, 41, generator=generator) - 4)
+    synthesis = SynthesisConfig(method, 0)
+    for first_frame in (0, 17):
+        flat = magnitude.reshape(-1, 257, 41)
+        phase = synthesis.phase_rule(512, 128)(flat, first_frame)
+        spectrum = flat * torch.polar(torch.ones_like(phase), phase).expand_as(flat)
+        expected = torch.istft(spectrum, 512, 128, window=torch.hann_window(512), length=41 * 128)
+        got = griffin_lim(magnitude, 512, 128, 41 * 128, synthesis, first_frame)
+        assert got.shape == (2, 3, 41 * 128)
+        assert torch.equal(got.reshape(-1, 41 * 128), expected)
+        assert expected.abs().max() > 1e-3
