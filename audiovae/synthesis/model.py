@@ -11,7 +11,7 @@ so memory stays bounded and chunk joins match a single pass:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +26,9 @@ from audiovae.io.atomic import file_sha256
 from audiovae.io.audio import level_stats, load_for_model, normalization_gain, peak_safe_scale
 from audiovae.io.checkpoint import load_checkpoint, weights_sha256
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder, resolve_checkpoint
-from audiovae.models import VAE, Posterior, build_model, fold_weight_norm
+from audiovae.models import VAE, LabelledVAE, Posterior, build_model, fold_weight_norm
 from audiovae.priors.base import Prior
-from audiovae.priors.learned import PriorMismatch, load_learned_prior
+from audiovae.priors.learned import LearnedPrior, PriorMismatch, load_learned_prior
 
 CHUNK_FRAMES = 1024  # latent frames per chunk (16 s at 256 samples per frame)
 MARGIN_FRAMES: int | None = None  # latent frames of context on each side of a chunk; None: the model's reach
@@ -91,6 +91,46 @@ class Model:
     @property
     def latent_size(self) -> int:
         return self.net.latent_size
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """A conditional run's label names (model.labels; docs/conditional.md), else ()."""
+        return tuple(getattr(self.recipe.model, "labels", ()))
+
+    def with_label(self, label: str | None) -> Model:
+        """This model under one label: encode, decode, generate and the learned prior all take it. None: the model
+        itself. UserError for a label on an unconditional run, an unknown label (naming the known ones), and
+        None on a conditional run."""
+        import copy
+
+        if label is None:
+            if self.labels and self.net.labels:
+                raise UserError(f"{self.run}: this run is conditional; give a label (--label), one of: "
+                                f"{', '.join(self.labels)}")
+            return self
+        if not self.labels:
+            raise UserError(f"--label {label}: {self.run} is not conditional (trained without labels); leave --label "
+                            "out, or train with model.conditional: true on a dataset prepared with --labels")
+        if label not in self.labels:
+            raise UserError(f"--label {label}: unknown label; this run knows {', '.join(self.labels)}")
+        if not self.net.labels:
+            raise UserError(f"--label {label}: this model is already bound to a label")
+        index = self.labels.index(label)
+        bound = copy.copy(self)
+        bound.net = LabelledVAE(self.net, index)
+        if isinstance(self.learned_prior, LearnedPrior):
+            bound.learned_prior = self.learned_prior.with_label(index)
+        return bound
+
+    def labels_in_turn(self, n: int, label: str | Sequence[str] | None = None) -> list[str] | None:
+        """The label of each of n sounds: the given one, the given ones in turn, or (None on a conditional run) the
+        run's labels in turn; None for an unconditional run without labels or a model bound to one (with_label)."""
+        if label is None and not (self.labels and self.net.labels):  # unconditional, or bound to a label already
+            return None
+        names = list(self.labels) if label is None else [label] if isinstance(label, str) else list(label)
+        if not names:
+            raise UserError("--label: give at least one label")
+        return [names[i % len(names)] for i in range(n)]
 
     @property
     def checkpoint_sha256(self) -> str:
@@ -245,17 +285,24 @@ class Model:
 
     # ---- sounds in, sounds out ------------------------------------------------------------------------------
     def generate(self, n: int, seconds: float | None = None, temperature: float = 1.0, seed: int = 0,
-                 batch_size: int = 8, progress: bool = False, prior: str | Prior | None = None) -> list[np.ndarray]:
+                 batch_size: int = 8, progress: bool = False, prior: str | Prior | None = None,
+                 label: str | Sequence[str] | None = None) -> list[np.ndarray]:
         """n waveforms decoded from prior samples. Sample i uses seed + i, whatever the batch size.
 
         seconds: duration (default: one training segment). temperature scales the prior's spread; 0 decodes
         its likeliest values. prior: 'learned' (the run's), 'gaussian' (N(0, I)), a Prior, or None (the
-        learned one when the run has one). For long sounds, audiovae.synthesis.generate.generate_files writes to
-        files in bounded memory.
+        learned one when the run has one). label: a conditional run's label, or labels taken in turn (None: all
+        of the run's in turn; labels_in_turn). For long sounds, audiovae.synthesis.generate.generate_files writes
+        to files in bounded memory.
         """
         from tqdm import tqdm
 
         from audiovae.synthesis.generate import choose_prior, latent_chunks
+
+        names = self.labels_in_turn(n, label)
+        if names is not None:  # sound i under its label, from seed + i
+            return [self.with_label(name).generate(1, seconds, temperature, seed + i, 1, False, prior)[0]
+                    for i, name in enumerate(names)]
 
         chosen = choose_prior(self, prior)
         samples = (self.recipe.data.segment_samples if seconds is None else round(seconds * self.sample_rate))
@@ -292,6 +339,7 @@ class Model:
 
     def encode_posterior(self, wave: np.ndarray) -> tuple[Latents, np.ndarray]:
         """Like encode, and also the KL to the prior per latent value, (latent_size, frames) in nats."""
+        self.with_label(None)  # a conditional run needs its label
         gain = self._gain(wave)
         posterior = self._encode_wave(wave, gain)
         frames = self.frames_for(len(wave))
@@ -303,6 +351,7 @@ class Model:
 
         Latents from `encode` come back at the encoded input's level; bare arrays at the training level.
         """
+        self.with_label(None)  # a conditional run needs its label
         gain = latents.gain if isinstance(latents, Latents) else 1.0
         values = latents.values if isinstance(latents, Latents) else np.asarray(latents, np.float32)
         samples = samples or (latents.samples if isinstance(latents, Latents) else values.shape[-1] * self.frame_samples)
@@ -311,9 +360,13 @@ class Model:
         z = torch.from_numpy(np.ascontiguousarray(values, np.float32)).to(self.device)[None]
         return _peak_safe(self.decode_all(z, samples)[0] / gain)
 
-    def reconstruct(self, wave: np.ndarray) -> np.ndarray:
-        """Encode and decode a waveform of any length, returned at the input's level."""
-        return self.decode(self.encode(wave))
+    def reconstruct(self, wave: np.ndarray, label: str | None = None, source_label: str | None = None) -> np.ndarray:
+        """Encode and decode a waveform of any length, returned at the input's level. A conditional run's label:
+        decode under `label`, encode under `source_label` (default: `label`); a sound of one label encoded under
+        its own and decoded under another is label transfer."""
+        if label is None and source_label is None:
+            return self.decode(self.encode(wave))
+        return self.with_label(label or source_label).decode(self.with_label(source_label or label).encode(wave))
 
     def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 8, method: str = "slerp") -> list[np.ndarray]:
         """`steps` waveforms moving from a's latents to b's (cropped to the shorter), 'slerp' or 'linear'."""
@@ -339,8 +392,10 @@ class Model:
         peak, rms = level_stats(wave)
         return normalization_gain(peak, rms, data.normalization, data.level_db)
 
-    def reconstruct_file(self, source: str | Path, destination: str | Path, block_seconds: float = 30.0) -> Path:
-        """Reconstruct an audio file of any length into a 16-bit WAV, holding only blocks in memory.
+    def reconstruct_file(self, source: str | Path, destination: str | Path, block_seconds: float = 30.0,
+                         encoder: Model | None = None) -> Path:
+        """Reconstruct an audio file of any length into a 16-bit WAV, holding only blocks in memory (encoded by
+        `encoder`, default this model: with_label models for label transfer).
 
         The input is resampled into a temporary memory-mapped file, encoded chunk by chunk, decoded into a
         second one, and written at the input's level (peak-safe), atomically.
@@ -348,7 +403,7 @@ class Model:
         from audiovae.io.audio import write_wav_blocks
         from audiovae.synthesis.longfile import reconstruction_on_disk
 
-        with reconstruction_on_disk(self, source, block_seconds) as result:
+        with reconstruction_on_disk(self, source, block_seconds, encoder) as result:
             gain = result.latents.gain
             peak = result.peak / gain  # at the input's level
             scale = peak_safe_scale(peak) / gain
