@@ -300,7 +300,8 @@ class Model:
         from audiovae.synthesis.generate import choose_prior, latent_chunks
 
         names = self.labels_in_turn(n, label)
-        if names is not None:  # sound i under its label, from seed + i
+        if names is not None:  # sound i under its label, from seed + i (the run's own prior: under that label too)
+            prior = None if prior is self.learned_prior and prior is not None else prior
             return [self.with_label(name).generate(1, seconds, temperature, seed + i, 1, False, prior)[0]
                     for i, name in enumerate(names)]
 
