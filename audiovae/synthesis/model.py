@@ -211,6 +211,7 @@ class Model:
         time, in order: what anomaly scoring measures. `wave` may be a memory map: one chunk and its margins are
         read at a time. Each chunk is computed with two margins of context (the encoder's reach, then the
         decoder's) and one frame more for the analysis window, so chunks agree with one pass over the sound."""
+        self.with_label(None)  # a conditional run needs its label
         gain, hop, steps_per_frame = self._gain(wave), self.frame_samples, self.net.hop
         steps = max(1, len(wave) // self.representation.samples_per_step)  # what from_audio makes of the whole
         frames = self.frames_for(len(wave))
