@@ -11,6 +11,6 @@ from audiovae.cli.main import main
 def test_exporting_a_conditional_run_is_one_line(conditional_run, tmp_path):
     result = CliRunner().invoke(main, ["export", str(conditional_run), str(tmp_path / "exported")])
     assert result.exit_code == 1
-    assert result.output.strip() == ("Error: export of conditional models is not supported yet (the label would be an "
+    assert result.output.strip() == ("error: export of conditional models is not supported yet (the label would be an "
                                      "input channel of prior and decode); export an unconditional run")
     assert not (tmp_path / "exported" / "model.ts").exists()
