@@ -29,7 +29,7 @@ import torch
 from audiovae.data.manifest import read_manifest
 from audiovae.errors import UserError
 from audiovae.evaluation import perceptual
-from audiovae.evaluation.by_label import by_label_lines, frechet_by_label, split_labels
+from audiovae.evaluation.by_label import by_label_lines, frechet_by_label, likeliest_label, split_labels
 from audiovae.evaluation.measures import (
     CANDIDATES,
     SIGNALS,
@@ -186,6 +186,7 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
     nll_frames = 0
     heldout_features: list[FeatureMoments] = []
     heldout_labels: list[str | None] = []
+    likeliest: list[str] = []  # a conditional learned prior's likeliest label for each held-out file
     encode_seconds = decode_seconds = audio_seconds = 0.0
     skipped = []
     for path, expected, label in tqdm(zip(paths, hashes, labels, strict=True), total=len(paths), unit="file",
@@ -210,6 +211,8 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
                 for name, prior in file_priors.items():  # held-out NLL per latent frame, summed over frames here
                     nll_sums[name] = nll_sums.get(name, 0.0) + prior.nll(z) * z.shape[-1]
                 nll_frames += z.shape[-1]
+                if model.labels and model.learned_prior is not None:
+                    likeliest.append(likeliest_label(model, z))
                 sums = _latent_sums(streamed.latents.values, streamed.kl)
                 latent_sums = sums if latent_sums is None else latent_sums + sums
                 heldout_features.append(features)
@@ -232,7 +235,7 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
     if None not in heldout_labels and len(set(heldout_labels)) >= 2:
         generation["by_label"] = frechet_by_label(model, heldout_features, heldout_labels,
                                                   generation["generated_sounds"],
-                                                  model.recipe.data.segment_samples / rate, seed)
+                                                  model.recipe.data.segment_samples / rate, seed, likeliest or None)
     prior = (model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
              if measures.needs_prior_samples() else [])
     signals, prior_notes = measures.sections(tally, prior)

@@ -66,3 +66,5 @@ def test_evaluate_of_a_conditional_run_prints_the_table(conditional_run):
         assert np.isfinite(row["frechet_own"]) and np.isfinite(row["frechet_others"]) and row["files"] == 1
     assert "generation by label: Frechet distance of its own samples (under the label)" in result.table
     assert result.metrics["files"] == 2  # every held-out file, each encoded under its own label
+    # the conditional prior finds each held-out file likeliest under its own label (chance: one in two)
+    assert [row["prior_picks_label"] for row in by_label.values()] == [1.0, 1.0]
