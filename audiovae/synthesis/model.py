@@ -26,9 +26,9 @@ from audiovae.io.atomic import file_sha256
 from audiovae.io.audio import level_stats, load_for_model, normalization_gain, peak_safe_scale
 from audiovae.io.checkpoint import load_checkpoint, weights_sha256
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder, resolve_checkpoint
-from audiovae.models import VAE, LabelledVAE, Posterior, build_model, fold_weight_norm
+from audiovae.models import VAE, Posterior, build_model, fold_weight_norm
 from audiovae.priors.base import Prior
-from audiovae.priors.learned import LearnedPrior, PriorMismatch, load_learned_prior
+from audiovae.priors.learned import PriorMismatch, load_learned_prior
 
 CHUNK_FRAMES = 1024  # latent frames per chunk (16 s at 256 samples per frame)
 MARGIN_FRAMES: int | None = None  # latent frames of context on each side of a chunk; None: the model's reach
@@ -100,37 +100,17 @@ class Model:
     def with_label(self, label: str | None) -> Model:
         """This model under one label: encode, decode, generate and the learned prior all take it. None: the model
         itself. UserError for a label on an unconditional run, an unknown label (naming the known ones), and
-        None on a conditional run."""
-        import copy
+        None on a conditional run (audiovae.synthesis.labels)."""
+        from audiovae.synthesis.labels import bind_label
 
-        if label is None:
-            if self.labels and self.net.labels:
-                raise UserError(f"{self.run}: this run is conditional; give a label (--label), one of: "
-                                f"{', '.join(self.labels)}")
-            return self
-        if not self.labels:
-            raise UserError(f"--label {label}: {self.run} is not conditional (trained without labels); leave --label "
-                            "out, or train with model.conditional: true on a dataset prepared with --labels")
-        if label not in self.labels:
-            raise UserError(f"--label {label}: unknown label; this run knows {', '.join(self.labels)}")
-        if not self.net.labels:
-            raise UserError(f"--label {label}: this model is already bound to a label")
-        index = self.labels.index(label)
-        bound = copy.copy(self)
-        bound.net = LabelledVAE(self.net, index)
-        if isinstance(self.learned_prior, LearnedPrior):
-            bound.learned_prior = self.learned_prior.with_label(index)
-        return bound
+        return bind_label(self, label)
 
     def labels_in_turn(self, n: int, label: str | Sequence[str] | None = None) -> list[str] | None:
         """The label of each of n sounds: the given one, the given ones in turn, or (None on a conditional run) the
         run's labels in turn; None for an unconditional run without labels or a model bound to one (with_label)."""
-        if label is None and not (self.labels and self.net.labels):  # unconditional, or bound to a label already
-            return None
-        names = list(self.labels) if label is None else [label] if isinstance(label, str) else list(label)
-        if not names:
-            raise UserError("--label: give at least one label")
-        return [names[i % len(names)] for i in range(n)]
+        from audiovae.synthesis.labels import labels_in_turn
+
+        return labels_in_turn(self, n, label)
 
     @property
     def checkpoint_sha256(self) -> str:
