@@ -190,6 +190,60 @@ def write_tiny_recipe_fixture():
     return write_tiny_recipe
 
 
+# ---- a tiny frame model (the README's main job) and a conditional one on two synthetic classes --------------------
+SEGMENT = 2048  # 16 STFT frames of 128 samples
+
+
+def write_frame_recipe(path: Path, data_folder: Path, conditional: bool = False, steps: int = 6,
+                       prior_steps: int = 6) -> Path:
+    """A spectrogram recipe (the README's main job) at a few channels: trains a step in milliseconds."""
+    import yaml
+
+    model = {"family": "mel", "channels": 8, "max_channels": 8, "strides": [2], "latent_size": 4,
+             "residual_layers": 1, "kernel_size": 3, "activation": "leaky_relu"}
+    if conditional:
+        model["conditional"] = True
+    recipe = {
+        "data": {"folder": str(data_folder), "sample_rate": TINY_RATE, "features": "spectrogram",
+                 "segment_samples": SEGMENT, "valid_fraction": 0.34,
+                 "mel": {"n_fft": 512, "hop_length": 128, "log_floor": 0.00001}},
+        "model": model,
+        "synthesis": {"method": "peaks", "iterations": 0},
+        "loss": {"terms": {"l1": 1.0}, "beta": 0.001, "beta_warmup_steps": 0},
+        "train": {"learning_rate": 0.003, "batch_size": 8, "max_steps": steps, "valid_every": steps,
+                  "valid_batches": 2, "checkpoint_every": steps, "log_every": 10, "seed": 0, "num_threads": 1,
+                  "device": "cpu"},
+        "prior": {"kind": "gru", "hidden_size": 16, "layers": 1, "mixtures": 2, "sequence_frames": 8,
+                  "batch_size": 8, "max_steps": prior_steps, "max_minutes": None, "valid_every": prior_steps,
+                  "checkpoint_every": prior_steps, "log_every": 10, "dropout": 0.0},
+    }
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def write_two_classes(root: Path, files: int = 4) -> Path:
+    """root/tone/*.wav: steady sines (200-800 Hz); root/noise/*.wav: white noise. 1 s each."""
+    for i in range(files):
+        write_signal(root / "tone" / f"tone_{i}.wav", 1.0, TINY_RATE, kind="sine", frequency=200.0 + 150.0 * i)
+        write_signal(root / "noise" / f"noise_{i}.wav", 1.0, TINY_RATE, kind="noise", seed=i, amplitude=0.5)
+    return root
+
+
+@pytest.fixture(scope="session")
+def conditional_run(tmp_path_factory) -> Path:
+    """A conditional frame model (and its conditional learned prior) trained on tone/ and noise/ folders."""
+    from audiovae.config.recipe import load_recipe
+    from audiovae.data.prepare import prepare
+    from audiovae.training.vae_stage import train
+
+    root = tmp_path_factory.mktemp("conditional")
+    audio = write_two_classes(root / "audio")
+    recipe = write_frame_recipe(root / "frames.yaml", root / "data", conditional=True, steps=150, prior_steps=200)
+    result = prepare([audio], root / "data", load_recipe(recipe).data, workers=1, progress=False, labels="folders")
+    assert result.labels is not None and set(result.labels) == {"noise", "tone"}
+    return train(recipe, runs_root=root / "runs", progress=False).run_dir
+
+
 # ---- tiny learned priors on synthetic latents (priors/, realtime/) ----------------------------------------
 PRIOR_LATENT = 4  # latent size of the tiny priors' synthetic latents
 TINY_PRIORS = {"gru": PriorConfig(kind="gru", hidden_size=16, layers=2, mixtures=3, dropout=0.0),

@@ -48,10 +48,13 @@ def main() -> None:
 @click.option("--valid-fraction", type=float, default=None,
               help="Share of source files held out for validation. Default: 0.1.")
 @click.option("--seed", "split_seed", type=int, default=None, help="Seed of the train/valid split. Default: 0.")
+@click.option("--labels", default=None, metavar="folders|FILE.csv",
+              help="Label each file, for conditional models: 'folders' (DIR/kick/a.wav -> kick) or a CSV of "
+                   "path,label. The split is then stratified by label.")
 @click.option("--workers", type=int, default=None, help="Worker processes. Default: all cores.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def prepare(inputs, output, recipe, workers, force, quiet, **flags) -> None:
+def prepare(inputs, output, recipe, labels, workers, force, quiet, **flags) -> None:
     """Turn folders of recordings (WAV, FLAC, OGG, AIFF, MP3) into a training set.
 
     Files are found recursively, mixed to mono, resampled, normalized per file and cut into segments;
@@ -83,10 +86,16 @@ def prepare(inputs, output, recipe, workers, force, quiet, **flags) -> None:
     except ConfigError as error:
         raise UserError(f"--{error.key.replace('_', '-')}: {error.message}") from None
     output = output or Path(data.folder)
-    result = run_prepare(list(inputs), output, data, workers=workers, force=force, progress=not quiet)
+    result = run_prepare(list(inputs), output, data, workers=workers, force=force, progress=not quiet, labels=labels)
     totals = result.segments
     click.echo(f"wrote {result.output}: {result.files} files ({result.hours:.3f} h), "
                f"{totals['train']} train / {totals['valid']} valid segments, {result.skipped} skipped")
+    if result.labels is not None:
+        from audiovae.data.labels import describe_counts
+
+        click.echo(f"{len(result.labels)} labels:")
+        for line in describe_counts(result.labels):
+            click.echo(line, err=line.startswith("warning"))
     if recipe is None:  # any recipe whose data: settings match these trains on it
         print_next(["audiovae", "train", "RECIPE.yaml", "--set", f"data.folder={result.output}"])
     elif Path(result.output).resolve() != Path(data.folder).resolve():

@@ -41,9 +41,11 @@ def check_count(flag: str, value: int, bound: int) -> None:
 @click.option("--prompt", type=click.Path(path_type=Path), default=None,
               help="A sound to continue: each output starts with its reconstruction, then --seconds of new material.")
 @click.option("--plot", is_flag=True, help="Also write a PNG (waveform and log-mel spectrogram) beside each WAV.")
+@click.option("--label", "labels", multiple=True, metavar="NAME",
+              help="A conditional run's label (repeat it to take several in turn). Default: all the run's in turn.")
 @model_options
-def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name, prompt, plot, run, checkpoint,
-             device, force) -> None:
+def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name, prompt, plot, labels, run,
+             checkpoint, device, force) -> None:
     """Decode samples of the prior into OUT_DIR/sample_000.wav ... and OUT_DIR/samples.json.
 
     Sounds of any length are streamed: latents from the prior into the decoder, samples to the files.
@@ -66,7 +68,13 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name,
 
         require_matplotlib()
     model = load_model(run, checkpoint, device)
-    prior = choose_prior(model, prior_name)
+    in_turn = model.labels_in_turn(count, list(labels) or None)
+    if labels and not model.labels:
+        model.with_label(labels[0])  # the one-line refusal: an unconditional run
+    bound = [model.with_label(name) for name in in_turn] if in_turn else None  # unknown labels refused here
+    if in_turn and not labels:
+        click.echo(f"this run is conditional: labels {', '.join(model.labels)} in turn (--label picks)", err=True)
+    prior = choose_prior(bound[0] if bound else model, prior_name)
     samples = model.recipe.data.segment_samples if seconds is None else round(seconds * model.sample_rate)
     if samples < 1:
         raise UserError(f"--seconds {seconds:g} is 0 samples at {model.sample_rate} Hz; the shortest sound is "
@@ -77,14 +85,19 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name,
     with outputs(out_dir, names + ["samples.json"], force, (".png",) if plot else (), inputs, whole_set=True,
                  legacy=earlier_samples) as folder:
         paths = folder.paths[:count]
-        z_prompt = prompt_latents(model, prompt) if prompt is not None else None
-        written = generate_files(model, paths, seconds, temperature, seed, prior, z_prompt, batch_size,
-                                 progress=count * samples > 20 * model.sample_rate)
+        z_prompt = prompt_latents(bound[0] if bound else model, prompt) if prompt is not None else None
+        if bound is None:
+            written = generate_files(model, paths, seconds, temperature, seed, prior, z_prompt, batch_size,
+                                     progress=count * samples > 20 * model.sample_rate)
+        for i, (path, labelled) in enumerate(zip(paths, bound or [], strict=False)):  # sound i: seed + i, its label
+            written = generate_files(labelled, [path], seconds, temperature, seed + i,
+                                     choose_prior(labelled, prior_name), z_prompt, 1)
         write_json_atomic(folder.paths[-1], {
             "checkpoint": str(model.checkpoint), "checkpoint_sha256": model.checkpoint_sha256,
             "sample_rate": model.sample_rate, "prior": prior.name, "temperature": temperature,
             "prompt": str(prompt) if prompt is not None else None, "seconds": written / model.sample_rate,
-            "files": [{"file": p.name, "seed": seed + i} for i, p in enumerate(paths)],
+            "files": [{"file": p.name, "seed": seed + i, **({"label": in_turn[i]} if in_turn else {})}
+                      for i, p in enumerate(paths)],
         })
         if plot:
             plot_outputs([(path, model.load_audio(path)) for path in paths], model.sample_rate)
@@ -107,24 +120,30 @@ def earlier_samples(folder: Path) -> list[str]:
 @click.command()
 @files_into_folder("inputs")
 @click.option("--plot", is_flag=True, help="Also write a PNG per file: input above output.")
+@click.option("--label", default=None, metavar="NAME", help="A conditional run's label to decode under.")
+@click.option("--from-label", default=None, metavar="NAME",
+              help="The label to encode under (the inputs' own: label transfer). Default: --label.")
 @model_options
-def reconstruct(inputs, out_dir, plot, run, checkpoint, device, force) -> None:
+def reconstruct(inputs, out_dir, plot, label, from_label, run, checkpoint, device, force) -> None:
     """Encode and decode whole files of any length (resampled to the model's rate) into OUT_DIR.
 
-    With a model trained on other sounds, this is timbre transfer.
+    With a model trained on other sounds, this is timbre transfer; with a conditional run, --from-label kick
+    --label snare decodes a kick's latents as a snare (label transfer).
     """
     if plot:
         from audiovae.io.plots import require_matplotlib
 
         require_matplotlib()
-    model = load_model(run, checkpoint, device)
+    loaded = load_model(run, checkpoint, device)
+    model = loaded.with_label(label or from_label)
+    encoder = loaded.with_label(from_label or label)
     folder = outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], force, (".png",) if plot else (),
                      [*inputs, model.checkpoint])
     done, failed = [], []
     with folder:
         for source, path in zip(inputs, folder.paths, strict=True):
             try:
-                done.append((source, model.reconstruct_file(source, path)))
+                done.append((source, model.reconstruct_file(source, path, encoder=encoder)))
             except UserError as error:  # one bad file does not stop the others
                 if len(inputs) == 1:
                     raise
@@ -141,12 +160,13 @@ def reconstruct(inputs, out_dir, plot, run, checkpoint, device, force) -> None:
 
 @click.command()
 @files_into_folder("inputs")
+@click.option("--label", default=None, metavar="NAME", help="A conditional run's label to encode under.")
 @model_options
-def encode(inputs, out_dir, run, checkpoint, device, force) -> None:
+def encode(inputs, out_dir, label, run, checkpoint, device, force) -> None:
     """Encode files to latent sequences: OUT_DIR/NAME.npy (latent_size, frames) and NAME.json."""
     from audiovae.synthesis.latent_files import save_latents
 
-    model = load_model(run, checkpoint, device)
+    model = load_model(run, checkpoint, device).with_label(label)
     with outputs(out_dir, [f"{Path(p).stem}.npy" for p in inputs], force, (".json",),
                  [*inputs, model.checkpoint]) as folder:
         paths = folder.paths
@@ -160,13 +180,14 @@ def encode(inputs, out_dir, run, checkpoint, device, force) -> None:
 
 @click.command()
 @files_into_folder("latents")
+@click.option("--label", default=None, metavar="NAME", help="A conditional run's label to decode under.")
 @model_options
-def decode(latents, out_dir, run, checkpoint, device, force) -> None:
+def decode(latents, out_dir, label, run, checkpoint, device, force) -> None:
     """Decode latent files written by `audiovae encode` back to WAV files in OUT_DIR."""
     from audiovae.io.audio import write_wav
     from audiovae.synthesis.latent_files import load_latents
 
-    model = load_model(run, checkpoint, device)
+    model = load_model(run, checkpoint, device).with_label(label)
     headers = [Path(p).with_suffix(".json") for p in latents]
     with outputs(out_dir, [f"{Path(p).stem}.wav" for p in latents], force, (),
                  [*latents, *headers, model.checkpoint]) as folder:
@@ -184,8 +205,9 @@ def decode(latents, out_dir, run, checkpoint, device, force) -> None:
 @click.option("--steps", type=int, default=8, show_default=True, help="Number of sounds, endpoints included (>= 2).")
 @click.option("--method", type=click.Choice(["slerp", "linear"]), default="slerp", show_default=True,
               help="Spherical or linear interpolation of the latent sequences.")
+@click.option("--label", default=None, metavar="NAME", help="A conditional run's label.")
 @model_options
-def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, force) -> None:
+def interpolate(first, second, out_dir, steps, method, label, run, checkpoint, device, force) -> None:
     """Move from FIRST's latents to SECOND's in STEPS sounds: OUT_DIR/interp_000.wav ..."""
     from audiovae.io.audio import write_wav
 
@@ -194,7 +216,7 @@ def interpolate(first, second, out_dir, steps, method, run, checkpoint, device, 
     names = [f"interp_{i:03d}.wav" for i in range(steps)]
     with outputs(out_dir, names, force, (), [first, second, *([checkpoint] if checkpoint else [])],
                  whole_set=True) as folder:  # before any work
-        model = load_model(run, checkpoint, device)
+        model = load_model(run, checkpoint, device).with_label(label)
         a, b = model.load_audio(first), model.load_audio(second)
         if len(a) != len(b):  # the model crops the longer: say so, as a shorter output is not what was asked
             shorter = min(len(a), len(b))

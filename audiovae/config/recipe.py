@@ -191,6 +191,8 @@ class Recipe:
         plain = to_plain(dataclasses.asdict(self))
         for key in LOSS_ALIASES:  # always folded into loss.terms by now
             del plain["loss"][key]
+        if not plain["model"].get("conditional", True):  # unconditional runs keep the recipe they had before conditioning
+            del plain["model"]["conditional"], plain["model"]["labels"]
         return plain
 
 

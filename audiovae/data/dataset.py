@@ -34,8 +34,8 @@ class PreparedDataset:
         """What a run trained on, as stored in its checkpoints: settings, split shapes, and a hash of the
         source files (name, content hash, split, segments). Re-preparing the same audio the same way gives
         the same fingerprint; the creation time and audiovae version do not count."""
-        files = [[str(r.get("path")), r.get("sha256"), r.get("split"), r.get("segments")]
-                 for r in self.manifest.get("files", [])]
+        files = [[str(r.get("path")), r.get("sha256"), r.get("split"), r.get("segments"),
+                  *([r["label"]] if "label" in r else [])] for r in self.manifest.get("files", [])]
         return {"settings": self.manifest.get("settings", {}),
                 "splits": {k: list(v["shape"]) for k, v in self.manifest["splits"].items()},
                 "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()}
@@ -132,12 +132,13 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     Items are float tensors (channels, steps) of the representation (e.g. waveforms (1, samples), mel
     frames (n_mels, frames)). Randomness comes from a generator seeded by (seed, epoch, index), so runs and
-    resumes repeat exactly.
+    resumes repeat exactly. With `labels` (segments,) (a conditional model's), items are (item, label index).
     """
 
     def __init__(self, array: np.ndarray, representation: Representation, crop_samples: int | None = None,
-                 gain_db: float = 0.0, seed: int = 0):
+                 gain_db: float = 0.0, seed: int = 0, labels: np.ndarray | None = None):
         self.array = array
+        self.labels = labels
         self.representation = representation
         self.crop_samples = crop_samples
         self.gain_db = gain_db
@@ -147,7 +148,12 @@ class SegmentDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.array.shape[0])
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, int]:
+        item = self.features(index)
+        return item if self.labels is None else (item, int(self.labels[index]))
+
+    def features(self, index: int) -> torch.Tensor:
+        """Segment `index` as the model reads it, (channels, steps), cropped and scaled for training."""
         item = self.representation.item(self.array[index])
         if not self.crop_samples and not self.gain_db:
             return item

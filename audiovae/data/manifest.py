@@ -56,7 +56,8 @@ def source_path(manifest: dict[str, Any], record: dict[str, Any]) -> Path:
 
 def build_manifest(roots: list[Path], data: DataConfig, records: list[dict], skipped: list[dict],
                    counts: dict[str, int], seconds: float) -> dict[str, Any]:
-    """manifest.json of a dataset: format, settings, item shape, split arrays, totals, one record per file."""
+    """manifest.json of a dataset: format, settings, item shape, split arrays, totals, one record per file, and
+    the sorted label names when the records carry labels (audiovae.data.labels)."""
     settings = dataclasses.asdict(data)
     settings.pop("folder")
     shape = list(data.item_shape)
@@ -78,6 +79,7 @@ def build_manifest(roots: list[Path], data: DataConfig, records: list[dict], ski
             "hours": round(seconds / 3600, 6),
             "segments": dict(counts),
         },
+        **({"labels": sorted({r["label"] for r in records})} if records and "label" in records[0] else {}),
         "files": records,
         "skipped": skipped,
     }

@@ -27,6 +27,7 @@ import numpy as np
 
 from audiovae.compute.threads import available_cpus
 from audiovae.config.data import DataConfig
+from audiovae.data.labels import check_labels, label_counts, read_labels, stratified_splits
 from audiovae.data.manifest import DATASET_FORMAT, SPLITS, build_manifest, display, exact_bytes, manifest_path
 from audiovae.errors import UserError
 from audiovae.io.atomic import atomic_directory, file_sha256, is_disk_full, write_json_atomic
@@ -64,6 +65,7 @@ class PrepareResult:
     hours: float
     segments: dict[str, int]
     manifest: dict[str, Any]
+    labels: dict[str, dict[str, int]] | None = None  # label -> files, train and valid segments (--labels)
 
 
 def find_audio(inputs: list[Path]) -> list[SourceFile]:
@@ -289,8 +291,11 @@ def prepare(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    labels: str | None = None,
 ) -> PrepareResult:
     """Turn folders of audio into a dataset folder at `output` (see the module docstring).
+
+    labels: 'folders' or a CSV of path,label (audiovae.data.labels); the split is then stratified by label.
 
     Bad files are skipped with a warning on stderr and listed in the manifest. Raises UserError when
     nothing usable is found, when `output` exists without `force`, or when it lies inside an input.
@@ -307,7 +312,12 @@ def prepare(
     if not files:
         raise UserError(f"no audio files ({', '.join(e[1:] for e in AUDIO_EXTENSIONS)}) found in "
                         f"{', '.join(display(r) for r in roots)}")
-    splits = assign_splits(files, data.valid_fraction, data.split_seed)
+    names = read_labels(labels, files) if labels else None
+    if names is not None:
+        check_labels(names, labels)
+        splits = stratified_splits(files, names, data.valid_fraction, data.split_seed, assign_splits)
+    else:
+        splits = assign_splits(files, data.valid_fraction, data.split_seed)
     workers = max(1, min(workers or available_cpus(), len(files)))
 
     records: list[dict[str, Any]] = []
@@ -322,7 +332,8 @@ def prepare(
             tasks = [(f, data, str(parts / f"{i:07d}.f32")) for i, f in enumerate(files)]
             bar = tqdm(total=len(files), unit="file", desc="prepare", disable=not progress, file=sys.stderr)
             try:
-                for source, split, task, result in zip(files, splits, tasks, _run(tasks, workers), strict=True):
+                for index, (source, split, task, result) in enumerate(zip(files, splits, tasks, _run(tasks, workers),
+                                                                          strict=True)):
                     bar.update(1)
                     where = {"input": source.input_index, "path": display(source.relative)}
                     if (exact := exact_bytes(source.relative)) is not None:
@@ -335,7 +346,8 @@ def prepare(
                     with open(part, "rb") as handle:
                         shutil.copyfileobj(handle, handles[split], 1 << 22)
                     part.unlink()
-                    records.append({**where, **result, "split": split, "first_segment": counts[split]})
+                    records.append({**where, **result, "split": split, "first_segment": counts[split],
+                                    **({"label": names[index]} if names is not None else {})})
                     counts[split] += result["segments"]
                     seconds += result["duration_seconds"]
                     bar.set_postfix(hours=f"{seconds / 3600:.2f}", skipped=len(skipped))
@@ -349,12 +361,15 @@ def prepare(
                     f"no usable audio in {', '.join(display(r) for r in roots)}: all {len(files)} files were "
                     "skipped (reasons above)"
                 )
+            if names is not None:
+                check_labels([r["label"] for r in records], f"{labels} (after skipped files)")
             manifest = build_manifest(roots, data, records, skipped, counts, seconds)
             write_json_atomic(manifest_path(tmp), manifest)
     except FileExistsError:
         raise UserError(f"{display(output)}: a folder appeared there while prepare ran; it is kept as it is: "
                         "choose another -o") from None
-    return PrepareResult(output, len(records), len(skipped), seconds / 3600, counts, manifest)
+    return PrepareResult(output, len(records), len(skipped), seconds / 3600, counts, manifest,
+                         label_counts(records) if names is not None else None)
 
 
 def _run(tasks: list[tuple], workers: int):

@@ -30,6 +30,7 @@ import torch
 from audiovae.data.manifest import read_manifest
 from audiovae.errors import UserError
 from audiovae.evaluation import perceptual
+from audiovae.evaluation.by_label import by_label_lines, frechet_by_label, likeliest_label, split_labels
 from audiovae.evaluation.measures import (
     CANDIDATES,
     OPUS_FIXED,
@@ -170,10 +171,13 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
     manifest = read_manifest(folder)
     paths = held_out_files(manifest, split)
     hashes = held_out_hashes(manifest, split)
+    labels = split_labels(manifest, split)  # a conditional run encodes each file under its own label
     if not paths:
         raise UserError(f"{folder}: no files in the {split!r} split to evaluate on")
+    if model.labels and None in labels:
+        raise UserError(f"{folder}: a conditional run is evaluated on a labelled dataset; prepare it with --labels")
     if max_files:
-        paths, hashes = paths[:max_files], hashes[:max_files]
+        paths, hashes, labels = paths[:max_files], hashes[:max_files], labels[:max_files]
     if not opus_available():
         notes.append(f"Opus reference skipped: libsndfile {sf.__libsndfile_version__} "
                      "cannot write Ogg Opus")
@@ -187,12 +191,16 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
     nll_sums: dict[str, float] = {}
     nll_frames = 0
     heldout_features: list[FeatureMoments] = []
+    heldout_labels: list[str | None] = []
+    likeliest: list[str] = []  # a conditional learned prior's likeliest label for each held-out file
     encode_seconds = decode_seconds = audio_seconds = 0.0
     skipped = []
-    for path, expected in tqdm(zip(paths, hashes, strict=True), total=len(paths), unit="file", desc="evaluate",
-                               disable=not progress, file=sys.stderr):
+    for path, expected, label in tqdm(zip(paths, hashes, labels, strict=True), total=len(paths), unit="file",
+                                      desc="evaluate", disable=not progress, file=sys.stderr):
+        subject = model.with_label(label) if model.labels else model
+        file_priors = {name: subject.learned_prior if name == "learned" else prior for name, prior in priors.items()}
         try:
-            with reconstruction_on_disk(model, path, block_seconds) as streamed:
+            with reconstruction_on_disk(subject, path, block_seconds) as streamed:
                 check_unchanged(path, expected)  # readable audio, but is it the file that was held out?
                 output_scale = peak_safe_scale(streamed.peak)
                 features = FeatureMoments()
@@ -206,12 +214,15 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
                 measures.file(tally, streamed.source, streamed.output)
                 tally.end_file()
                 z = torch.from_numpy(streamed.latents.values)[None]
-                for name, prior in priors.items():  # held-out NLL per latent frame, summed over frames here
+                for name, prior in file_priors.items():  # held-out NLL per latent frame, summed over frames here
                     nll_sums[name] = nll_sums.get(name, 0.0) + prior.nll(z) * z.shape[-1]
                 nll_frames += z.shape[-1]
+                if model.labels and model.learned_prior is not None:
+                    likeliest.append(likeliest_label(model, z))
                 sums = _latent_sums(streamed.latents.values, streamed.kl)
                 latent_sums = sums if latent_sums is None else latent_sums + sums
                 heldout_features.append(features)
+                heldout_labels.append(label)
                 encode_seconds += streamed.encode_seconds
                 decode_seconds += streamed.decode_seconds
                 audio_seconds += len(streamed.source) / rate
@@ -227,6 +238,10 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
     generation = _generation(model, priors, heldout_features, audio_seconds, seed)
     generation["nll_per_frame"] = {name: total / nll_frames for name, total in nll_sums.items()}
     generation["samples_prior"] = "learned" if model.learned_prior else "gaussian"  # of the DNSMOS and comb rows
+    if None not in heldout_labels and len(set(heldout_labels)) >= 2:
+        generation["by_label"] = frechet_by_label(model, heldout_features, heldout_labels,
+                                                  generation["generated_sounds"],
+                                                  model.recipe.data.segment_samples / rate, seed, likeliest or None)
     prior = (model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
              if measures.needs_prior_samples() else [])
     signals, prior_notes = measures.sections(tally, prior)
@@ -241,7 +256,8 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
                "latent_bits_per_second": latent_bits, "opus_bits_per_second": opus_bits,
                "opus_fixed_bits_per_second": opus_fixed if opus_bits is not None else None,
                "reconstruction": reconstruction, **signals, "latent": latent,
-               "generation": generation, "speed": speed, "notes": notes}
+               "generation": generation, "speed": speed, "notes": notes,
+               **({"conditional": True} if model.labels else {})}
 
 
 def _latent_sums(means: np.ndarray, kl: np.ndarray, frames_per_step: int = 1 << 15) -> np.ndarray:
@@ -353,6 +369,8 @@ def format_table(metrics: dict[str, Any]) -> str:
                   for name, value in gen.get("nll_per_frame", {}).items()),
               f"speed on {speed['device']}: encode {speed['encode_real_time_factor']:.0f}x, "
               f"decode {speed['decode_real_time_factor']:.0f}x real time"]
+    if "by_label" in gen:
+        lines += by_label_lines(gen["by_label"], metrics.get("conditional", False))
     if latent["collapse_warning"]:
         lines.append(f"warning: {latent['collapse_warning']}")
     lines += [f"note: {note}" for note in metrics.get("notes", [])]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from audiovae.models import conv, dense, mel
-from audiovae.models.base import VAE, Family, Posterior, VAEOutput
+from audiovae.models.base import VAE, Family, LabelledVAE, Posterior, VAEOutput
 
 if TYPE_CHECKING:
     from audiovae.config.recipe import Recipe
@@ -54,5 +54,5 @@ def trained_vae(recipe: Recipe, weights: dict) -> VAE:
     return fold_weight_norm(net).eval()
 
 
-__all__ = ["FAMILIES", "VAE", "Family", "Posterior", "VAEOutput", "build_model", "fold_weight_norm", "get_family",
+__all__ = ["FAMILIES", "VAE", "Family", "LabelledVAE", "Posterior", "VAEOutput", "build_model", "fold_weight_norm", "get_family",
            "register", "trained_vae"]

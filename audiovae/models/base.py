@@ -85,22 +85,37 @@ class VAE(nn.Module):
     def pad_value(x: torch.Tensor) -> float:
         return 0.0
 
-    def encode(self, x: torch.Tensor) -> Posterior:
+    @property
+    def labels(self) -> int:
+        """How many labels a conditional model takes (model.conditional); 0 for an unconditional one."""
+        embedding = getattr(self, "label_embedding", None)
+        return embedding.labels if embedding is not None else 0
+
+    def encode(self, x: torch.Tensor, label: torch.Tensor | None = None) -> Posterior:
         """x: (batch, channels, time) of any length -> posterior over ceil(time / hop) latent frames.
 
-        The input is zero-padded on the right to a multiple of the hop.
+        The input is zero-padded on the right to a multiple of the hop. label: (batch,) label indices, for a
+        conditional model only (families that condition take it in encode_frames and decode_frames).
         """
-        return self.encode_frames(self.pad(x))
+        self.check_label(label)
+        return self.encode_frames(self.pad(x)) if label is None else self.encode_frames(self.pad(x), label=label)
 
-    def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, length: int | None = None, label: torch.Tensor | None = None) -> torch.Tensor:
         """z: (batch, latent_size, frames) -> (batch, channels, frames * hop), cropped to `length` if given."""
-        out = self.decode_frames(z)
+        self.check_label(label)
+        out = self.decode_frames(z) if label is None else self.decode_frames(z, label=label)
         return out if length is None else out[..., :length]
 
-    def forward(self, x: torch.Tensor, temperature: float = 1.0) -> VAEOutput:
-        posterior = self.encode(x)
+    def forward(self, x: torch.Tensor, temperature: float = 1.0, label: torch.Tensor | None = None) -> VAEOutput:
+        posterior = self.encode(x, label)
         latent = posterior.sample(temperature) if self.training else posterior.mean
-        return VAEOutput(self.decode(latent, x.shape[-1]), posterior, latent)
+        return VAEOutput(self.decode(latent, x.shape[-1], label), posterior, latent)
+
+    def check_label(self, label: torch.Tensor | None) -> None:
+        """ValueError unless a conditional model gets labels and an unconditional one none."""
+        if (label is None) != (self.labels == 0):
+            raise ValueError("a conditional model needs a label (batch,) of indices" if label is None
+                             else "this model is not conditional: it takes no label")
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         remainder = x.shape[-1] % self.hop
@@ -148,6 +163,38 @@ class VAE(nn.Module):
         """The family's decoder on z (batch, latent_size, frames): its raw output (batch, channels, frames * hop),
         before decode's cropping (and a causal model's latency compensation)."""
         raise NotImplementedError
+
+
+class LabelledVAE(VAE):
+    """A conditional VAE with its label fixed: the unconditional interface (encode(x), decode(z)), so that synthesis,
+    chunking and evaluation run on it unchanged. Holds the model as a submodule, sharing its weights."""
+
+    def __init__(self, net: VAE, label: int):
+        super().__init__()
+        self.net, self.label = net, label
+        self.hop, self.latent_size, self.input_channels = net.hop, net.latent_size, net.input_channels
+        self.frames_see_neighbours = net.frames_see_neighbours
+
+    @property
+    def labels(self) -> int:
+        return 0  # it takes none: it has one
+
+    def _label(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.full((batch,), self.label, dtype=torch.long, device=like.device)
+
+    def encode(self, x: torch.Tensor, label: torch.Tensor | None = None) -> Posterior:
+        self.check_label(label)
+        return self.net.encode(x, self._label(x.shape[0], x))
+
+    def decode(self, z: torch.Tensor, length: int | None = None, label: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_label(label)
+        return self.net.decode(z, length, self._label(z.shape[0], z))
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.pad(x)
+
+    def latent_frames(self, length: int) -> int:
+        return self.net.latent_frames(length)
 
 
 def split_posterior(stats: torch.Tensor) -> Posterior:

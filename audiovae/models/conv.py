@@ -12,7 +12,15 @@ from torch import nn
 from audiovae.config.schema import choice, require
 from audiovae.errors import UserError
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
-from audiovae.nn.blocks import UPSAMPLERS, DecoderBlock, EncoderBlock, activation, wn_conv1d
+from audiovae.nn.blocks import (
+    UPSAMPLERS,
+    DecoderBlock,
+    EncoderBlock,
+    LabelEmbedding,
+    activation,
+    with_first_bias,
+    wn_conv1d,
+)
 from audiovae.nn.host_faces import StatefulStreaming, WholeSignal
 from audiovae.nn.istft import PHASES, ISTFTDecoder
 from audiovae.nn.pqmf import PQMF
@@ -40,6 +48,10 @@ class ConvModelConfig:
     decoder_channels: int | None = None  # width of the istft decoder; None: max_channels
     istft_phase: str = "absolute"  # istft decoder: absolute | advancing (predicted as deviation from bin centres)
     upsample: str = "transposed"  # conv decoder: transposed | nearest | ramp (repeat or ramp + conv: no frame-rate comb)
+    # a learned label embedding into the encoder, the decoder and the learned prior: generate by label, transfer
+    # a sound to another label (docs/conditional.md); needs a dataset prepared with --labels
+    conditional: bool = False
+    labels: tuple[str, ...] = ()  # the dataset's label names, written by train into the run's recipe; leave empty
 
     def __post_init__(self):
         require(self.channels >= 1, "channels", "must be positive")
@@ -59,6 +71,13 @@ class ConvModelConfig:
         require(not (self.causal and self.decoder == "istft"), "decoder",
                 "the istft decoder does not stream yet; use decoder: conv with causal: true")
         require(self.bands >= 1 and (self.bands & (self.bands - 1)) == 0, "bands", "must be a power of two")
+        require(self.conditional or not self.labels, "labels", "are for conditional models (conditional: true)")
+        require(len(set(self.labels)) == len(self.labels), "labels", "must not repeat a name")
+        require(not self.labels or len(self.labels) >= 2, "labels", "a conditional model needs two labels or more")
+        require(not (self.conditional and self.causal), "conditional", "conditional models do not stream yet; "
+                "drop causal: true")
+        require(not (self.conditional and self.decoder == "istft"), "conditional",
+                "conditioning covers the conv decoder (decoder: conv)")
 
     @property
     def total_stride(self) -> int:
@@ -108,9 +127,11 @@ class ConvVAE(VAE):
     audiovae.nn.streaming is this output `latency_samples` later).
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, pqmf: PQMF | None = None):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, pqmf: PQMF | None = None,
+                 label_embedding: LabelEmbedding | None = None):
         super().__init__()
         self.encoder, self.decoder, self.pqmf = encoder, decoder, pqmf
+        self.label_embedding = label_embedding  # a conditional model's (model.conditional)
         self.latent_size, self.hop, self.input_channels = latent_size, hop, 1
         self.latency_samples = pqmf.delay if pqmf is not None else 0
 
@@ -120,21 +141,26 @@ class ConvVAE(VAE):
     def latent_frames(self, length: int) -> int:
         return super().latent_frames(length + self.latency_samples)
 
-    def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, length: int | None = None, label: torch.Tensor | None = None) -> torch.Tensor:
         if not self.latency_samples:
-            return super().decode(z, length)
+            return super().decode(z, length, label)
+        self.check_label(label)
         length = z.shape[-1] * self.hop if length is None else length
         extra = -(-self.latency_samples // self.hop)  # zero frames that let the last samples come out
-        out = self.decode_frames(nn.functional.pad(z, (0, extra)))
+        z = nn.functional.pad(z, (0, extra))
+        out = self.decode_frames(z) if label is None else self.decode_frames(z, label=label)
         return out[..., self.latency_samples : self.latency_samples + length]
 
-    def encode_frames(self, x: torch.Tensor) -> Posterior:
+    def encode_frames(self, x: torch.Tensor, label: torch.Tensor | None = None) -> Posterior:
         if self.pqmf is not None:
             x = self.pqmf.analysis(x)  # (B, bands, T / bands)
+        if label is not None:
+            return split_posterior(with_first_bias(self.encoder, x, self.label_embedding.encoder(label)[..., None]))
         return split_posterior(self.encoder(x))
 
-    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
-        y = self.decoder(z)
+    def decode_frames(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        y = (self.decoder(z) if label is None
+             else with_first_bias(self.decoder, z, self.label_embedding.decoder(label)[..., None]))
         if self.pqmf is not None and not isinstance(self.decoder, ISTFTDecoder):  # that one makes the waveform
             y = self.pqmf.synthesis(y)
         return torch.tanh(y)
@@ -151,7 +177,26 @@ def build_conv(recipe: Recipe) -> VAE:
                                config.activation, config.istft_phase)
     else:
         decoder = ConvDecoder(config.bands, config)
-    return ConvVAE(encoder, decoder, config.latent_size, config.total_stride, pqmf)
+    return ConvVAE(encoder, decoder, config.latent_size, config.total_stride, pqmf, label_embedding(config))
+
+
+def label_embedding(config: ConvModelConfig) -> LabelEmbedding | None:
+    """The label biases of a conditional model's encoder and decoder (first layers: widths[0] and widths[-1]), built
+    after them so that an unconditional model's weights are drawn as before; None when it is not conditional."""
+    if not config.conditional:
+        return None
+    if not config.labels:
+        raise UserError("model.conditional: the model's labels come from the dataset (audiovae train writes them "
+                        "into the run's recipe as model.labels); train it on a dataset prepared with --labels")
+    widths = _widths(config)
+    return LabelEmbedding(len(config.labels), widths[0], widths[-1])
+
+
+def refuse_conditional_export(recipe: Recipe) -> None:
+    """UserError: export does not carry the label yet (docs/conditional.md)."""
+    if getattr(recipe.model, "conditional", False):
+        raise UserError("export of conditional models is not supported yet (the label would be an input channel "
+                        "of prior and decode); export an unconditional run")
 
 
 def check_conv(recipe: Recipe) -> None:
@@ -190,6 +235,7 @@ class NoBands(nn.Module):
 
 def conv_face(net: VAE, recipe: Recipe) -> nn.Module:
     """What `audiovae export` scripts: a causal model streams block by block, others run whole signals."""
+    refuse_conditional_export(recipe)
     if isinstance(net.decoder, ISTFTDecoder):
         raise UserError("export covers the conv family with its conv decoder (model.decoder: conv); the istft "
                         "decoder's inverse STFT has no ONNX form yet")

@@ -14,7 +14,14 @@ from torch import nn
 from audiovae.config.schema import require
 from audiovae.dsp.causal_stft import causal_log_spectrogram, causal_synthesis
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
-from audiovae.models.conv import ConvDecoder, ConvEncoder, ConvModelConfig
+from audiovae.models.conv import (
+    ConvDecoder,
+    ConvEncoder,
+    ConvModelConfig,
+    label_embedding,
+    refuse_conditional_export,
+)
+from audiovae.nn.blocks import LabelEmbedding, with_first_bias
 from audiovae.nn.host_faces import StatefulStreaming, WholeSignal
 from audiovae.nn.spectral import LogMelFront, MelInversion
 from audiovae.nn.streaming import StreamingVAE, folded_copy
@@ -39,17 +46,24 @@ class MelVAE(VAE):
     """Frame VAE. Input and output: (batch, channels, frames) of natural-log magnitudes (mel bands or STFT bins)."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_size: int, hop: int, channels: int,
-                 pad_value: Callable[[torch.Tensor], float], offset: float = -5.0):
+                 pad_value: Callable[[torch.Tensor], float], offset: float = -5.0,
+                 label_embedding: LabelEmbedding | None = None):
         super().__init__()
         self.pad_value = pad_value  # the representation's silence
         self.encoder, self.decoder = encoder, decoder
         self.latent_size, self.hop, self.input_channels = latent_size, hop, channels
         self.offset = offset  # log-mels sit far below zero; centring them makes the start of training easier
+        self.label_embedding = label_embedding  # a conditional model's (model.conditional)
 
-    def encode_frames(self, x: torch.Tensor) -> Posterior:
+    def encode_frames(self, x: torch.Tensor, label: torch.Tensor | None = None) -> Posterior:
+        if label is not None:
+            return split_posterior(with_first_bias(self.encoder, x - self.offset,
+                                                   self.label_embedding.encoder(label)[..., None]))
         return split_posterior(self.encoder(x - self.offset))
 
-    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_frames(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        if label is not None:
+            return with_first_bias(self.decoder, z, self.label_embedding.decoder(label)[..., None]) + self.offset
         return self.decoder(z) + self.offset
 
 
@@ -57,8 +71,9 @@ def build_mel(recipe: Recipe) -> VAE:
     """The frame model of a recipe's model section, as wide as its representation's frames."""
     config, representation = recipe.model, recipe.data.representation
     channels = representation.channels
-    return MelVAE(ConvEncoder(channels, config), ConvDecoder(channels, config), config.latent_size,
-                  config.total_stride, channels, representation.pad_value)
+    encoder, decoder = ConvEncoder(channels, config), ConvDecoder(channels, config)  # built first: same weights
+    return MelVAE(encoder, decoder, config.latent_size, config.total_stride, channels, representation.pad_value,
+                  label_embedding=label_embedding(config))
 
 
 def check_mel(recipe: Recipe) -> None:
@@ -126,6 +141,7 @@ class MelWholeSignal(WholeSignal):
 
 def mel_face(net: MelVAE, recipe: Recipe) -> nn.Module:
     """What `audiovae export` scripts: a causal model streams block by block, others run whole signals."""
+    refuse_conditional_export(recipe)
     if recipe.model.causal:
         return StatefulStreaming(streaming_frames(net, recipe))
     return MelWholeSignal(net, recipe)

@@ -237,3 +237,26 @@ class DecoderBlock(nn.Sequential):
             upsampler(in_channels, out_channels, stride, upsample, causal),
             *residual_stack(out_channels, layers, kernel_size, act, causal),
         )
+
+
+class LabelEmbedding(nn.Module):
+    """Learned per-label biases for the first layer of an encoder and of a decoder (a conditional VAE): the same as
+    a one-hot label concatenated to their inputs as constant channels. label: (batch,) int64 -> (batch, C, 1)."""
+
+    def __init__(self, labels: int, encoder_channels: int, decoder_channels: int):
+        super().__init__()
+        self.encoder = nn.Embedding(labels, encoder_channels)
+        self.decoder = nn.Embedding(labels, decoder_channels)
+
+    @property
+    def labels(self) -> int:
+        return self.encoder.num_embeddings
+
+
+def with_first_bias(stack: nn.Sequential, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """`stack(x)` with `bias` (batch, channels, 1) added to the output of its first layer."""
+    layers = iter(stack)
+    x = next(layers)(x) + bias
+    for layer in layers:
+        x = layer(x)
+    return x

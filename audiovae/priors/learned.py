@@ -106,12 +106,15 @@ class StreamState:
 
     core: Any
     previous: torch.Tensor
+    label: torch.Tensor | None = None  # a conditional prior's label (B,), fixed for the stream
 
 
 class LatentPrior(nn.Module):
     """p(z) over latent sequences z: (batch, latent_size, frames), in the VAE's latent units."""
 
-    def __init__(self, config: PriorConfig, latent_size: int):
+    def __init__(self, config: PriorConfig, latent_size: int, labels: int = 0):
+        """labels: a conditional prior's label count: a learned embedding per label is added to every input frame
+        (the first one included, so the label decides where a sound starts)."""
         super().__init__()
         self.config = config
         self.latent_size = latent_size
@@ -120,6 +123,21 @@ class LatentPrior(nn.Module):
         self.head = nn.Linear(config.hidden_size, k + 2 * k * latent_size)  # logits, means, log scales
         self.register_buffer("latent_mean", torch.zeros(latent_size))
         self.register_buffer("latent_std", torch.ones(latent_size))
+        self.label_embedding = nn.Embedding(labels, latent_size) if labels else None  # built last: same weights
+
+    @property
+    def labels(self) -> int:
+        return self.label_embedding.num_embeddings if self.label_embedding is not None else 0
+
+    def conditioned(self, inputs: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        """Normalized input frames (batch, latent[, frames]) with the label's embedding added (conditional priors)."""
+        if (label is None) != (self.label_embedding is None):
+            raise ValueError("a conditional prior needs a label (batch,)" if label is None
+                             else "this prior is not conditional: it takes no label")
+        if label is None:
+            return inputs
+        embedded = self.label_embedding(label.to(inputs.device))  # (batch, latent)
+        return inputs + (embedded[..., None] if inputs.dim() == 3 else embedded)
 
     def set_normalization(self, latents: Sequence[np.ndarray]) -> None:
         """Per-dim mean and std of the train latents, each (latent_size, frames)."""
@@ -136,13 +154,15 @@ class LatentPrior(nn.Module):
         """features (..., H) -> logits (..., K), means and log scales (..., K, latent), normalized units."""
         return split_mixture(self.head(features), self.config.mixtures, self.latent_size, MIN_LOG_SCALE)
 
-    def log_prob(self, z: torch.Tensor, input_noise: float = 0.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """log p(z_t | z_<t) in nats, summed over latent dims: (batch, frames). z: (batch, latent, frames)."""
+    def log_prob(self, z: torch.Tensor, input_noise: float = 0.0, generator: torch.Generator | None = None,
+                 label: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(z_t | z_<t) in nats, summed over latent dims: (batch, frames). z: (batch, latent, frames);
+        label: (batch,) label indices, for a conditional prior only."""
         x = self.normalize(z)
         inputs = F.pad(x[..., :-1], (1, 0))  # shifted right: frame t sees frames < t
         if input_noise > 0:
             inputs = inputs + input_noise * torch.randn(inputs.shape, generator=generator).to(inputs.device)
+        inputs = self.conditioned(inputs, label)
         logits, means, log_scales = self.mixture(self.core(inputs).transpose(1, 2))  # (B, T, K[, D])
         target = x.transpose(1, 2)[:, :, None]  # (B, T, 1, D)
         component = (-0.5 * ((target - means) * torch.exp(-log_scales)).square() - log_scales
@@ -151,47 +171,50 @@ class LatentPrior(nn.Module):
         return log_p - self.latent_std.log().sum()  # back to the VAE's units (change of variables)
 
     @torch.no_grad()
-    def nll(self, z: torch.Tensor) -> float:
+    def nll(self, z: torch.Tensor, label: torch.Tensor | None = None) -> float:
         """Mean negative log-likelihood in nats per frame (summed over latent dims). z: (batch, latent, frames)."""
         was_training = self.training
         self.eval()
-        value = -self.log_prob(z).mean().item()
+        value = -self.log_prob(z, label=label).mean().item()
         self.train(was_training)
         return value
 
     # ---- streaming ------------------------------------------------------------------------------------------
-    def initial_state(self, batch: int) -> StreamState:
-        """The state before any frame: no history (the train mean)."""
+    def initial_state(self, batch: int, label: torch.Tensor | None = None) -> StreamState:
+        """The state before any frame: no history (the train mean); a conditional prior's label (batch,)."""
         device = self.latent_mean.device
-        return StreamState(self.core.initial_state(batch, device), torch.zeros(batch, self.latent_size, device=device))
+        return StreamState(self.core.initial_state(batch, device), torch.zeros(batch, self.latent_size, device=device),
+                           None if label is None else label.to(device))
 
     @torch.no_grad()
-    def prime(self, z_prompt: torch.Tensor, state: StreamState | None = None) -> StreamState:
+    def prime(self, z_prompt: torch.Tensor, state: StreamState | None = None,
+              label: torch.Tensor | None = None) -> StreamState:
         """Consume a prompt's latents (batch, latent, frames), frame by frame; returns the state to continue from."""
         was_training = self.training
         self.eval()
-        state = state or self.initial_state(z_prompt.shape[0])
+        state = state or self.initial_state(z_prompt.shape[0], label)
         for frame in self.normalize(z_prompt).unbind(-1):
-            _, state.core = self.core.step(state.previous, state.core)
+            _, state.core = self.core.step(self.conditioned(state.previous, state.label), state.core)
             state.previous = frame
         self.train(was_training)
         return state
 
     def sample_stream(self, batch: int, frames: int, temperature: float = 1.0, generator: Generators = None,
-                      chunk_frames: int = 256, state: StreamState | None = None) -> Iterator[torch.Tensor]:
+                      chunk_frames: int = 256, state: StreamState | None = None,
+                      label: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
         """Yield latent chunks (batch, latent, <= chunk_frames) totalling `frames`, in the VAE's units.
 
         temperature scales each component's std and divides the mixture logits; 0 takes the likeliest
         component's mean. Each frame draws one uniform (component) and `latent` normals per row, from
         `generator` or, given a sequence, row i from generator[i], so neither chunk_frames nor the batch
         size changes a row's samples. `state` (e.g. from `prime`) is advanced in place. Between chunks
-        the stream holds only `state`: memory does not grow with `frames`.
+        the stream holds only `state`: memory does not grow with `frames`. label: (batch,), a conditional prior's.
         """
         if temperature < 0:
             raise ValueError("temperature must be >= 0")
         if not isinstance(generator, torch.Generator | None) and len(generator) != batch:
             raise ValueError(f"{len(generator)} generators for a batch of {batch}")
-        state = state or self.initial_state(batch)
+        state = state or self.initial_state(batch, label)
         for start in range(0, frames, chunk_frames):
             yield self._sample_chunk(state, min(chunk_frames, frames - start), temperature, generator)
 
@@ -205,9 +228,11 @@ class LatentPrior(nn.Module):
         self.eval()
         device = state.previous.device
         uniforms, normals = draws(generator, state.previous.shape[0], frames, self.latent_size)  # on the CPU
+        embedding = self.conditioned(torch.zeros_like(state.previous), state.label)  # checks the label is right
+        offset = None if state.label is None else embedding  # None: the operations of an unconditional prior
         chunk, state.previous, state.core = sample_frames(
             self.core, self.head, state.previous, state.core, uniforms.to(device), normals.to(device), temperature,
-            self.config.mixtures, MIN_LOG_SCALE)
+            self.config.mixtures, MIN_LOG_SCALE, offset)
         self.train(was_training)
         return chunk * self.latent_std[:, None] + self.latent_mean[:, None]
 
@@ -217,11 +242,21 @@ class LearnedPrior(Prior):
 
     name = "learned"
 
-    def __init__(self, model: LatentPrior, chunk_frames: int = 256, unchecked: str | None = None):
-        """unchecked: why it could not be matched to its VAE (a 0.1/0.2 prior), said where it is used."""
+    def __init__(self, model: LatentPrior, chunk_frames: int = 256, unchecked: str | None = None,
+                 label: int | None = None):
+        """unchecked: why it could not be matched to its VAE (a 0.1/0.2 prior), said where it is used. label: the
+        label a conditional prior draws under (with_label)."""
         self.model = model
         self.chunk_frames = chunk_frames
         self.unchecked = unchecked
+        self.label = label
+
+    def with_label(self, label: int) -> LearnedPrior:
+        """This conditional prior drawing under one label (an index into the run's model.labels)."""
+        return LearnedPrior(self.model, self.chunk_frames, self.unchecked, label)
+
+    def _labels(self, batch: int) -> torch.Tensor | None:
+        return None if self.label is None else torch.full((batch,), self.label, dtype=torch.long)
 
     def sample(self, shape: tuple[int, int, int], temperature: float = 1.0,
                generator: Generators = None) -> torch.Tensor:
@@ -230,7 +265,8 @@ class LearnedPrior(Prior):
         batch, latent_size, frames = shape
         if latent_size != self.model.latent_size:
             raise ValueError(f"this prior models {self.model.latent_size} latent dims, not {latent_size}")
-        chunks = list(self.model.sample_stream(batch, frames, temperature, generator, self.chunk_frames))
+        chunks = list(self.model.sample_stream(batch, frames, temperature, generator, self.chunk_frames,
+                                               label=self._labels(batch)))
         return torch.cat(chunks, -1) if chunks else torch.zeros(shape, device=self.model.latent_mean.device)
 
     def sample_stream(self, batch: int, latent_size: int, frames: int, temperature: float = 1.0,
@@ -240,30 +276,34 @@ class LearnedPrior(Prior):
         (batch, latent_size, frames) when given; memory does not grow with `frames`."""
         if latent_size != self.model.latent_size:
             raise ValueError(f"this prior models {self.model.latent_size} latent dims, not {latent_size}")
-        state = self.model.prime(prompt.to(self.model.latent_mean.device)) if prompt is not None else None
-        return self.model.sample_stream(batch, frames, temperature, generator, chunk_frames, state)
+        label = self._labels(batch)
+        state = self.model.prime(prompt.to(self.model.latent_mean.device), label=label) if prompt is not None else None
+        return self.model.sample_stream(batch, frames, temperature, generator, chunk_frames, state, label)
 
     def nll(self, z: torch.Tensor) -> float:
-        return self.model.nll(z.to(self.model.latent_mean.device))
+        return self.model.nll(z.to(self.model.latent_mean.device), self._labels(z.shape[0]))
 
     def kl(self, posterior):
         raise NotImplementedError("the learned prior is fit after the VAE; the VAE's KL stays against N(0, I)")
 
 
 # ---- training -----------------------------------------------------------------------------------------------
-def build_prior(config: PriorConfig, latent_size: int, train_latents: Sequence[np.ndarray] | None = None) -> LatentPrior:
-    """The prior for `latent_size` dims, seeded by config.seed; normalized on train_latents when given."""
+def build_prior(config: PriorConfig, latent_size: int, train_latents: Sequence[np.ndarray] | None = None,
+                labels: int = 0) -> LatentPrior:
+    """The prior for `latent_size` dims (conditioned on `labels` labels when > 0), seeded by config.seed; normalized
+    on train_latents when given."""
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        prior = LatentPrior(config, latent_size)
+        prior = LatentPrior(config, latent_size, labels)
     if train_latents is not None:
         prior.set_normalization(train_latents)
     return prior
 
 
-def prior_loss(prior: LatentPrior, batch_z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def prior_loss(prior: LatentPrior, batch_z: torch.Tensor, generator: torch.Generator | None = None,
+               label: torch.Tensor | None = None) -> torch.Tensor:
     """Training loss: NLL in nats per frame with config.input_noise on the inputs. batch_z: (batch, latent, frames)."""
-    return -prior.log_prob(batch_z, prior.config.input_noise, generator).mean()
+    return -prior.log_prob(batch_z, prior.config.input_noise, generator, label).mean()
 
 
 def checkpoint_state(prior: LatentPrior) -> dict[str, Any]:
@@ -276,8 +316,10 @@ def prior_from_checkpoint(state: dict[str, Any]) -> LatentPrior:
     """Rebuild a LatentPrior from `checkpoint_state` output (e.g. after torch.load(weights_only=True)), or from
     a run's RUN/prior/*.pt, whose weights are the training state's `model`."""
     config = build_dataclass(PriorConfig, state["prior_config"], "prior")  # checked like a recipe's section
-    prior = LatentPrior(config, int(state["latent_size"]))
-    prior.load_state_dict(state["prior"] if "prior" in state else state["model"])
+    weights = state["prior"] if "prior" in state else state["model"]
+    embedding = weights.get("label_embedding.weight")  # a conditional prior's: (labels, latent)
+    prior = LatentPrior(config, int(state["latent_size"]), 0 if embedding is None else int(embedding.shape[0]))
+    prior.load_state_dict(weights)
     return prior.eval()
 
 

@@ -36,14 +36,15 @@ class Reconstruction:
 
 
 @contextmanager
-def reconstruction_on_disk(model: Model, source: str | Path, block_seconds: float = 30.0
-                           ) -> Iterator[Reconstruction]:
-    """Resample `source` into a temporary memory map, encode it and decode it into a second one chunk by chunk;
+def reconstruction_on_disk(model: Model, source: str | Path, block_seconds: float = 30.0,
+                           encoder: Model | None = None) -> Iterator[Reconstruction]:
+    """Resample `source` into a temporary memory map, encode it (by `encoder`, default `model`: a conditional
+    model under another label transfers the sound to model's) and decode it into a second one chunk by chunk;
     both maps (and their folder) are gone when the block ends."""
     with tempfile.TemporaryDirectory(prefix="audiovae-") as tmp:
         wave = read_resampled(source, model.sample_rate, Path(tmp) / "input.f32", block_seconds)
         started = time.perf_counter()
-        latents, kl = model.encode_posterior(wave)
+        latents, kl = (encoder or model).encode_posterior(wave)
         encoded = time.perf_counter()
         output = np.memmap(Path(tmp) / "output.f32", np.float32, "w+", shape=wave.shape)
         position, peak = 0, 0.0

@@ -11,7 +11,7 @@ so memory stays bounded and chunk joins match a single pass:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,26 @@ class Model:
         return self.net.latent_size
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """A conditional run's label names (model.labels; docs/conditional.md), else ()."""
+        return tuple(getattr(self.recipe.model, "labels", ()))
+
+    def with_label(self, label: str | None) -> Model:
+        """This model under one label: encode, decode, generate and the learned prior all take it. None: the model
+        itself. UserError for a label on an unconditional run, an unknown label (naming the known ones), and
+        None on a conditional run (audiovae.synthesis.labels)."""
+        from audiovae.synthesis.labels import bind_label
+
+        return bind_label(self, label)
+
+    def labels_in_turn(self, n: int, label: str | Sequence[str] | None = None) -> list[str] | None:
+        """The label of each of n sounds: the given one, the given ones in turn, or (None on a conditional run) the
+        run's labels in turn; None for an unconditional run without labels or a model bound to one (with_label)."""
+        from audiovae.synthesis.labels import labels_in_turn
+
+        return labels_in_turn(self, n, label)
+
+    @property
     def checkpoint_sha256(self) -> str:
         if self._hash is None:
             self._hash = file_sha256(self.checkpoint)
@@ -171,6 +191,7 @@ class Model:
         time, in order: what anomaly scoring measures. `wave` may be a memory map: one chunk and its margins are
         read at a time. Each chunk is computed with two margins of context (the encoder's reach, then the
         decoder's) and one frame more for the analysis window, so chunks agree with one pass over the sound."""
+        self.with_label(None)  # a conditional run needs its label
         gain, hop, steps_per_frame = self._gain(wave), self.frame_samples, self.net.hop
         steps = max(1, len(wave) // self.representation.samples_per_step)  # what from_audio makes of the whole
         frames = self.frames_for(len(wave))
@@ -245,17 +266,25 @@ class Model:
 
     # ---- sounds in, sounds out ------------------------------------------------------------------------------
     def generate(self, n: int, seconds: float | None = None, temperature: float = 1.0, seed: int = 0,
-                 batch_size: int = 8, progress: bool = False, prior: str | Prior | None = None) -> list[np.ndarray]:
+                 batch_size: int = 8, progress: bool = False, prior: str | Prior | None = None,
+                 label: str | Sequence[str] | None = None) -> list[np.ndarray]:
         """n waveforms decoded from prior samples. Sample i uses seed + i, whatever the batch size.
 
         seconds: duration (default: one training segment). temperature scales the prior's spread; 0 decodes
         its likeliest values. prior: 'learned' (the run's), 'gaussian' (N(0, I)), a Prior, or None (the
-        learned one when the run has one). For long sounds, audiovae.synthesis.generate.generate_files writes to
-        files in bounded memory.
+        learned one when the run has one). label: a conditional run's label, or labels taken in turn (None: all
+        of the run's in turn; labels_in_turn). For long sounds, audiovae.synthesis.generate.generate_files writes
+        to files in bounded memory.
         """
         from tqdm import tqdm
 
         from audiovae.synthesis.generate import choose_prior, latent_chunks
+
+        names = self.labels_in_turn(n, label)
+        if names is not None:  # sound i under its label, from seed + i (the run's own prior: under that label too)
+            prior = None if prior is self.learned_prior and prior is not None else prior
+            return [self.with_label(name).generate(1, seconds, temperature, seed + i, 1, False, prior)[0]
+                    for i, name in enumerate(names)]
 
         chosen = choose_prior(self, prior)
         samples = (self.recipe.data.segment_samples if seconds is None else round(seconds * self.sample_rate))
@@ -292,6 +321,7 @@ class Model:
 
     def encode_posterior(self, wave: np.ndarray) -> tuple[Latents, np.ndarray]:
         """Like encode, and also the KL to the prior per latent value, (latent_size, frames) in nats."""
+        self.with_label(None)  # a conditional run needs its label
         gain = self._gain(wave)
         posterior = self._encode_wave(wave, gain)
         frames = self.frames_for(len(wave))
@@ -303,6 +333,7 @@ class Model:
 
         Latents from `encode` come back at the encoded input's level; bare arrays at the training level.
         """
+        self.with_label(None)  # a conditional run needs its label
         gain = latents.gain if isinstance(latents, Latents) else 1.0
         values = latents.values if isinstance(latents, Latents) else np.asarray(latents, np.float32)
         samples = samples or (latents.samples if isinstance(latents, Latents) else values.shape[-1] * self.frame_samples)
@@ -311,9 +342,13 @@ class Model:
         z = torch.from_numpy(np.ascontiguousarray(values, np.float32)).to(self.device)[None]
         return _peak_safe(self.decode_all(z, samples)[0] / gain)
 
-    def reconstruct(self, wave: np.ndarray) -> np.ndarray:
-        """Encode and decode a waveform of any length, returned at the input's level."""
-        return self.decode(self.encode(wave))
+    def reconstruct(self, wave: np.ndarray, label: str | None = None, source_label: str | None = None) -> np.ndarray:
+        """Encode and decode a waveform of any length, returned at the input's level. A conditional run's label:
+        decode under `label`, encode under `source_label` (default: `label`); a sound of one label encoded under
+        its own and decoded under another is label transfer."""
+        if label is None and source_label is None:
+            return self.decode(self.encode(wave))
+        return self.with_label(label or source_label).decode(self.with_label(source_label or label).encode(wave))
 
     def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 8, method: str = "slerp") -> list[np.ndarray]:
         """`steps` waveforms moving from a's latents to b's (cropped to the shorter), 'slerp' or 'linear'."""
@@ -339,8 +374,10 @@ class Model:
         peak, rms = level_stats(wave)
         return normalization_gain(peak, rms, data.normalization, data.level_db)
 
-    def reconstruct_file(self, source: str | Path, destination: str | Path, block_seconds: float = 30.0) -> Path:
-        """Reconstruct an audio file of any length into a 16-bit WAV, holding only blocks in memory.
+    def reconstruct_file(self, source: str | Path, destination: str | Path, block_seconds: float = 30.0,
+                         encoder: Model | None = None) -> Path:
+        """Reconstruct an audio file of any length into a 16-bit WAV, holding only blocks in memory (encoded by
+        `encoder`, default this model: with_label models for label transfer).
 
         The input is resampled into a temporary memory-mapped file, encoded chunk by chunk, decoded into a
         second one, and written at the input's level (peak-safe), atomically.
@@ -348,7 +385,7 @@ class Model:
         from audiovae.io.audio import write_wav_blocks
         from audiovae.synthesis.longfile import reconstruction_on_disk
 
-        with reconstruction_on_disk(self, source, block_seconds) as result:
+        with reconstruction_on_disk(self, source, block_seconds, encoder) as result:
             gain = result.latents.gain
             peak = result.peak / gain  # at the input's level
             scale = peak_safe_scale(peak) / gain

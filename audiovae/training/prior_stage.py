@@ -19,6 +19,7 @@ import torch
 
 from audiovae.config.schema import build_dataclass
 from audiovae.data.dataset import open_dataset
+from audiovae.data.labels import segment_labels
 from audiovae.errors import UserError
 from audiovae.io.checkpoint import load_checkpoint
 from audiovae.io.run_folder import RunFolder
@@ -50,7 +51,8 @@ class PriorResult:
 
 def split_latents(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16) -> list[np.ndarray]:
     """Posterior means of a split, one (latent_size, frames) array per source file: its segments' latents
-    joined in order (prepare stores a file's segments consecutively). UserError when the dataset is gone."""
+    joined in order (prepare stores a file's segments consecutively). UserError when the dataset is gone.
+    A conditional model encodes each segment under its file's label (split_file_labels gives them in order)."""
     device = next(vae.parameters()).device
     try:
         dataset = open_dataset(recipe.data.folder, recipe.data)
@@ -58,11 +60,14 @@ def split_latents(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16) ->
         raise UserError(f"{error} (the learned prior trains on the run's dataset: prepare it again with the "
                         "run's recipe)") from None
     array, representation = dataset.arrays[split], recipe.data.representation
+    names = run_labels(recipe)
+    labels = torch.from_numpy(segment_labels(dataset.manifest, split, names)) if names else None
     means = []
     with torch.no_grad():
         for start in range(0, len(array), batch_size):
             items = torch.stack([representation.item(row) for row in array[start : start + batch_size]])
-            means.append(vae.encode(items.to(device)).mean.float().cpu().numpy())
+            label = None if labels is None else labels[start : start + batch_size].to(device)
+            means.append(vae.encode(items.to(device), label).mean.float().cpu().numpy())
     segments = np.concatenate(means) if means else np.zeros((0, vae.latent_size, 0), np.float32)
     files = []
     for record in dataset.manifest.get("files", []):
@@ -72,9 +77,28 @@ def split_latents(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16) ->
     return files or list(segments)
 
 
-def mean_nll(prior: Any, sequences: list[torch.Tensor]) -> float:
-    """NLL in nats per frame over latent sequences (1, latent_size, frames) of any lengths, weighted by frames."""
-    return sum(prior.nll(z) * z.shape[-1] for z in sequences) / sum(z.shape[-1] for z in sequences)
+def split_file_labels(recipe: Recipe, split: str) -> list[int] | None:
+    """A conditional run's label index of each file of `split`, in split_latents' order (None: not conditional)."""
+    names = run_labels(recipe)
+    if not names:
+        return None
+    manifest = open_dataset(recipe.data.folder).manifest
+    return [names.index(r["label"]) for r in manifest["files"] if r.get("split") == split and int(r["segments"])]
+
+
+def run_labels(recipe: Recipe) -> tuple[str, ...]:
+    """A conditional recipe's label names (model.labels), else ()."""
+    return tuple(getattr(recipe.model, "labels", ()))
+
+
+def mean_nll(prior: Any, sequences: list[torch.Tensor], labels: list[int] | None = None) -> float:
+    """NLL in nats per frame over latent sequences (1, latent_size, frames) of any lengths, weighted by frames;
+    labels: a conditional prior's label of each sequence."""
+    if labels is not None and isinstance(prior, LatentPrior):
+        values = [prior.nll(z, torch.tensor([label])) for z, label in zip(sequences, labels, strict=True)]
+    else:
+        values = [prior.nll(z) for z in sequences]
+    return sum(v * z.shape[-1] for v, z in zip(values, sequences, strict=True)) / sum(z.shape[-1] for z in sequences)
 
 
 @dataclass(frozen=True)
@@ -88,9 +112,11 @@ class FitResult:
 
 def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latents: list[np.ndarray], *,
               stage: RunFolder | None = None, saved: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-              progress: bool = False) -> FitResult:
+              progress: bool = False, labels: tuple[list[int], list[int], int] | None = None) -> FitResult:
     """Fit a prior on latent arrays (latent_size, frames) with the shared loop; with `stage` (a run's prior
-    folder), log and keep checkpoints there (resuming from `saved`), else keep the best weights in memory (benchmarks, tests)."""
+    folder), log and keep checkpoints there (resuming from `saved`), else keep the best weights in memory (benchmarks, tests).
+    labels: a conditional prior's (label of each train array, of each valid array, label count); a training
+    sequence takes the label of the file its middle frame lies in."""
     frames = sum(z.shape[1] for z in train_latents)
     if frames < config.sequence_frames:
         raise UserError(f"{frames} latent frames in the train split, fewer than prior.sequence_frames "
@@ -98,9 +124,14 @@ def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latent
     stream = torch.from_numpy(np.concatenate(train_latents, axis=1).astype(np.float32))  # (latent, frames)
     valid = [torch.from_numpy(np.asarray(z, np.float32))[None] for z in valid_latents]
     gaussian_nll = mean_nll(GAUSSIAN, valid)
+    frame_labels, valid_labels = None, None
+    if labels is not None:
+        frame_labels = torch.from_numpy(np.concatenate([np.full(z.shape[1], label, np.int64)
+                                                        for z, label in zip(train_latents, labels[0], strict=True)]))
+        valid_labels = labels[1] if len(labels[1]) == len(valid) else labels[0]  # no valid split: the train files
 
     torch.manual_seed(config.seed)
-    prior = build_prior(config, stream.shape[0], train_latents)
+    prior = build_prior(config, stream.shape[0], train_latents, labels[2] if labels is not None else 0)
     state = TrainState(prior, adam(prior.parameters(), config.learning_rate))
     if saved is not None:
         state.load_state_dict(saved, torch.device("cpu"))
@@ -110,16 +141,19 @@ def fit_prior(config: PriorConfig, train_latents: list[np.ndarray], valid_latent
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             first = torch.randint(stream.shape[1] - config.sequence_frames + 1, (config.batch_size,),
                                   generator=generator)
-            yield torch.stack([stream[:, s : s + config.sequence_frames] for s in first.tolist()]), generator
+            z = torch.stack([stream[:, s : s + config.sequence_frames] for s in first.tolist()])
+            if frame_labels is None:
+                yield z, generator
+            else:
+                yield z, generator, frame_labels[first + config.sequence_frames // 2]
             step += 1
 
     def loss(state: TrainState, batch) -> LossResult:
-        z, generator = batch
-        nll = prior_loss(state.model, z, generator)
+        nll = prior_loss(state.model, *batch)
         return LossResult(nll, {"nll": nll}, {"nll": 1.0})
 
     def validate(state: TrainState) -> dict[str, float]:
-        value = mean_nll(state.model, valid)
+        value = mean_nll(state.model, valid, valid_labels)
         return {"loss": value, "score": value, "gaussian_nll": gaussian_nll}
 
     best: dict[str, torch.Tensor] = {}
@@ -168,13 +202,15 @@ def train_prior(run: RunFolder, vae: VAE, recipe: Recipe, vae_sha256: str, confi
                             f"({', '.join(shape)}); resume with the original ones or train it anew")
     train_latents = split_latents(vae, recipe, "train")
     valid_latents = split_latents(vae, recipe, "valid") or train_latents
+    names = run_labels(recipe)
+    labels = (split_file_labels(recipe, "train"), split_file_labels(recipe, "valid"), len(names)) if names else None
     extra = {"recipe": recipe.to_dict(), "prior_config": dataclasses.asdict(config),
              "latent_size": vae.latent_size, "vae_checkpoint_sha256": vae_sha256,
              "vae_weights_sha256": vae_weights_sha256}  # what generate matches the prior to
     with run.lock():
         stage.path.mkdir(parents=True, exist_ok=True)
         result = fit_prior(config, train_latents, valid_latents, stage=stage, saved=saved, extra=extra,
-                           progress=progress)
+                           progress=progress, labels=labels)
     if result.stopped == "interrupted":
         print(f"interrupted at step {result.steps}; checkpoint saved. Resume with: audiovae train-prior {run} "
               "--resume", file=sys.stderr)

@@ -22,12 +22,14 @@ from audiovae.compute.device import autocast_for, select_device
 from audiovae.compute.threads import apply_threads, choose_threads
 from audiovae.config.recipe import Recipe, dump_recipe, load_recipe, recipe_from_saved
 from audiovae.data.dataset import PreparedDataset, SegmentDataset, dataset_changes, open_dataset
+from audiovae.data.labels import manifest_labels, segment_labels
+from audiovae.data.manifest import read_manifest
 from audiovae.errors import UserError
 from audiovae.io.atomic import file_sha256, write_atomic
 from audiovae.io.checkpoint import load_checkpoint, weights_sha256
 from audiovae.io.outputs import check_new_folder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder
-from audiovae.models import VAE, build_model, trained_vae
+from audiovae.models import VAE, LabelledVAE, build_model, trained_vae
 from audiovae.training.adversarial import Adversary
 from audiovae.training.log import RunLog
 from audiovae.training.loop import (
@@ -61,13 +63,13 @@ def vae_objective(recipe: Recipe, net: nn.Module, device: torch.device, adversar
     """The VAE's loss on a training batch (batch, channels, steps): its named terms, and the adversary's
     from adversarial.start_step on (the discriminator takes its own step inside)."""
 
-    def loss(state: TrainState, batch: torch.Tensor) -> LossResult:
-        x = batch.to(device, non_blocking=True)
+    def loss(state: TrainState, batch: torch.Tensor | list[torch.Tensor]) -> LossResult:
+        x, label = split_batch(batch, device)
         if not torch.isfinite(x).all():
             raise UserError(f"step {state.step}: a training batch contains NaN or infinite values; check the "
                             f"dataset in {recipe.data.folder} (re-run audiovae prepare)")
         with autocast_for(device):
-            out = net(x)
+            out = net(x) if label is None else net(x, label=label)
         result = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate,
                           state.step)
         if adversary is not None and state.step >= recipe.adversarial.start_step:
@@ -87,9 +89,9 @@ def validate(model: VAE, batches: list[torch.Tensor], recipe: Recipe, step: int,
     model.eval()
     totals: dict[str, float] = {}
     for batch in batches:
-        x = batch.to(device)
+        x, label = split_batch(batch, device)
         with autocast_for(device):
-            out = model(x)
+            out = model(x, label=label)
         loss = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate, step)
         values = {k: v for k, v in loss.logs().items() if k != "beta"}
         values.update(representation.validation_scores(x, out.reconstruction.float()))
@@ -98,6 +100,33 @@ def validate(model: VAE, batches: list[torch.Tensor], recipe: Recipe, step: int,
     totals["score"] = totals[representation.score_name]
     model.train(was_training)
     return totals
+
+
+def split_batch(batch: torch.Tensor | list[torch.Tensor], device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch of the training set on `device`: (inputs, None), or a labelled dataset's (inputs, label indices)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True), None
+    x, label = batch
+    return x.to(device, non_blocking=True), label.to(device)
+
+
+def with_dataset_labels(recipe: Recipe) -> Recipe:
+    """A conditional recipe with its dataset's label names as model.labels (what the run's recipe and checkpoints
+    store, so synthesis needs nothing else); other recipes as they are. UserError when the dataset has no labels."""
+    if not getattr(recipe.model, "conditional", False):
+        return recipe
+    folder = recipe.data.folder
+    names = manifest_labels(read_manifest(folder))
+    if not names:
+        raise UserError(f"{folder}: model.conditional needs a labelled dataset; prepare it with: audiovae prepare "
+                        f"AUDIO_DIR --labels folders --recipe RECIPE.yaml --force (or --labels FILE.csv)")
+    if len(names) < 2:
+        raise UserError(f"{folder}: the dataset has one label ({names[0]}); conditioning needs two or more")
+    if recipe.model.labels and tuple(recipe.model.labels) != names:
+        raise UserError(f"{folder}: its labels ({', '.join(names)}) are not the recipe's model.labels "
+                        f"({', '.join(recipe.model.labels)}); leave model.labels out (train writes it)")
+    return dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, labels=names))
 
 
 def _prepare_run_dir(recipe: Recipe, runs_root: Path, run_dir: Path | None, resume: bool, inputs=()
@@ -133,6 +162,7 @@ def train(recipe: Recipe | str | Path, *, overrides: tuple[str, ...] = (), run_d
     if not isinstance(recipe, Recipe):
         recipe_path = str(recipe)
         recipe = load_recipe(recipe, overrides)
+    recipe = with_dataset_labels(recipe)
     run_dir = Path(run_dir) if run_dir is not None else None
     # torchrun sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -243,7 +273,11 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
         def run_validation(state: TrainState) -> dict[str, float]:
             evaluated = state.eval_model()
             scores = validate(evaluated, valid_batches, recipe, state.step, device)
-            log.listen(evaluated, valid_batches[0][0], state.step, recipe, cfg.seed)
+            first = valid_batches[0]
+            if isinstance(first, torch.Tensor):
+                log.listen(evaluated, first[0], state.step, recipe, cfg.seed)
+            else:  # a conditional model, heard under the example's label
+                log.listen(LabelledVAE(evaluated, int(first[1][0])), first[0][0], state.step, recipe, cfg.seed)
             return scores
 
         hooks = Hooks(
@@ -271,17 +305,21 @@ def _datasets(recipe: Recipe, dataset: PreparedDataset, is_main: bool
     """(the train split with the recipe's crop and gain, fixed validation batches)."""
     cfg, representation = recipe.train, recipe.data.representation
     train_array, valid_array = dataset.arrays["train"], dataset.arrays["valid"]
+    names = tuple(getattr(recipe.model, "labels", ()))  # a conditional model's: each segment comes with its label
+    train_labels = segment_labels(dataset.manifest, "train", names) if names else None
+    valid_labels = segment_labels(dataset.manifest, "valid", names) if names else None
     if len(train_array) == 0:
         raise UserError(f"{recipe.data.folder}: the train split is empty; prepare more audio")
-    train_set = SegmentDataset(train_array, representation, cfg.crop_samples, cfg.gain_db, cfg.seed)
+    train_set = SegmentDataset(train_array, representation, cfg.crop_samples, cfg.gain_db, cfg.seed, train_labels)
     if len(valid_array) == 0:
         if is_main:
             print(f"warning: {recipe.data.folder} has no valid split; validating on training segments",
                   file=sys.stderr)
-        valid_array = train_array
-    valid_set = SegmentDataset(valid_array, representation)
+        valid_array, valid_labels = train_array, train_labels
+    valid_set = SegmentDataset(valid_array, representation, labels=valid_labels)
     count = min(len(valid_set), cfg.valid_batches * cfg.batch_size)
-    return train_set, [torch.stack([valid_set[i] for i in range(s, min(s + cfg.batch_size, count))])
+    collate = torch.utils.data.default_collate
+    return train_set, [collate([valid_set[i] for i in range(s, min(s + cfg.batch_size, count))])
                        for s in range(0, count, cfg.batch_size)]
 
 
