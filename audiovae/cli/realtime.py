@@ -21,7 +21,8 @@ def export(paths, run, checkpoint, device, force) -> None:
 
     RUN (or --run / --checkpoint; default: the most recent run): a causal conv model (model.causal: true)
     streams block by block; other models export whole-signal modules. A run with a learned prior also gets
-    a `prior` method (and prior.onnx) that generates latent frames for decode.
+    a `prior` method (and prior.onnx) that generates latent frames for decode. A conditional run's methods take
+    the label as input channels, one per label (card.json lists them).
     """
     from audiovae.realtime.export import export_model
 
@@ -37,6 +38,9 @@ def export(paths, run, checkpoint, device, force) -> None:
     if result.onnx_relative_error is not None:
         check += (f" on encode, decode within {result.onnx_relative_error:.1%} of the peak (frame models' "
                   "inversion is checked against the peak: Griffin-Lim's iterations grow rounding differences)")
+    if result.label_max_error is not None:
+        check += (f"; labels {', '.join(card['labels'])} are input channels after each method's others (card.json), "
+                  f"each one-hot vs the model under its label {result.label_max_error:.1e}")
     methods = "/".join(card["methods"])
     click.echo(f"wrote {out_dir}: model.ts, {methods}.onnx, card.json; {mode}{check}")
 

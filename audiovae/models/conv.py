@@ -21,7 +21,7 @@ from audiovae.nn.blocks import (
     with_first_bias,
     wn_conv1d,
 )
-from audiovae.nn.host_faces import StatefulStreaming, WholeSignal
+from audiovae.nn.host_faces import LabelledStack, StatefulStreaming, WholeSignal, held_label
 from audiovae.nn.istft import PHASES, ISTFTDecoder
 from audiovae.nn.pqmf import PQMF
 from audiovae.nn.streaming import StreamingVAE, folded_copy
@@ -192,13 +192,6 @@ def label_embedding(config: ConvModelConfig) -> LabelEmbedding | None:
     return LabelEmbedding(len(config.labels), widths[0], widths[-1])
 
 
-def refuse_conditional_export(recipe: Recipe) -> None:
-    """UserError: export does not carry the label yet (docs/conditional.md)."""
-    if getattr(recipe.model, "conditional", False):
-        raise UserError("export of conditional models is not supported yet (the label would be an input channel "
-                        "of prior and decode); export an unconditional run")
-
-
 def check_conv(recipe: Recipe) -> None:
     length, stride = recipe.training_samples, recipe.model.total_stride
     require(length % stride == 0, "model.strides",
@@ -206,17 +199,21 @@ def check_conv(recipe: Recipe) -> None:
 
 
 class ConvWholeSignal(WholeSignal):
-    """The export face of a non-causal conv model (weights folded): whole signals, nothing streamed."""
+    """The export face of a non-causal conv model (weights folded): whole signals, nothing streamed. A conditional
+    model's label travels as input channels (audiovae.nn.host_faces)."""
 
     def __init__(self, net: ConvVAE):
         super().__init__()
         net = folded_copy(net).eval()
-        self.encoder, self.decoder = net.encoder, net.decoder
+        self.encoder, self.decoder = labelled_stacks(net)
         self.pqmf = net.pqmf if net.pqmf is not None else NoBands()
-        self.setup(net.latent_size, net.hop)
+        self.setup(net.latent_size, net.hop, net.labels)
 
     def encode_padded(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.pqmf.analysis(x))[:, : self.latent_size]
+        if self.labels == 0:
+            return self.encoder(self.pqmf.analysis(x))[:, : self.latent_size]
+        bands = self.pqmf.analysis(x[:, :1])
+        return self.encoder(torch.cat([bands, held_label(x[:, 1:], bands.shape[-1])], 1))[:, : self.latent_size]
 
     @torch.jit.export
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -233,9 +230,17 @@ class NoBands(nn.Module):
         return x
 
 
+def labelled_stacks(net: VAE) -> tuple[nn.Module, nn.Module]:
+    """A model's encoder and decoder for a host: as they are, or a conditional model's as LabelledStacks, which take
+    the label's channels after their input's."""
+    if net.label_embedding is None:
+        return net.encoder, net.decoder
+    return (LabelledStack(net.encoder, net.label_embedding.encoder.weight),
+            LabelledStack(net.decoder, net.label_embedding.decoder.weight))
+
+
 def conv_face(net: VAE, recipe: Recipe) -> nn.Module:
     """What `audiovae export` scripts: a causal model streams block by block, others run whole signals."""
-    refuse_conditional_export(recipe)
     if isinstance(net.decoder, ISTFTDecoder):
         raise UserError("export covers the conv family with its conv decoder (model.decoder: conv); the istft "
                         "decoder's inverse STFT has no ONNX form yet")

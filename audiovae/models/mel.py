@@ -19,10 +19,10 @@ from audiovae.models.conv import (
     ConvEncoder,
     ConvModelConfig,
     label_embedding,
-    refuse_conditional_export,
+    labelled_stacks,
 )
 from audiovae.nn.blocks import LabelEmbedding, with_first_bias
-from audiovae.nn.host_faces import StatefulStreaming, WholeSignal
+from audiovae.nn.host_faces import StatefulStreaming, WholeSignal, held_label
 from audiovae.nn.spectral import LogMelFront, MelInversion
 from audiovae.nn.streaming import StreamingVAE, folded_copy
 from audiovae.nn.streaming_frames import SpectralEnds
@@ -127,12 +127,15 @@ class MelWholeSignal(WholeSignal):
         filterbank = representation.filterbank()  # the identity for spectrogram frames
         self.front = LogMelFront(filterbank, mel.n_fft, mel.hop_length, mel.log_floor)
         self.back = MelInversion(filterbank, mel.n_fft, mel.hop_length, recipe.synthesis)  # the run's stored method
-        self.encoder, self.decoder, self.offset = net.encoder, net.decoder, net.offset
-        self.setup(net.latent_size, net.hop * mel.hop_length)
+        (self.encoder, self.decoder), self.offset = labelled_stacks(net), net.offset
+        self.setup(net.latent_size, net.hop * mel.hop_length, net.labels)
         self.example_frames = max(2, mel.n_fft // self.hop + 1)  # export's test blocks: longer than n_fft / 2
 
     def encode_padded(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.front(x) - self.offset)[:, : self.latent_size]
+        if self.labels == 0:
+            return self.encoder(self.front(x) - self.offset)[:, : self.latent_size]
+        frames = self.front(x[:, :1]) - self.offset
+        return self.encoder(torch.cat([frames, held_label(x[:, 1:], frames.shape[-1])], 1))[:, : self.latent_size]
 
     @torch.jit.export
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -141,7 +144,6 @@ class MelWholeSignal(WholeSignal):
 
 def mel_face(net: MelVAE, recipe: Recipe) -> nn.Module:
     """What `audiovae export` scripts: a causal model streams block by block, others run whole signals."""
-    refuse_conditional_export(recipe)
     if recipe.model.causal:
         return StatefulStreaming(streaming_frames(net, recipe))
     return MelWholeSignal(net, recipe)

@@ -6,6 +6,9 @@ LatentPrior.sample_stream draws it, except that the mixture component is picked 
 logits + temperature * Gumbel noise: the same distribution, and ONNX has no searchsorted). At temperature
 0 both take the likeliest component's mean, so the two agree exactly there.
 
+A conditional prior takes its label as more input channels after the temperature, (batch, 1 + labels, frames):
+label weights per frame, a one-hot or a mix, whose embeddings it mixes linearly (LatentPrior.conditioned).
+
 State, batch first so that ONNX Runtime hosts can allocate it from the card:
     state_0   (B, latent_size, 1)      the previous frame, normalized (zeros: no history)
     gru       (B, layers, hidden)      the GRU's hidden state
@@ -67,6 +70,9 @@ class PriorFace(nn.Module):
         self.mixtures, self.latent_size, self.min_log_scale = prior.config.mixtures, prior.latent_size, MIN_LOG_SCALE
         self.register_buffer("latent_mean", prior.latent_mean.clone()[:, None])
         self.register_buffer("latent_std", prior.latent_std.clone()[:, None])
+        self.labels = prior.labels
+        table = prior.label_embedding.weight if prior.labels else torch.zeros(0, prior.latent_size)
+        self.register_buffer("label_table", table.detach().clone())  # (labels, latent_size)
         self.state_shapes: list[list[int]] = [[prior.latent_size, 1], *self.step.shapes]
         self.state: list[torch.Tensor] = self.init_state(1)
 
@@ -87,11 +93,15 @@ class PriorFace(nn.Module):
         return mean + torch.where(temperature > 0, temperature * noise, torch.zeros_like(noise))
 
     def step_with_state(self, temperature: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
-        """temperature (B, 1, frames) -> latents (B, latent, frames); `states` is advanced in place."""
+        """temperature (B, 1 [+ labels], frames) -> latents (B, latent, frames); `states` is advanced in place."""
         frames: list[torch.Tensor] = []
         for t in range(temperature.shape[-1]):
-            features = self.step(states[0][..., 0], states)
-            frame = self._draw(features, temperature[:, :, t])
+            if self.labels == 0:
+                features = self.step(states[0][..., 0], states)
+                frame = self._draw(features, temperature[:, :, t])
+            else:  # the label's embedding on the input frame, as LatentPrior.conditioned adds it
+                features = self.step(states[0][..., 0] + torch.matmul(temperature[:, 1:, t], self.label_table), states)
+                frame = self._draw(features, temperature[:, :1, t])
             states[0] = frame[..., None]
             frames.append(frame)
         return torch.stack(frames, -1) * self.latent_std + self.latent_mean

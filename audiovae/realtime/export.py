@@ -9,6 +9,10 @@ exports its streaming form: blocks of any multiple of the hop, state kept betwee
 the module, `reset()` zeroes it; ONNX: `state_i` inputs and `state_i_out` outputs, zeros to start). Other
 models export whole-signal modules that do not stream. A run with a learned prior gains a `prior` method:
 one temperature per latent frame in, latent frames out (ONNX: one frame per call, its state explicit).
+
+A conditional run's methods take its label as input channels after their other inputs, one per label in the
+card's `labels` order (audiovae.nn.host_faces); export checks each label's one-hot against the model under
+that label.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ class _OnnxMethod(nn.Module):
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor):
         if isinstance(self.model, WholeSignal):  # blocks are multiples of the hop: no padding in the graph
-            run = {"encode": self.model.encode_padded, "decode": self.model.decode,
-                   "forward": lambda t: self.model.decode(self.model.encode_padded(t))}[self.method]
+            face = self.model
+            run = {"encode": face.encode_padded, "decode": face.decode,
+                   "forward": lambda t: face.decode(face.with_label(face.encode_padded(t), t))}[self.method]
             return run(x)
         full = [x.new_zeros(0)] * self.total
         full[self.first : self.first + self.count] = list(states)
@@ -101,7 +106,8 @@ def _onnx_method(model: nn.Module, method: str) -> bytes:
     total = len(model.state_shapes) if isinstance(model, StreamingVAE) else 0
     first = model.encode_states if method == "decode" and total else 0
     wrapper = _OnnxMethod(model, method, first, len(layout), total)
-    channels = model.latent_size if method == "decode" else 1
+    labels = model.labels if isinstance(model, WholeSignal) else 0  # conditional models do not stream yet
+    channels = (model.latent_size if method == "decode" else 1) + labels
     frames = example_frames(model) * (1 if method == "decode" else model.hop)
     args = (torch.zeros(1, channels, frames), *[torch.zeros(1, c, n) for c, n in layout])
     inputs = ["z" if method == "decode" else "x"] + [f"state_{i}" for i in range(len(layout))]
@@ -111,7 +117,7 @@ def _onnx_method(model: nn.Module, method: str) -> bytes:
 
 def _onnx_prior(face: nn.Module) -> bytes:
     shapes = face.state_shapes
-    args = (torch.ones(1, 1, 1), *[torch.zeros(1, c, n) for c, n in shapes])
+    args = (torch.ones(1, 1 + face.labels, 1), *[torch.zeros(1, c, n) for c, n in shapes])
     inputs = ["temperature"] + [f"state_{i}" for i in range(len(shapes))]
     outputs = ["z"] + [f"state_{i}_out" for i in range(len(shapes))]
     return _export_onnx(_OnnxPrior(face), args, inputs, outputs, False)
@@ -141,6 +147,7 @@ class ExportResult:
     card: dict[str, Any]
     onnx_max_error: float | None
     onnx_relative_error: float | None = None
+    label_max_error: float | None = None  # a conditional run's: see check_labels
 
 
 # an export from before output folders carried a marker, recognized by its card.json
@@ -168,7 +175,8 @@ def export_net(net: nn.Module, recipe, out_dir: str | Path, checkpoint_sha256: s
             raise DiskFullError(f"{out_dir}: the disk is full (No space left on device); nothing was written and "
                                 "any earlier export there is unchanged; free some space and export again") from None
         folder.commit()
-    return ExportResult(out_dir, result.card, result.onnx_max_error, result.onnx_relative_error)
+    return ExportResult(out_dir, result.card, result.onnx_max_error, result.onnx_relative_error,
+                        result.label_max_error)
 
 
 def _write_export(net: nn.Module, recipe, out_dir: Path, checkpoint_sha256: str | None, prior: nn.Module | None,
@@ -188,6 +196,7 @@ def _write_export(net: nn.Module, recipe, out_dir: Path, checkpoint_sha256: str 
     for name, data in files.items():  # in memory first (see _serialized), then each written atomically
         write_atomic(out_dir / name, lambda tmp, data=data: tmp.write_bytes(data))
     error, relative = check_onnx(out_dir, module)
+    label_error = check_labels(scripted, net, recipe, prior) if module.labels else None
     sample_rate, hop, latency = recipe.data.sample_rate, module.hop, module.latency_samples
     first = example_frames(face) if hasattr(face, "example_frames") else 1  # frames of the shortest block it takes
     streams = isinstance(face, StatefulStreaming)
@@ -207,8 +216,16 @@ def _write_export(net: nn.Module, recipe, out_dir: Path, checkpoint_sha256: str 
         card["prior"] = {"input": "temperature (batch, 1, frames): one value per latent frame, 1.0 as trained",
                          "output": "latent frames (batch, latent_size, frames), for decode",
                          "onnx_frames_per_call": 1, "state": "continues across calls; reset() starts afresh"}
+    if module.labels:
+        card["labels"] = list(recipe.model.labels)
+        card["label_channels"] = (
+            f"every method takes {module.labels} more input channels after its others (after the signal for encode "
+            "and forward, the latents for decode, the temperature for prior), one per label in `labels` order, at "
+            "the method's input rate: 1.0 on a label's channel and 0.0 on the others generates under that label, "
+            "and a mix (weights summing to 1) mixes the labels' learned biases linearly. encode and forward use "
+            "each call's mean over time of these channels; decode and prior read them frame by frame")
     write_json_atomic(out_dir / "card.json", card)
-    return ExportResult(out_dir, card, error, relative)
+    return ExportResult(out_dir, card, error, relative, label_error)
 
 
 def export_model(model, out_dir: str | Path, force: bool = False, with_prior: bool = True) -> ExportResult:
@@ -244,7 +261,7 @@ def check_onnx(out_dir: Path, module: nn.Module, blocks: int = 3) -> tuple[float
     exact = getattr(face, "exact_decode", True)
     generator = torch.Generator().manual_seed(0)
     block = example_frames(face) * module.hop
-    x = 0.5 * torch.randn(1, 1, blocks * block, generator=generator)
+    x = with_one_hot(0.5 * torch.randn(1, 1, blocks * block, generator=generator), module.labels, 0)
     errors, relative = [], None
     for method in ("forward",) if exact else ("encode", "forward"):
         module.reset()
@@ -262,13 +279,68 @@ def check_onnx(out_dir: Path, module: nn.Module, blocks: int = 3) -> tuple[float
     if isinstance(module, WithPrior):
         frames = 8
         module.reset()
+        temperature = with_one_hot(torch.zeros(1, 1, frames), module.labels, 0)
         with torch.no_grad():
-            expected = module.prior(torch.zeros(1, 1, frames)).numpy()
+            expected = module.prior(temperature).numpy()
         module.reset()
         runner = OnnxRunner(out_dir / "prior.onnx")
-        got = np.concatenate([runner(np.zeros((1, 1, 1), np.float32)) for _ in range(frames)], -1)
+        got = np.concatenate([runner(temperature[..., t : t + 1].numpy()) for t in range(frames)], -1)
         errors.append(float(np.max(np.abs(got - expected))))
     return max(errors), relative
+
+
+def with_one_hot(x: torch.Tensor, labels: int, label: int) -> torch.Tensor:
+    """x (B, C, T) with a conditional export's label channels after it: `labels` channels, 1.0 on `label`'s."""
+    if labels == 0:
+        return x
+    one_hot = x.new_zeros(x.shape[0], labels, x.shape[-1])
+    one_hot[:, label] = 1.0
+    return torch.cat([x, one_hot], 1)
+
+
+def _bound(net: nn.Module, label: int) -> nn.Module:
+    """An unconditional copy of a conditional `net` that computes `net` under `label`: the label's biases
+    (LabelEmbedding, added after the first layer of the encoder and of the decoder) moved into those layers'."""
+    bound = copy.deepcopy(net)
+    with torch.no_grad():
+        bound.encoder[0].bias += net.label_embedding.encoder.weight[label]
+        bound.decoder[0].bias += net.label_embedding.decoder.weight[label]
+    bound.label_embedding = None
+    return bound
+
+
+def check_labels(scripted: torch.jit.ScriptModule, net: nn.Module, recipe, prior: nn.Module | None,
+                 blocks: int = 3) -> float:
+    """A conditional export under each label's one-hot against the model under that label: encode, decode and
+    forward against the face of an unconditional copy bound to it (`_bound`), the prior at temperature 0 against
+    LatentPrior.sample_stream under it. The largest absolute difference, relative to the peak for a decode that
+    is not exact (see check_onnx)."""
+    net, errors = copy.deepcopy(net).cpu().eval(), []
+    labels = net.labels
+    for label in range(labels):
+        reference = scriptable(_bound(net, label), recipe)
+        exact = getattr(reference, "exact_decode", True)
+        block = example_frames(reference) * reference.hop
+        x = 0.5 * torch.randn(2, 1, blocks * block, generator=torch.Generator().manual_seed(label))
+        z = torch.randn(2, net.latent_size, blocks * example_frames(reference),
+                        generator=torch.Generator().manual_seed(100 + label))
+        with torch.no_grad():
+            pairs = [(scripted.encode(with_one_hot(x, labels, label)), reference.encode(x), True),
+                     (scripted.decode(with_one_hot(z, labels, label)), reference.decode(z), exact),
+                     (scripted(with_one_hot(x, labels, label)), reference(x), exact)]
+        for got, expected, absolute in pairs:
+            difference = float((got - expected).abs().max())
+            errors.append(difference if absolute else difference / max(float(expected.abs().max()), 1e-12))
+    if prior is not None:
+        prior = copy.deepcopy(prior).cpu().eval()
+        for label in range(labels):
+            expected = torch.cat(list(prior.sample_stream(1, 8, temperature=0.0, label=torch.tensor([label]))), -1)
+            scripted.reset()
+            with torch.no_grad():
+                got = scripted.prior(with_one_hot(torch.zeros(1, 1, 8), labels, label))
+            errors.append(float((got - expected).abs().max()))
+        scripted.reset()
+    return max(errors)
 
 
 class OnnxRunner:
