@@ -20,6 +20,9 @@ from audiovae.realtime.legacy_export import legacy_export
 def cannot_stream(model_section: dict[str, Any]) -> str | None:
     """Why a model (its recipe's `model:` section, as plain data) cannot stream, with the fix; None if it can."""
     family = model_section.get("family")
+    if model_section.get("conditional"):
+        return ("conditional models do not stream yet (their exports run whole signals, the label as input channels: "
+                "docs/conditional.md); stream an unconditional causal run")
     if family == "mel" and not model_section.get("causal"):
         return ("this frame model cannot stream (it is not causal, and Griffin-Lim needs whole spectrograms): train "
                 "features: spectrogram with model.causal: true (recipes/live.yaml)")

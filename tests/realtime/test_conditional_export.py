@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_PRIORS, synthetic_latents
+from conftest import TINY_PRIORS, synthetic_latents, write_signal
 from test_streaming import SHAPES, TINY, signal
 
 from audiovae.cli.main import main
@@ -125,3 +125,15 @@ def test_exporting_a_trained_conditional_run(conditional_run, tmp_path):
     assert card["labels"] == ["noise", "tone"] and card["methods"] == ["encode", "decode", "forward", "prior"]
     error = float(result.output.rsplit("each one-hot vs the model under its label ", 1)[1].split()[0])
     assert error < 1e-3
+
+
+def test_streaming_a_conditional_export_is_one_line(exported, tmp_path):
+    """Conditional models are not causal (the recipe refuses both), so their exports do not stream; the line says
+    so instead of asking for model.causal, which a conditional recipe refuses."""
+    source = write_signal(tmp_path / "in.wav", 0.1, 16000)
+    result = CliRunner().invoke(main, ["stream", str(source), str(tmp_path / "out.wav"), "--export", str(exported[2])])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: conditional models do not stream yet (their exports run whole signals, "
+                                     "the label as input channels: docs/conditional.md); stream an unconditional "
+                                     "causal run")
+    assert not (tmp_path / "out.wav").exists()
