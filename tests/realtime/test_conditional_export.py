@@ -19,6 +19,7 @@ from audiovae.config.recipe import recipe_from_dict
 from audiovae.models import build_model
 from audiovae.priors.learned import build_prior
 from audiovae.realtime.export import OnnxRunner, export_net, read_card, with_one_hot
+from audiovae.realtime.legacy_export import legacy_export
 
 LABELS = ["kick", "snare", "hat"]
 
@@ -137,3 +138,17 @@ def test_streaming_a_conditional_export_is_one_line(exported, tmp_path):
                                      "the label as input channels: docs/conditional.md); stream an unconditional "
                                      "causal run")
     assert not (tmp_path / "out.wav").exists()
+
+
+@pytest.mark.parametrize("length", [1, 1001, 64 * 5])
+def test_odd_lengths_hold_the_label_over_the_padding(exported, length):
+    """encode pads to whole frames; the label channels are held over the padding, so a one-hot stays a one-hot and
+    the result is the model's under that label; forward returns the input's length."""
+    net, _, folder, _ = exported
+    with legacy_export():
+        module = torch.jit.load(str(folder / "model.ts"))
+    x = signal(length, batch=1)
+    with torch.no_grad():
+        torch.testing.assert_close(module.encode(with_one_hot(x, 3, 1)), net.encode(x, torch.tensor([1])).mean,
+                                   atol=1e-5, rtol=1e-5)
+        assert module(with_one_hot(x, 3, 2)).shape == (1, 1, length)
