@@ -39,7 +39,7 @@ class DataConfig:
 
     folder: str = "data/prepared"
     sample_rate: int = 16000
-    features: str = "wave"  # the input representation (audiovae/data/representations.py): wave | mel | spectrogram
+    features: str = "wave"  # the input representation (audiovae/data/representations.py): wave | mel | spectrogram | spectrogram_phase
     segment_samples: int = 16384
     hop_samples: int | None = None  # hop between segment starts; None: segment_samples (no overlap)
     normalization: str = "peak"  # peak | rms | none, per file

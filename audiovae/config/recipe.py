@@ -197,8 +197,10 @@ class Recipe:
 def check_features(family: Family, data: DataConfig) -> None:
     """ConfigError unless the model family reads data.features (checked before the synthesis section, whose
     rules depend on them)."""
+    *others, last = family.features
+    names = f"{', '.join(others)} or {last}" if others else last
     require(data.features in family.features, "data.features",
-            f"the '{family.name}' model family needs features: {' or '.join(family.features)}")
+            f"the '{family.name}' model family needs features: {names}")
 
 
 def recipe_from_dict(raw: Any, name: str, saved: bool = False) -> Recipe:

@@ -61,6 +61,11 @@ class Representation:
         """Shape of one stored segment."""
         raise NotImplementedError
 
+    @property
+    def phase_channels(self) -> int:
+        """Channels of phases that follow the frames' own in model input and output (split_phase); 0: none."""
+        return 0
+
     def settings(self) -> dict[str, Any]:
         """The audio settings a dataset must share with a recipe for training to make sense."""
         return {"sample_rate": self.data.sample_rate, "features": self.name,
@@ -97,6 +102,11 @@ class Representation:
     def pad_value(self, x: torch.Tensor) -> float:
         """What pads model input on the right up to a whole latent frame: silence in this representation."""
         return 0.0
+
+    def split_phase(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Model input or output (batch, channels, steps) -> (its frames, its phases in radians or None): the
+        losses and the synthesis read the two apart (features: spectrogram_phase carries phases)."""
+        return x, None
 
     def validation_scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Validation distances of output y to input x (same shape); includes `score_name`."""
@@ -185,6 +195,9 @@ class LogMel(Representation):
         hop = self.data.mel.hop_length
         require(recipe.train.crop_samples is None or recipe.train.crop_samples % hop == 0,
                 "train.crop_samples", "must be a multiple of data.mel.hop_length")
+        require(self.phase_channels or not recipe.synthesis.takes_model_phase, "synthesis.method",
+                f"{recipe.synthesis.method!r} needs a model with a phase head (data.features: spectrogram_phase, "
+                "recipes/spectrogram-phase.yaml); this one has none")
 
     def items_from_audio(self, segments: np.ndarray) -> np.ndarray:
         import torch
@@ -290,8 +303,71 @@ class LogSpectrogram(LogMel):
         return torch.eye(self.channels)
 
 
+class SpectrogramPhase(LogSpectrogram):
+    """LogSpectrogram's frames with their STFT phases after them: (2 * (n_fft // 2 + 1), frames), log magnitudes
+    then phases in radians, (-pi, pi]. The encoder reads the magnitudes alone; a mel-family model over these
+    grows a phase head (audiovae.models.mel) trained on the phases by anti-wrapping losses (instantaneous phase,
+    group delay, instantaneous frequency, audiovae.dsp.distances.phase_distances), and synthesis method `learned`
+    puts its phases under its magnitudes (docs/quality.md measures it against peak-locked phases)."""
+
+    name = "spectrogram_phase"
+    synthesis_default = MappingProxyType({"method": "learned", "iterations": 0, "momentum": 0.99})
+    synthesis_legacy = synthesis_default  # new in 0.4: no run was saved without the section
+
+    @property
+    def phase_channels(self) -> int:
+        return self.data.mel.n_fft // 2 + 1
+
+    @property
+    def channels(self) -> int:
+        return 2 * self.phase_channels
+
+    def log_frames(self, wave: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from audiovae.dsp.transforms import log_spectrogram_and_phase
+
+        mel = self.data.mel
+        return torch.cat(log_spectrogram_and_phase(wave, mel.n_fft, mel.hop_length, mel.log_floor), dim=-2)
+
+    def split_phase(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        bins = self.phase_channels
+        return x[..., :bins, :], x[..., bins:, :]
+
+    def with_gain(self, item: torch.Tensor, gain_db: float) -> torch.Tensor:
+        import torch
+
+        frames, phase = self.split_phase(item)
+        return torch.cat([super().with_gain(frames, gain_db), phase], dim=-2)  # a gain leaves phases alone
+
+    def pad_value(self, x: torch.Tensor) -> float:
+        return float(self.split_phase(x)[0].min())
+
+    def to_audio(self, output: torch.Tensor, synthesis: SynthesisConfig | None, first_step: int = 0) -> torch.Tensor:
+        from audiovae.dsp.transforms import griffin_lim_from_log_magnitude
+
+        mel = self.data.mel
+        frames, phase = self.split_phase(output.float())
+        return griffin_lim_from_log_magnitude(frames, mel.n_fft, mel.hop_length, synthesis, first_frame=first_step,
+                                              phase=phase)
+
+    def validation_scores(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        from audiovae.dsp.distances import phase_distances
+
+        (x_frames, x_phase), (y_frames, y_phase) = self.split_phase(x), self.split_phase(y.float())
+        scores = {"frame_l1": (x_frames - y_frames).abs().mean().item()}
+        return {**scores, **{name: value.item() for name, value in
+                             phase_distances(x_phase, y_phase, x_frames).items()}}
+
+    def filterbank(self) -> torch.Tensor:
+        import torch
+
+        return torch.eye(self.phase_channels)
+
+
 # data.features -> representation class
-REPRESENTATIONS: dict[str, type[Representation]] = {"wave": Waveform, "mel": LogMel, "spectrogram": LogSpectrogram}
+REPRESENTATIONS: dict[str, type[Representation]] = {"wave": Waveform, "mel": LogMel, "spectrogram": LogSpectrogram,
+                                                    "spectrogram_phase": SpectrogramPhase}
 
 
 def representation_for(data: DataConfig) -> Representation:

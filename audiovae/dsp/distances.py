@@ -1,7 +1,9 @@
-"""Spectral distances between signals: multi-resolution STFT, its complex (phase-aware) form and multi-scale
-log-mel. The loss terms train on them and the evaluation measures with them; one home for both."""
+"""Spectral distances between signals: multi-resolution STFT, its complex (phase-aware) form, multi-scale
+log-mel, and anti-wrapped distances of STFT phases. The loss terms train on them and the evaluation measures with them; one home for both."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -12,12 +14,20 @@ class Spectra:
     """One signal's STFT magnitudes (Hann window, hop = window / 4, centred frames), each window computed once
     and shared by every term that asks: the stft and log_mel terms of a step use the same analyses.
 
-    wave: (batch, 1, samples).
+    wave: (batch, 1, samples), or a frame model's frames (batch, channels, frames); phase: the frames' STFT
+    phases (batch, bins, frames) in radians, where the representation carries them (features: spectrogram_phase).
     """
 
-    def __init__(self, wave: torch.Tensor):
-        self.wave = wave
+    def __init__(self, wave: torch.Tensor, phase: torch.Tensor | None = None):
+        self.wave, self.phase = wave, phase
         self._magnitudes: dict[int, torch.Tensor] = {}
+        self._phase_weight: torch.Tensor | None = None
+
+    def phase_weight(self) -> torch.Tensor:
+        """phase_weight of the frames (a frame model's log magnitudes), computed once for every phase term."""
+        if self._phase_weight is None:
+            self._phase_weight = phase_weight(self.wave)
+        return self._phase_weight
 
     def magnitude(self, window: int) -> torch.Tensor:
         """|STFT|: (batch, 1, window // 2 + 1, frames)."""
@@ -84,3 +94,54 @@ def mel_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, sample_ra
         mx, my = (log_mel_of_magnitude(s.magnitude(window).clamp_min(1e-6), sample_rate, n_mels) for s in (x, y))
         terms.append((mx - my).abs().mean())
     return torch.stack(terms).mean()
+
+
+def anti_wrapped(difference: torch.Tensor) -> torch.Tensor:
+    """|difference| taken around the circle: its distance to the nearest multiple of 2 pi, in [0, pi]
+    (APNet's anti-wrapping function, Ai and Ling 2023), so phases a turn apart are equal."""
+    return (difference - 2 * math.pi * torch.round(difference / (2 * math.pi))).abs()
+
+
+def phase_weight(log_magnitude: torch.Tensor) -> torch.Tensor:
+    """The weights of the phase distances, (batch, bins, frames): the magnitudes exp(log_magnitude), normalised to
+    mean 1 per item (the phase of a silent bin is noise, and a loud bin's phase is what is heard)."""
+    weight = torch.exp(log_magnitude.float() - log_magnitude.float().amax(dim=(-2, -1), keepdim=True))
+    return weight / weight.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+def _weighted_mean(distance: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (distance * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def instantaneous_phase_distance(x_phase: torch.Tensor, y_phase: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Anti-wrapped distance of phases y to phases x, (batch, bins, frames) in radians, weighted by `weight`
+    (phase_weight of the target). 0 for equal phases, the same for phases a multiple of 2 pi apart, at most pi."""
+    return _weighted_mean(anti_wrapped(y_phase.float() - x_phase.float()), weight)
+
+
+def group_delay_distance(x_phase: torch.Tensor, y_phase: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """instantaneous_phase_distance of the phases' differences from bin to bin (negative group delays), each
+    pair weighted by the geometric mean of its two bins' weights."""
+    pair = torch.sqrt(weight[..., 1:, :] * weight[..., :-1, :])
+    return _weighted_mean(anti_wrapped(torch.diff(y_phase.float(), dim=-2) - torch.diff(x_phase.float(), dim=-2)), pair)
+
+
+def instantaneous_frequency_distance(x_phase: torch.Tensor, y_phase: torch.Tensor, weight: torch.Tensor
+                                     ) -> torch.Tensor:
+    """instantaneous_phase_distance of the phases' advances from frame to frame (instantaneous frequencies times
+    the hop), each pair weighted by the geometric mean of its two frames' weights."""
+    pair = torch.sqrt(weight[..., :, 1:] * weight[..., :, :-1])
+    return _weighted_mean(anti_wrapped(torch.diff(y_phase.float(), dim=-1) - torch.diff(x_phase.float(), dim=-1)), pair)
+
+
+# APNet's three phase distances (Ai and Ling 2023) by the names the loss terms and the validation scores use
+PHASE_DISTANCES = {"instantaneous_phase": instantaneous_phase_distance, "group_delay": group_delay_distance,
+                   "instantaneous_frequency": instantaneous_frequency_distance}
+
+
+def phase_distances(x_phase: torch.Tensor, y_phase: torch.Tensor, log_magnitude: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+    """The three PHASE_DISTANCES of phases y to phases x, (batch, bins, frames) in radians, weighted by the
+    target's magnitudes (phase_weight of log_magnitude, x's)."""
+    weight = phase_weight(log_magnitude)
+    return {name: distance(x_phase, y_phase, weight) for name, distance in PHASE_DISTANCES.items()}

@@ -69,16 +69,32 @@ def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: 
     return torch.log(magnitude.clamp_min(log_floor))
 
 
+def log_spectrogram_and_phase(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: float = 1e-5
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log_spectrogram and the STFT's phase in radians, (-pi, pi], from one STFT: wave (..., time) -> two
+    (..., n_fft // 2 + 1, frames). Phases are those torch.istft expects (frames referenced to the window's start)."""
+    spec = _stft(wave, n_fft, hop_length)
+    magnitude = (spec.real.square() + spec.imag.square()).clamp_min(1e-12).sqrt()
+    return torch.log(magnitude.clamp_min(log_floor)), torch.angle(spec)
+
+
 def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, synthesis: SynthesisConfig,
-                first_frame: int = 0) -> torch.Tensor:
+                first_frame: int = 0, phase: torch.Tensor | None = None) -> torch.Tensor:
     """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames) -> (..., length):
     the phases of `synthesis`'s method (audiovae.dsp.inversion; `first_frame`: the index of the first frame in
     the whole sound, for chunks of one), then synthesis.iterations of fast Griffin-Lim (Perraudin et al. 2013,
-    as torchaudio's) with synthesis.momentum. Peak-locked phases with 0 iterations are a phase-locked vocoder."""
+    as torchaudio's) with synthesis.momentum. Peak-locked phases with 0 iterations are a phase-locked vocoder.
+    phase: the model's own phases (magnitude's shape), which a method that takes them (`learned`) starts from."""
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
-    phase = synthesis.phase_rule(n_fft, hop_length)(magnitude, first_frame)
+    if synthesis.takes_model_phase:
+        if phase is None:
+            raise ValueError(f"synthesis method {synthesis.method!r} needs the model's phases (features: "
+                             "spectrogram_phase)")
+        phase = phase.reshape(magnitude.shape).to(magnitude.dtype)
+    else:
+        phase = synthesis.phase_rule(n_fft, hop_length)(magnitude, first_frame)
     angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
     previous = torch.zeros_like(angles)
     pull = synthesis.momentum / (1 + synthesis.momentum)
@@ -121,9 +137,10 @@ def griffin_lim_from_log_mel(log_mel_frames: torch.Tensor, sample_rate: int, n_f
 
 def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_length: int, synthesis: SynthesisConfig,
                                    to_linear: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                                   first_frame: int = 0) -> torch.Tensor:
+                                   first_frame: int = 0, phase: torch.Tensor | None = None) -> torch.Tensor:
     """Invert natural-log frames (..., channels, frames) to a waveform (..., frames * hop_length): exp, then
-    `to_linear` (frames' magnitudes -> STFT magnitudes; None: they already are), then griffin_lim by `synthesis`.
+    `to_linear` (frames' magnitudes -> STFT magnitudes; None: they already are), then griffin_lim by `synthesis`
+    (with `phase`, the model's phases of the STFT bins, when its method takes them).
 
     Stored frames drop the last centred frame (frames = samples // hop_length); repeating the final frame
     restores it, so the inversion spans exactly frames * hop_length samples. Frames too few for the STFT's
@@ -136,8 +153,10 @@ def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_len
         magnitude = to_linear(magnitude)
     extra = max(0, (n_fft // 2) // hop_length + 1 - frames)
     magnitude = torch.nn.functional.pad(magnitude, (0, extra))
+    if phase is not None:  # the repeated frame and the silent ones take the last frame's phases
+        phase = torch.cat([phase, phase[..., -1:].expand(*phase.shape[:-1], extra + 1)], dim=-1).float()
     length = (frames + extra) * hop_length
-    return griffin_lim(magnitude, n_fft, hop_length, length, synthesis, first_frame)[..., : frames * hop_length]
+    return griffin_lim(magnitude, n_fft, hop_length, length, synthesis, first_frame, phase)[..., : frames * hop_length]
 
 
 def resample(wave: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Training objectives as named, weighted terms: spectral distances, L1/MSE, and the KL to the prior.
 
 A reconstruction term is a small function registered in LOSS_TERMS by the name a recipe's `loss.terms`
-uses (stft: multi-resolution STFT distance; complex_stft: its phase-aware form; log_mel: multi-scale log-mel distance; mse; l1); the
-KL is the term `kl`, weighted by beta(step); the adversary adds its own terms with `plus`.
+uses (stft: multi-resolution STFT distance; complex_stft: its phase-aware form; log_mel: multi-scale log-mel distance; mse; l1;
+and, for a frame model with a phase head, instantaneous_phase, group_delay and instantaneous_frequency: APNet's
+anti-wrapped phase distances); the KL is the term `kl`, weighted by beta(step); the adversary adds its own terms
+with `plus`. A representation that carries phases (split_phase) gives the frame terms its frames alone.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from typing import TYPE_CHECKING
 import torch
 
 from audiovae.config.schema import require
-from audiovae.dsp.distances import Spectra, complex_stft_distance, mel_distance, stft_distance
+from audiovae.dsp.distances import (
+    PHASE_DISTANCES,
+    Spectra,
+    complex_stft_distance,
+    mel_distance,
+    stft_distance,
+)
 from audiovae.models.base import Posterior
 from audiovae.priors.base import GAUSSIAN, Prior
 
 if TYPE_CHECKING:
     from audiovae.config.recipe import LossConfig, Recipe
+    from audiovae.data.representations import Representation
 
 
 @dataclass
@@ -83,17 +92,21 @@ def kl_term(posterior: Posterior, free_bits: float = 0.0, prior: Prior = GAUSSIA
 @dataclass(frozen=True)
 class LossTerm:
     """A reconstruction term: compute(target, output, loss config, sample rate) -> scalar tensor, target and
-    output as Spectra (their waveforms are `.wave`), so that terms share their STFTs."""
+    output as Spectra (their waveforms are `.wave`, a frame model's frames; its phases `.phase`), so that terms
+    share their STFTs."""
 
     name: str
     compute: Callable[[Spectra, Spectra, LossConfig, int], torch.Tensor]
     needs_waveform: bool = False
     windows_key: str | None = None  # the loss key holding its analysis windows, checked against the crop
+    needs_phase: bool = False  # reads the phases of a representation that carries them
 
     def check(self, recipe: Recipe) -> None:
         """Raise ConfigError when the recipe cannot use this term."""
         require(not self.needs_waveform or recipe.data.representation.is_waveform, f"loss.terms.{self.name}",
                 "needs waveform features (data.features: wave)")
+        require(not self.needs_phase or recipe.data.representation.phase_channels > 0, f"loss.terms.{self.name}",
+                "needs features that carry phases (data.features: spectrogram_phase)")
         if self.windows_key is not None:
             length = recipe.training_samples
             windows = getattr(recipe.loss, self.windows_key)
@@ -109,16 +122,25 @@ LOSS_TERMS: dict[str, LossTerm] = {term.name: term for term in (
              "stft_windows"),
     LossTerm("mse", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).square().mean()),
     LossTerm("l1", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).abs().mean()),
+    *(LossTerm(name, lambda x, y, config, rate, distance=distance: distance(x.phase, y.phase, x.phase_weight()),
+               needs_phase=True) for name, distance in PHASE_DISTANCES.items()),
 )}
 
 
-def reconstruction_terms(x: torch.Tensor, y: torch.Tensor, config: LossConfig, sample_rate: int
-                         ) -> dict[str, torch.Tensor]:
-    """The recipe's reconstruction terms between target x and output y (same shape), unweighted, by name.
+def frame_spectra(x: torch.Tensor, representation: Representation) -> Spectra:
+    """Model input or output (batch, channels, steps) as the terms read it: its frames, and its phases where the
+    representation carries them (the terms of a frame model with a phase head)."""
+    frames, phase = representation.split_phase(x)
+    return Spectra(frames, phase)
 
-    Terms of weight 0 are not computed. Each STFT is taken once, whichever terms use it.
+
+def reconstruction_terms(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, config: LossConfig, sample_rate: int
+                         ) -> dict[str, torch.Tensor]:
+    """The recipe's reconstruction terms between target x and output y (same shape; or their Spectra, e.g.
+    frame_spectra's), unweighted, by name. Terms of weight 0 are not computed. Each STFT is taken once, whichever
+    terms use it.
     """
-    x, y = Spectra(x), Spectra(y)
+    x, y = (s if isinstance(s, Spectra) else Spectra(s) for s in (x, y))
     return {name: LOSS_TERMS[name].compute(x, y, config, sample_rate) for name, weight in config.terms.items()
             if weight}
 
@@ -129,9 +151,9 @@ def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, config: LossConfig, sa
     return sum((config.terms[name] * value for name, value in terms.items()), x.new_zeros((), dtype=torch.float32))
 
 
-def vae_loss(x: torch.Tensor, y: torch.Tensor, posterior: Posterior, config: LossConfig, sample_rate: int,
-             step: int, prior: Prior = GAUSSIAN) -> LossResult:
-    """Reconstruction terms + beta(step) * KL to the prior."""
+def vae_loss(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, posterior: Posterior, config: LossConfig,
+             sample_rate: int, step: int, prior: Prior = GAUSSIAN) -> LossResult:
+    """Reconstruction terms + beta(step) * KL to the prior (x, y as reconstruction_terms takes them)."""
     terms = reconstruction_terms(x, y, config, sample_rate)
     terms["kl"] = kl_term(posterior, config.free_bits, prior)
     weights = {**{name: config.terms[name] for name in terms if name != "kl"}, "kl": beta_at(step, config)}

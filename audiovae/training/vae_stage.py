@@ -39,7 +39,7 @@ from audiovae.training.loop import (
     learning_rate_scale,
     train_loop,
 )
-from audiovae.training.losses import LossResult, vae_loss
+from audiovae.training.losses import LossResult, frame_spectra, vae_loss
 from audiovae.training.prior_stage import PriorResult, train_prior
 
 __all__ = ["TrainResult", "train", "validate", "vae_objective"]
@@ -60,6 +60,7 @@ def vae_objective(recipe: Recipe, net: nn.Module, device: torch.device, adversar
                   ) -> Callable[[TrainState, torch.Tensor], LossResult]:
     """The VAE's loss on a training batch (batch, channels, steps): its named terms, and the adversary's
     from adversarial.start_step on (the discriminator takes its own step inside)."""
+    representation = recipe.data.representation
 
     def loss(state: TrainState, batch: torch.Tensor) -> LossResult:
         x = batch.to(device, non_blocking=True)
@@ -68,8 +69,8 @@ def vae_objective(recipe: Recipe, net: nn.Module, device: torch.device, adversar
                             f"dataset in {recipe.data.folder} (re-run audiovae prepare)")
         with autocast_for(device):
             out = net(x)
-        result = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate,
-                          state.step)
+        result = vae_loss(frame_spectra(x, representation), frame_spectra(out.reconstruction.float(), representation),
+                          out.posterior, recipe.loss, recipe.data.sample_rate, state.step)
         if adversary is not None and state.step >= recipe.adversarial.start_step:
             result = result.plus(*adversary.step(x, out.reconstruction.float()))
         return result
@@ -90,7 +91,8 @@ def validate(model: VAE, batches: list[torch.Tensor], recipe: Recipe, step: int,
         x = batch.to(device)
         with autocast_for(device):
             out = model(x)
-        loss = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate, step)
+        loss = vae_loss(frame_spectra(x, representation), frame_spectra(out.reconstruction.float(), representation),
+                        out.posterior, recipe.loss, recipe.data.sample_rate, step)
         values = {k: v for k, v in loss.logs().items() if k != "beta"}
         values.update(representation.validation_scores(x, out.reconstruction.float()))
         for key, value in values.items():

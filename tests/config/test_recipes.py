@@ -165,7 +165,8 @@ def test_mel_family_rejects_wave_features(tmp_path):
     raw = raw_recipe(MEL)
     raw["data"]["features"] = "wave"
     path = write_raw(tmp_path, raw)
-    assert load_error(path) == f"{path}: data.features: the 'mel' model family needs features: mel or spectrogram"
+    assert load_error(path) == (f"{path}: data.features: the 'mel' model family needs features: mel, spectrogram or "
+                                "spectrogram_phase")
 
 
 def test_mel_stride_product_must_divide_frames(tmp_path):
@@ -405,7 +406,8 @@ def test_0_1_loss_keys_are_aliases_of_terms(old, terms):
     ("loss.mel_weight=-1", "loss.mel_weight: must be >= 0"),  # 0.1 blamed stft_weight
     ("loss.stft_weight=-1", "loss.stft_weight: must be >= 0"),
     ("loss.terms.log_mel=-1", "loss.terms.log_mel: weights must be >= 0"),
-    ("loss.terms.msse=1", "loss.terms.msse: unknown loss term (known: stft, log_mel, complex_stft, mse, l1)"),
+    ("loss.terms.msse=1", "loss.terms.msse: unknown loss term (known: stft, log_mel, complex_stft, mse, l1, "
+                          "instantaneous_phase, group_delay, instantaneous_frequency)"),
     ("loss.reconstruction=mse", "loss.terms: give either terms or the 0.1 keys"),
 ])
 def test_loss_term_mistakes_name_their_key(tmp_path, override, expected):

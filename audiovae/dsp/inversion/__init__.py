@@ -1,7 +1,8 @@
 """Synthesis methods: how frames of log magnitudes become sound, chosen by a recipe's `synthesis:` section.
 
-A method is a phase rule (the phases an inverse STFT starts from under magnitudes alone) followed by
-`iterations` of fast Griffin-Lim; one module per method (zeros.py, advancing.py, peaks.py) and one line in
+A method is a phase rule (the phases an inverse STFT starts from under magnitudes alone), or the model's own
+phases (learned.py), followed by `iterations` of fast Griffin-Lim; one module per method (zeros.py, advancing.py,
+peaks.py, learned.py) and one line in
 SYNTHESIS_METHODS below. This package sits at the bottom of the signal code: it imports torch and the config
 helpers only, so the Griffin-Lim loops (audiovae.dsp.transforms for synthesis in Python, audiovae.nn.spectral
 for the export), the representations that call them (audiovae.data.representations) and the recipe that
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from audiovae.config.schema import choice, require
-from audiovae.dsp.inversion import advancing, peaks, zeros
+from audiovae.dsp.inversion import advancing, learned, peaks, zeros
 from audiovae.dsp.inversion.base import PhaseAdvance, PhaseRule, SynthesisMethod, locked_phases
 
 # `synthesis.method` -> its entry: the one line a new method adds
@@ -21,6 +22,7 @@ SYNTHESIS_METHODS: dict[str, SynthesisMethod] = {
     "zeros": zeros.METHOD,
     "advancing": advancing.METHOD,
     "peaks": peaks.METHOD,
+    "learned": learned.METHOD,
 }
 
 
@@ -47,6 +49,11 @@ class SynthesisConfig:
     def phase_rule(self, n_fft: int, hop_length: int) -> PhaseRule:
         """The method's phase rule for an STFT of n_fft points every hop_length samples."""
         return SYNTHESIS_METHODS[self.method].phases(n_fft, hop_length)
+
+    @property
+    def takes_model_phase(self) -> bool:
+        """Whether the method starts from the model's own phases (a phase head) instead of a rule."""
+        return SYNTHESIS_METHODS[self.method].takes_model_phase
 
     @property
     def streams(self) -> bool:

@@ -58,10 +58,12 @@ class SynthesisMethod:
     phases: the PhaseRule class, built with (n_fft, hop_length); iterations: the fast Griffin-Lim iterations
     after the start phases when a recipe names the method without `iterations`; summary: one line for docs and
     errors; advance: its causal form (a PhaseAdvance class, built with (n_fft, hop_length)), None where the
-    method cannot run frame by frame (a causal frame model needs one, audiovae.models.mel)."""
+    method cannot run frame by frame (a causal frame model needs one, audiovae.models.mel); takes_model_phase:
+    the phases come from the model's output (a phase head), not from `phases` (method `learned`)."""
 
     name: str
     phases: type[PhaseRule]
     iterations: int
     summary: str
     advance: type[PhaseAdvance] | None = None
+    takes_model_phase: bool = False
