@@ -88,6 +88,16 @@ class MelVAE(VAE):
     def encode_frames(self, x: torch.Tensor) -> Posterior:
         return split_posterior(self.encoder(x[:, : self.input_channels - self.phase_channels] - self.offset))
 
+    def context_frames(self, probe: int = 32) -> int:
+        """VAE.context_frames; with a phase head, that of the magnitudes: the head's running sum reaches every later
+        frame, as synthesis method peaks' does, and restarts in each chunk as that one's does, while its angles
+        read the decoder's last hidden layer, which reaches no further than the magnitudes' output does."""
+        if self.phase_head is None:
+            return super().context_frames(probe)
+        magnitudes = MelVAE(self.encoder, self.decoder, self.latent_size, self.hop,
+                            self.input_channels - self.phase_channels, self.pad_value, self.offset)
+        return magnitudes.train(self.training).context_frames(probe)
+
     def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
         if self.phase_head is None:
             return self.decoder(z) + self.offset

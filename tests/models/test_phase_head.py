@@ -223,3 +223,11 @@ def test_a_tiny_model_with_a_phase_head_learns_phases_that_peaks_miss_and_decode
     peaks = phase_distances(true_phase, peak_locked_phase(magnitude, 64, 16), true_magnitude)
     assert ours["group_delay"] < 0.95 * peaks["group_delay"]
     assert ours["instantaneous_frequency"] < peaks["instantaneous_frequency"]
+
+
+def test_chunked_synthesis_keeps_the_magnitudes_context_not_the_running_sums():
+    torch.manual_seed(0)
+    model = build_model(phase_recipe(**PHASE_TERMS)).eval()
+    torch.manual_seed(0)
+    plain = build_model(phase_recipe("spectrogram")).eval()
+    assert model.context_frames() == plain.context_frames() < 32
