@@ -73,8 +73,9 @@ def score_wave(model: Model, wave: np.ndarray, path: str | Path = "") -> FileSco
     steps_per_frame = model.net.hop
     frame_seconds = model.frame_samples / model.sample_rate
     reconstruction, kl = [], []
+    magnitudes = model.net.input_channels - model.representation.phase_channels  # a phase head's phases: not scored
     for chunk in model.reconstruction_chunks(wave):
-        error = np.abs(chunk.features - chunk.reconstruction)  # (channels, steps)
+        error = np.abs(chunk.features[:magnitudes] - chunk.reconstruction[:magnitudes])  # (channels, steps)
         frames = chunk.stop - chunk.start
         padded = np.full((error.shape[0], frames * steps_per_frame), np.nan, np.float32)
         padded[:, : error.shape[1]] = error
@@ -208,7 +209,7 @@ def mean_log_spectrum(representation: Representation, wave: np.ndarray, block_se
     total, count = None, 0
     for start in range(0, len(wave), block):
         piece = torch.from_numpy(np.ascontiguousarray(wave[start : start + block], np.float32))[None]
-        frames = representation.from_audio(piece)[0].double()  # (channels, steps)
+        frames = representation.split_phase(representation.from_audio(piece))[0][0].double()  # (channels, steps)
         total = frames.sum(dim=1) if total is None else total + frames.sum(dim=1)
         count += frames.shape[1]
     return (total / count).numpy()
