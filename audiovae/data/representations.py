@@ -312,7 +312,7 @@ class SpectrogramPhase(LogSpectrogram):
 
     name = "spectrogram_phase"
     synthesis_default = MappingProxyType({"method": "learned", "iterations": 0, "momentum": 0.99})
-    synthesis_legacy = synthesis_default  # new in 0.4: no run was saved without the section
+    synthesis_legacy = synthesis_default  # no run of this representation was saved without the section
 
     @property
     def phase_channels(self) -> int:
