@@ -38,6 +38,7 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "quickstart-causal-seed1": ("quickstart", ("model.causal=true", "train.seed=1")),
             "live-seed1": ("live", ("train.seed=1",)),
             "spectrogram-seed1": ("spectrogram", ("train.seed=1",)),
+            "spectrogram-latent32": ("spectrogram", ("model.latent_size=32",)),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 
 
