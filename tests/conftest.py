@@ -269,3 +269,15 @@ def synthetic_latents(frames: int, seed: int) -> np.ndarray:
         state = centre + 0.9 * (state - centre) + spread * rng.standard_normal(PRIOR_LATENT)
         z[:, t] = state
     return z
+
+
+@pytest.fixture()
+def one_thread_each_test():
+    """One torch thread set again for each test, for modules whose code under test sets threads of its own
+    (the prior stage, the sampler): `pytestmark = pytest.mark.usefixtures("one_thread_each_test")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,13 +23,7 @@ from audiovae.priors.learned import (
 )
 from audiovae.training.prior_stage import fit_prior
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_each_test")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from conftest import synthetic_latents
 
 from audiovae.priors.learned import LatentPrior, build_prior
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_each_test")
 
 
 def python_loop(prior: LatentPrior, batch: int, frames: int, temperature: float, generator) -> torch.Tensor:

@@ -109,14 +109,19 @@ def test_the_same_sound_comes_back_and_chunks_match_the_whole():
     assert (exported - expected).abs().max() < 1e-4 * expected.abs().max()
 
 
+def causal_textured_recipe():
+    """A tiny causal frame model that synthesizes with `textured`."""
+    return recipe_from_dict({"data": {"features": "spectrogram", "segment_samples": 2048,
+                                      "mel": {"n_fft": 512, "hop_length": 128}},
+                             "model": {"family": "mel", "channels": 4, "max_channels": 8, "latent_size": 3,
+                                       "residual_layers": 1, "kernel_size": 3, "activation": "leaky_relu",
+                                       "strides": [2], "causal": True},
+                             "synthesis": {"method": "textured", "iterations": 0},
+                             "loss": {"terms": {"l1": 1.0}}}, "live")
+
+
 def test_the_causal_form_streams_as_its_offline_pass_and_scripts():
-    recipe = recipe_from_dict({"data": {"features": "spectrogram", "segment_samples": 2048,
-                                        "mel": {"n_fft": 512, "hop_length": 128}},
-                               "model": {"family": "mel", "channels": 4, "max_channels": 8, "latent_size": 3,
-                                         "residual_layers": 1, "kernel_size": 3, "activation": "leaky_relu",
-                                         "strides": [2], "causal": True},
-                               "synthesis": {"method": "textured", "iterations": 0},
-                               "loss": {"terms": {"l1": 1.0}}}, "live")
+    recipe = causal_textured_recipe()
     assert recipe.synthesis.streams and SYNTHESIS_METHODS["textured"].advance is not None
     torch.manual_seed(0)
     net = build_model(recipe).eval().double()
@@ -137,13 +142,7 @@ def test_a_causal_textured_model_exports_to_onnx(tmp_path):
     """The stream's ONNX form (float32: the clock rounds a float32 running phase) matches its TorchScript."""
     from audiovae.realtime.export import export_net, read_card
 
-    recipe = recipe_from_dict({"data": {"features": "spectrogram", "segment_samples": 2048,
-                                        "mel": {"n_fft": 512, "hop_length": 128}},
-                               "model": {"family": "mel", "channels": 4, "max_channels": 8, "latent_size": 3,
-                                         "residual_layers": 1, "kernel_size": 3, "activation": "leaky_relu",
-                                         "strides": [2], "causal": True},
-                               "synthesis": {"method": "textured", "iterations": 0},
-                               "loss": {"terms": {"l1": 1.0}}}, "live")
+    recipe = causal_textured_recipe()
     torch.manual_seed(0)
     net = build_model(recipe).eval()
     with torch.no_grad():
