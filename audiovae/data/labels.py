@@ -40,7 +40,7 @@ def _folder_label(file: Any) -> str:
 
 def _csv_labels(table: Path, files: Sequence[Any]) -> list[str]:
     try:
-        with open(table, newline="", encoding="utf-8") as handle:
+        with open(table, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
             rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     except FileNotFoundError:
         raise UserError(f"{table}: no such labels file (--labels takes 'folders' or a CSV of path,label)") from None
@@ -49,10 +49,15 @@ def _csv_labels(table: Path, files: Sequence[Any]) -> list[str]:
     if rows and [cell.strip().lower() for cell in rows[0][:2]] == ["path", "label"]:
         rows = rows[1:]  # a header
     given: dict[str, str] = {}
+    first_row: dict[str, int] = {}
     for number, row in enumerate(rows, 1):
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
             raise UserError(f"{table}: row {number} ({','.join(row)[:80]}) is not path,label")
-        given[os.path.normpath(row[0].strip())] = row[1].strip()
+        path, label = os.path.normpath(row[0].strip()), row[1].strip()
+        if given.setdefault(path, label) != label:
+            raise UserError(f"{table}: rows {first_row[path]} and {number} give {row[0].strip()} two labels "
+                            f"({given[path]}, {label}); keep one")
+        first_row.setdefault(path, number)
     labels, missing = [], []
     for file in files:
         label = given.get(os.path.normpath(file.relative)) or given.get(os.path.normpath(str(file.path)))

@@ -79,6 +79,21 @@ def test_a_file_missing_from_the_csv_is_one_line(tmp_path):
         prepare([audio], tmp_path / "data", DATA, workers=1, progress=False, labels=str(table))
 
 
+def test_a_spreadsheets_byte_order_mark_and_conflicting_rows(tmp_path):
+    """A CSV saved with a byte-order mark still has its header read; a path given two labels is refused."""
+    audio = tmp_path / "audio"
+    for i in range(2):
+        write_signal(audio / f"take_{i}.wav", 0.3, TINY_RATE)
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\ntake_0.wav,low\ntake_1.wav,high\n", encoding="utf-8-sig")
+    prepare([audio], tmp_path / "data", DATA, workers=1, progress=False, labels=str(table))
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert [r["label"] for r in manifest["files"]] == ["low", "high"]
+    table.write_text("take_0.wav,low\ntake_1.wav,high\ntake_0.wav,high\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"labels.csv: rows 1 and 3 give take_0.wav two labels \(low, high\)"):
+        prepare([audio], tmp_path / "data2", DATA, workers=1, progress=False, labels=str(table))
+
+
 def test_a_file_outside_a_label_folder_is_one_line(tmp_path):
     audio = write_labelled(tmp_path / "audio", {"kick": 2})
     write_signal(audio / "loose.wav", 0.3, TINY_RATE)
