@@ -52,16 +52,17 @@ def draw_mixture(out: torch.Tensor, uniform: torch.Tensor, normal: torch.Tensor,
 def gru_frames(previous: torch.Tensor, hidden: torch.Tensor, input_weight: torch.Tensor, input_bias: torch.Tensor,
                layers: list[list[torch.Tensor]], head_weight: torch.Tensor, head_bias: torch.Tensor,
                uniforms: torch.Tensor, normals: torch.Tensor, temperature: float, mixtures: int,
-               min_log_scale: float, label_offset: torch.Tensor, labelled: bool
+               min_log_scale: float, label_offset: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A GRUCore's frames: previous (B, latent) normalized, hidden (layers, B, H), layers [w_ih, w_hh, b_ih, b_hh]
     each, uniforms (T, B), normals (T, B, latent) -> frames (T, B, latent) normalized, the last frame, hidden.
-    labelled: every input frame gets label_offset (B, latent) added (a conditional prior's label embedding)."""
+    label_offset (B, latent): added to every input frame (a conditional prior's label embedding), or None."""
     frames = torch.empty(normals.shape, device=previous.device)
     rows = torch.arange(normals.shape[1], device=previous.device)
     states = list(hidden.unbind(0))
     for t in range(normals.shape[0]):
-        x = torch.nn.functional.linear(previous + label_offset if labelled else previous, input_weight, input_bias)
+        x = torch.nn.functional.linear(previous if label_offset is None else previous + label_offset, input_weight,
+                                       input_bias)
         for i, weights in enumerate(layers):
             x = torch.gru_cell(x, states[i], weights[0], weights[1], weights[2], weights[3])
             states[i] = x
@@ -74,7 +75,7 @@ def gru_frames(previous: torch.Tensor, hidden: torch.Tensor, input_weight: torch
 def conv_frames(previous: torch.Tensor, caches: list[torch.Tensor], input_weight: torch.Tensor,
                 input_bias: torch.Tensor, layers: list[list[torch.Tensor]], dilations: list[int],
                 head_weight: torch.Tensor, head_bias: torch.Tensor, uniforms: torch.Tensor, normals: torch.Tensor,
-                temperature: float, mixtures: int, min_log_scale: float, label_offset: torch.Tensor, labelled: bool
+                temperature: float, mixtures: int, min_log_scale: float, label_offset: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """A ConvCore's frames (ConvCore.step and GatedFrameStep, inlined): layers [gate w, gate b, residual w,
     residual b, skip w, skip b] each with the weights flattened to matrices, caches (B, C, context) per layer
@@ -82,7 +83,8 @@ def conv_frames(previous: torch.Tensor, caches: list[torch.Tensor], input_weight
     frames = torch.empty(normals.shape, device=previous.device)
     rows = torch.arange(normals.shape[1], device=previous.device)
     for t in range(normals.shape[0]):
-        x = torch.nn.functional.linear(previous + label_offset if labelled else previous, input_weight, input_bias)
+        x = torch.nn.functional.linear(previous if label_offset is None else previous + label_offset, input_weight,
+                                       input_bias)
         skip = torch.zeros_like(x)
         for i, weights in enumerate(layers):
             window = torch.cat([caches[i], x[..., None]], -1)  # (B, C, context + 1)
@@ -153,21 +155,19 @@ def sample_frames(core: torch.nn.Module, head: torch.nn.Linear, previous: torch.
     continuing from `previous` (B, latent) and the core's stream state: frames (B, latent, T) normalized, the last
     frame and the next state. label_offset (B, latent): added to every input frame (a conditional prior's label
     embedding; None: unconditional, the same operations as before conditioning existed)."""
-    labelled = label_offset is not None
-    offset = label_offset if label_offset is not None else previous
     if isinstance(core, GRUCore):
         gru = core.gru
         layers = [[getattr(gru, f"{name}_l{i}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
                   for i in range(gru.num_layers)]
         frames, previous, state = scripted(gru_frames)(
             previous, state, core.input.weight, core.input.bias, layers, head.weight, head.bias, uniforms, normals,
-            temperature, mixtures, min_log_scale, offset, labelled)
+            temperature, mixtures, min_log_scale, label_offset)
     elif isinstance(core, ConvCore):
         layers = [[gate.weight.flatten(1), gate.bias, residual.weight.flatten(1), residual.bias, skip.weight.flatten(1),
                    skip.bias] for gate, residual, skip in zip(core.gates, core.residuals, core.skips, strict=True)]
         frames, previous, state = scripted(conv_frames)(
             previous, state, core.input.weight.flatten(1), core.input.bias, layers, list(core.dilations),
-            head.weight, head.bias, uniforms, normals, temperature, mixtures, min_log_scale, offset, labelled)
+            head.weight, head.bias, uniforms, normals, temperature, mixtures, min_log_scale, label_offset)
     else:
         raise TypeError(f"no scripted sampling loop for {type(core).__name__}")
     return frames.permute(1, 2, 0), previous, state
