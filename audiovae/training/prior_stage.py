@@ -19,7 +19,7 @@ import torch
 
 from audiovae.config.schema import build_dataclass
 from audiovae.data.dataset import open_dataset
-from audiovae.data.labels import segment_labels
+from audiovae.data.labels import manifest_labels, segment_labels
 from audiovae.errors import UserError
 from audiovae.io.checkpoint import load_checkpoint
 from audiovae.io.run_folder import RunFolder
@@ -61,6 +61,7 @@ def split_latents(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16) ->
                         "run's recipe)") from None
     array, representation = dataset.arrays[split], recipe.data.representation
     names = run_labels(recipe)
+    check_dataset_labels(dataset.manifest, names, recipe.data.folder)
     labels = torch.from_numpy(segment_labels(dataset.manifest, split, names)) if names else None
     means = []
     with torch.no_grad():
@@ -83,7 +84,15 @@ def split_file_labels(recipe: Recipe, split: str) -> list[int] | None:
     if not names:
         return None
     manifest = open_dataset(recipe.data.folder).manifest
+    check_dataset_labels(manifest, names, recipe.data.folder)
     return [names.index(r["label"]) for r in manifest["files"] if r.get("split") == split and int(r["segments"])]
+
+
+def check_dataset_labels(manifest: dict[str, Any], names: tuple[str, ...], folder: str) -> None:
+    """UserError when a conditional run's dataset no longer has the run's labels (prepared again since)."""
+    if names and manifest_labels(manifest) != names:
+        raise UserError(f"{folder}: its labels ({', '.join(manifest_labels(manifest)) or 'none'}) are not the run's "
+                        f"({', '.join(names)}); prepare it again as the run was, or train the run again")
 
 
 def run_labels(recipe: Recipe) -> tuple[str, ...]:

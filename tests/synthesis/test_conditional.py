@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audiovae.errors import UserError
 from tests.conftest import TINY_RATE, write_frame_recipe, write_signal, write_two_classes
 
 # made at the commit before conditioning existed (db6709b) by this very test: the run's recipe.yaml, the best
@@ -137,3 +138,15 @@ def test_conditioning_on_an_unlabelled_dataset_names_the_prepare_command(tmp_pat
     assert result.exit_code == 1, result.output
     assert "model.conditional needs a labelled dataset; prepare it with: audiovae prepare AUDIO_DIR --labels " \
         "folders" in result.output
+
+
+def test_a_dataset_prepared_again_with_other_labels_is_one_line_for_the_prior():
+    """train-prior reads a conditional run's dataset: one prepared again with other labels is refused by name."""
+    from audiovae.training.prior_stage import check_dataset_labels
+
+    check_dataset_labels({"labels": ["noise", "tone"]}, ("noise", "tone"), "data/x")  # the run's labels: fine
+    check_dataset_labels({}, (), "data/x")  # an unconditional run reads any dataset
+    for manifest, shown in (({"labels": ["kick", "tone"]}, "kick, tone"), ({}, "none")):
+        with pytest.raises(UserError, match=rf"data/x: its labels \({shown}\) are not the run's \(noise, tone\); "
+                                            "prepare it again as the run was"):
+            check_dataset_labels(manifest, ("noise", "tone"), "data/x")
