@@ -339,7 +339,7 @@ def load_learned_prior(path: Path | None, device: torch.device, vae_weights_sha2
     state = load_checkpoint(path)
     try:
         prior = prior_from_checkpoint(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         raise UserError(f"{path}: not a learned prior of this run ({str(error).splitlines()[0][:120]}); "
                         "train it again with audiovae train-prior") from None
     stored = state.get("vae_weights_sha256")

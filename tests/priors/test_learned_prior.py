@@ -172,3 +172,16 @@ def test_config_names_the_broken_key(key, value):
     with pytest.raises(ConfigError) as error:
         PriorConfig(**{key: value})
     assert error.value.key == key
+
+
+def test_a_prior_file_whose_weights_are_not_a_mapping_is_one_line(tmp_path):
+    """A checkpoint in audiovae's format whose weights entry is something else (a foreign or damaged file) is refused
+    in one line naming the file, not an AttributeError from reading it."""
+    from audiovae.errors import UserError
+    from audiovae.io.checkpoint import save_checkpoint
+    from audiovae.priors.learned import load_learned_prior
+
+    path = save_checkpoint(tmp_path / "prior.pt", {"prior_config": dataclasses.asdict(TINY["gru"]),
+                                                   "latent_size": LATENT, "prior": [1, 2]})
+    with pytest.raises(UserError, match=r"prior.pt: not a learned prior of this run \('list' object has no attribute"):
+        load_learned_prior(path, torch.device("cpu"))
