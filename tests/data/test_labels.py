@@ -26,6 +26,13 @@ def write_labelled(root: Path, counts: dict[str, int]) -> Path:
     return root
 
 
+def write_takes(root: Path, count: int) -> Path:
+    """take_0.wav ... in root/audio, unlabelled (a CSV gives their labels)."""
+    for i in range(count):
+        write_signal(root / "audio" / f"take_{i}.wav", 0.3, TINY_RATE)
+    return root / "audio"
+
+
 def invoke(*args) -> object:
     return CliRunner().invoke(main, [str(a) for a in args])
 
@@ -58,9 +65,7 @@ def test_an_unlabelled_dataset_keeps_its_split_and_manifest_keys(tmp_path):
 
 
 def test_csv_labels_by_relative_or_absolute_path(tmp_path):
-    audio = tmp_path / "audio"
-    for i in range(4):
-        write_signal(audio / f"take_{i}.wav", 0.3, TINY_RATE)
+    audio = write_takes(tmp_path, 4)
     table = tmp_path / "labels.csv"
     table.write_text("path,label\ntake_0.wav,low\ntake_1.wav, high\n"
                      f"{audio / 'take_2.wav'},low\ntake_3.wav,high\n", encoding="utf-8")
@@ -70,9 +75,7 @@ def test_csv_labels_by_relative_or_absolute_path(tmp_path):
 
 
 def test_a_file_missing_from_the_csv_is_one_line(tmp_path):
-    audio = tmp_path / "audio"
-    for i in range(3):
-        write_signal(audio / f"take_{i}.wav", 0.3, TINY_RATE)
+    audio = write_takes(tmp_path, 3)
     table = tmp_path / "labels.csv"
     table.write_text("take_0.wav,low\ntake_1.wav,high\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"labels.csv: no label for 1 of 3 files \(first: take_2.wav\)"):
@@ -81,9 +84,7 @@ def test_a_file_missing_from_the_csv_is_one_line(tmp_path):
 
 def test_a_spreadsheets_byte_order_mark_and_conflicting_rows(tmp_path):
     """A CSV saved with a byte-order mark still has its header read; a path given two labels is refused."""
-    audio = tmp_path / "audio"
-    for i in range(2):
-        write_signal(audio / f"take_{i}.wav", 0.3, TINY_RATE)
+    audio = write_takes(tmp_path, 2)
     table = tmp_path / "labels.csv"
     table.write_text("path,label\ntake_0.wav,low\ntake_1.wav,high\n", encoding="utf-8-sig")
     prepare([audio], tmp_path / "data", DATA, workers=1, progress=False, labels=str(table))
