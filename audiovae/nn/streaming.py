@@ -50,35 +50,72 @@ class Stateless(nn.Module):
         return self.module(x)
 
 
+def conv_by_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, dilation: int
+                    ) -> torch.Tensor:
+    """F.conv1d(x, weight, bias, stride, 0, dilation) as one matrix product over a strided view of x's taps.
+
+    TorchScript and eager PyTorch take this: on a host's short blocks at batch 1, torch's CPU convolution goes
+    through its im2col path with a dozen small operations of its own (about 10% of a 44.1-kHz live block); the
+    ONNX export keeps Conv, which ONNX Runtime runs well (the callers branch on torch.jit.is_tracing())."""
+    out_channels, taps = weight.shape[0], weight.shape[-1]
+    span = dilation * (taps - 1) + 1
+    windows = x.unfold(-1, span, stride)  # (B, in, n, span), a view
+    if dilation > 1:
+        windows = windows[..., ::dilation]
+    windows = windows.transpose(1, 2)  # (B, n, in, taps): the weight's (in, taps) order
+    product = F.linear(windows.reshape(windows.shape[0], windows.shape[1], -1), weight.reshape(out_channels, -1),
+                       bias)
+    return product.transpose(1, 2)
+
+
 class CachedConv1d(nn.Module):
     """A causal convolution whose left padding is the end of the previous block's input.
 
     x: (batch, in_channels, n * stride) -> (batch, out_channels, n); state: (batch, in_channels, context).
-    A dilated one runs as its taps' shifted inputs stacked on the channels and one 1x1 convolution: torch's
-    CPU kernel for dilated convolutions (slow_conv_dilated) took 60% of a quickstart block's time.
+    conv_by_product in TorchScript; in the ONNX export a Conv, or for a dilated one its taps' shifted inputs
+    stacked on the channels and one 1x1 Conv (torch's CPU kernel for dilated convolutions, slow_conv_dilated,
+    took 60% of a quickstart block's time when TorchScript ran it the same way).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, dilation: int, context: int,
                  index: int):
         super().__init__()
         out_channels, in_channels, taps = weight.shape
-        self.unfold = dilation > 1 and stride == 1
-        if self.unfold:  # (out, in, taps) -> (out, taps * in, 1), tap-major like the stacked input
-            weight = weight.permute(0, 2, 1).reshape(out_channels, taps * in_channels, 1)
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.bias = nn.Parameter(torch.zeros(out_channels) if bias is None else bias.detach().clone(),
                                  requires_grad=False)
         self.stride, self.dilation, self.context, self.index, self.taps = stride, dilation, context, index, taps
+        self.stacked = dilation > 1 and stride == 1
 
     def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
         x = torch.cat([states[self.index], x], dim=-1)
         states[self.index] = x[..., -self.context :]
-        if not self.unfold:
+        if not torch.jit.is_tracing():
+            return conv_by_product(x, self.weight, self.bias, self.stride, self.dilation)
+        if not self.stacked:
             return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation)
         # tap i reads x[i * d : i * d + n], n = length - context; the ends are negative so shapes stay symbolic
         shifted = [x[..., i * self.dilation : i * self.dilation - self.context] for i in range(self.taps - 1)]
         shifted.append(x[..., self.context :])
-        return F.conv1d(torch.cat(shifted, dim=1), self.weight, self.bias)
+        weight = self.weight.permute(0, 2, 1).reshape(self.weight.shape[0], -1, 1)  # tap-major, as the stack
+        return F.conv1d(torch.cat(shifted, dim=1), weight, self.bias)
+
+
+class PlainConv1d(nn.Module):
+    """A convolution that needs no state (kernel = stride: a 1x1 convolution, or a causal one with no left
+    padding), in the streaming signature: conv_by_product in TorchScript, Conv in the ONNX export."""
+
+    def __init__(self, conv: nn.Conv1d):
+        super().__init__()
+        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.stride = conv.stride[0]
+
+    def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        if not torch.jit.is_tracing():
+            return conv_by_product(x, self.weight, self.bias, self.stride, 1)
+        return F.conv1d(x, self.weight, self.bias, self.stride)
 
 
 class OverlapAddConvTranspose1d(nn.Module):
@@ -146,7 +183,7 @@ def _convert(module: nn.Module, shapes: list[list[int]]) -> nn.Module:
         context = span - module.stride[0]
         assert context == module.left_padding, "a causal conv's left padding must be its span less its stride"
         if context == 0:
-            return Stateless(_plain_conv(module))
+            return PlainConv1d(module)
         shapes.append([module.in_channels, context])
         return CachedConv1d(module.weight, module.bias, module.stride[0], module.dilation[0], context, len(shapes) - 1)
     if isinstance(module, CausalConvTranspose1d):
@@ -154,7 +191,7 @@ def _convert(module: nn.Module, shapes: list[list[int]]) -> nn.Module:
         shapes.append([module.out_channels, overlap])
         return OverlapAddConvTranspose1d(module.weight, module.bias, module.stride[0], overlap, len(shapes) - 1)
     if isinstance(module, nn.Conv1d) and module.kernel_size[0] == 1 and module.padding[0] == 0:
-        return Stateless(_plain_conv(module))
+        return PlainConv1d(module)
     if isinstance(module, RepeatConv):  # its kernel-3 convolution caches two input steps
         weight, bias = module.phase_weights()
         shapes.append([weight.shape[1], 2])
@@ -170,15 +207,6 @@ def _convert(module: nn.Module, shapes: list[list[int]]) -> nn.Module:
     if isinstance(module, nn.Sequential):
         return StreamingSequential([_convert(child, shapes) for child in module])
     raise ValueError(f"{type(module).__name__} cannot stream (is the model causal?)")
-
-
-def _plain_conv(conv: nn.Conv1d) -> nn.Conv1d:
-    """A plain nn.Conv1d with the same weights and no padding (TorchScript knows it without our classes)."""
-    plain = nn.Conv1d(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], 0,
-                      conv.dilation[0], bias=conv.bias is not None)
-    plain.load_state_dict({"weight": conv.weight.detach(), **({"bias": conv.bias.detach()} if conv.bias is not None
-                                                               else {})})
-    return plain
 
 
 def folded_copy(net: nn.Module) -> nn.Module:

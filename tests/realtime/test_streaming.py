@@ -244,3 +244,17 @@ def test_cli_stream_errors_name_the_fix(causal_run, tiny_run, tmp_path):
     card = json.loads((tmp_path / "causal" / "card.json").read_text())
     (tmp_path / "causal" / "card.json").write_text(json.dumps({**card, "version": 99}))
     assert "newer audiovae" in fails("--export", str(tmp_path / "causal"), "--block", "64")
+
+
+@pytest.mark.parametrize("stride, dilation, taps", [(1, 1, 3), (2, 1, 4), (1, 3, 3), (4, 1, 4), (1, 1, 1), (3, 2, 5)])
+def test_the_matrix_product_form_is_the_convolution(stride, dilation, taps):
+    """conv_by_product (TorchScript's and eager PyTorch's path) against F.conv1d (the ONNX export's), batch 2,
+    float64: the same sums, so rounding alone apart."""
+    from audiovae.nn.streaming import conv_by_product
+
+    torch.manual_seed(stride * 10 + dilation)
+    x, weight, bias = torch.randn(2, 5, 61, dtype=torch.float64), torch.randn(7, 5, taps, dtype=torch.float64), \
+        torch.randn(7, dtype=torch.float64)
+    expected = torch.nn.functional.conv1d(x, weight, bias, stride, 0, dilation)
+    got = conv_by_product(x, weight, bias, stride, dilation)
+    assert got.shape == expected.shape and float((got - expected).abs().max()) < 1e-12
