@@ -98,6 +98,40 @@ def test_odd_lengths_come_back_whole(length):
     assert (streamed - offline).abs().max() < 1e-5
 
 
+class _Explicit(torch.nn.Module):
+    """A stream with its state as arguments and results, as the ONNX export traces it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, block: torch.Tensor, *states: torch.Tensor):
+        states_list = list(states)
+        return (self.model(block, states_list), *states_list)
+
+
+def test_the_onnx_form_of_the_ends_computes_what_torchscript_does():
+    """The frame ends have two forms (audiovae.nn.streaming_frames): FFTs for TorchScript and eager PyTorch, matrix
+    products for the ONNX export, which traces. A float64 trace against the eager stream, block after block, each
+    from its own state: outputs and states agree to rounding."""
+    net, recipe = live()
+    model = _Explicit(streaming_frames(net.double(), recipe))
+    x = voice(8 * 512).double()
+    states = model.model.init_state(1)
+    with torch.no_grad(), legacy_export():
+        traced = torch.jit.trace(model, (x[..., :512], *states), check_trace=False)
+        eager_states, traced_states = list(states), list(states)
+        for start in range(0, x.shape[-1], 512):
+            expected, *eager_states = model(x[..., start : start + 512], *eager_states)
+            got, *traced_states = traced(x[..., start : start + 512], *traced_states)
+            assert float((got - expected).abs().max()) < 1e-7  # the FFT and the products round apart
+    assert float(expected.abs().max()) > 0.05  # a loud stream, not silence
+    # the running phases are kept wrapped to [0, 2 pi): compared as angles (for the other states, plain differences)
+    apart = [torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi for a, b in zip(eager_states, traced_states,
+                                                                                     strict=True)]
+    assert max(float(d.abs().max()) for d in apart) < 1e-5
+
+
 def test_encode_and_decode_stream_separately():
     net, recipe = live("advancing")
     model = streaming_frames(net, recipe)
@@ -156,6 +190,20 @@ def test_running_phases_are_the_offline_rule_up_to_each_bins_start():
     second_half, _ = locked_phases(step[..., 17:], owner[..., 17:], middle)
     wrapped = torch.remainder(torch.cat([first_half, second_half], -1) - phase + torch.pi, 2 * torch.pi) - torch.pi
     assert wrapped.abs().max() < 1e-9 and 0 <= end.min() and end.max() < 2 * torch.pi
+
+
+def test_the_peaks_rules_short_running_form_is_the_general_one():
+    """PeakAdvance.running (fewer operations, for the live block) against PhaseAdvance.running, locked_phases over
+    its step and owner: the same numbers, batch 2, from a random start."""
+    from audiovae.dsp.inversion import PhaseAdvance
+    from audiovae.dsp.inversion.peaks import PeakAdvance
+
+    torch.manual_seed(3)
+    advance = PeakAdvance(512, 128)
+    x, start = torch.randn(2, 257, 9) * 2 - 4, torch.rand(2, 257, 1) * 2 * math.pi
+    phase, magnitude, end = advance.running(x, start)
+    general = PhaseAdvance.running(advance, x, start)
+    assert all(torch.equal(a, b) for a, b in zip((phase, magnitude, end), general, strict=True))
 
 
 def test_a_wrapped_float32_state_stays_exact_after_hours():

@@ -40,16 +40,16 @@ def peak_frequency(x: torch.Tensor, reach: int = 2) -> tuple[torch.Tensor, torch
 def peak_offset(x: torch.Tensor, reach: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """peak_frequency in two parts: each bin's peak's parabola vertex less the peak's bin (batch, frames, bins), in
     [-0.5, 0.5] bins, and the peak's bin (long). Apart, the two keep the precision that their float32 sum loses
-    (a frequency near bin 256 rounds to 3e-5 bins)."""
-    batch, frames, bins = x.shape[0], x.shape[1], x.shape[2]
-    padded = F.pad(x.reshape(batch * frames, 1, bins), (reach, reach), value=-1e9)
-    _, owner = F.max_pool1d(padded, 2 * reach + 1, 1, return_indices=True)
-    owner = (owner - reach).clamp(0, bins - 1).reshape(batch, frames, bins)
-    below = torch.cat([x[..., :1], x[..., :-1]], -1)
-    above = torch.cat([x[..., 1:], x[..., -1:]], -1)
-    curvature = below - 2 * x + above
+    (a frequency near bin 256 rounds to 3e-5 bins). Few operations (the live model runs this on every block):
+    the max-pool treats the frames as channels, and the neighbours come from one edge-replicating pad."""
+    bins = x.shape[-1]
+    _, owner = F.max_pool1d(F.pad(x, (reach, reach), value=-1e9), 2 * reach + 1, 1, return_indices=True)
+    owner = (owner - reach).clamp(0, bins - 1)
+    edges = F.pad(x, (1, 1), mode="replicate")
+    below, above = edges[..., :-2], edges[..., 2:]  # each bin's neighbours, the end bins repeated
+    curvature = torch.sub(below, x, alpha=2) + above  # below - 2 x + above, rounded alike
     offset = (0.5 * (below - above) / curvature.clamp(max=-1e-6)).clamp(-0.5, 0.5)
-    offset = torch.where(curvature < -1e-6, offset, torch.zeros_like(offset))  # a parabola's vertex, in bins
+    offset = torch.where(curvature < -1e-6, offset, 0.0)  # a parabola's vertex, in bins
     return torch.gather(offset, -1, owner), owner
 
 
@@ -68,10 +68,34 @@ class PeakAdvance(PhaseAdvance):
     frequency is off by up to 2e-5 rad a frame, which the running phases add up (6e-5 of full scale after 10 s);
     this way only the magnitudes' own rounding reaches the phases."""
 
+    def __init__(self, n_fft: int, hop_length: int):
+        super().__init__(n_fft, hop_length)
+        # each bin's whole cycles per hop, modulo n_fft (an integer buffer: a model's .to(dtype) leaves it exact)
+        self.register_buffer("cycles", torch.remainder(torch.arange(n_fft // 2 + 1) * hop_length, n_fft),
+                             persistent=False)
+        self.register_buffer("bin_index", torch.arange(n_fft // 2 + 1), persistent=False)
+
     def forward(self, log_magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        offset, owner = peak_offset(log_magnitude.transpose(1, 2))
-        cycles = torch.remainder(owner * self.hop_length, self.n_fft).double() + offset.double() * self.hop_length
-        return (cycles * (2 * math.pi / self.n_fft)).transpose(1, 2), owner.transpose(1, 2)
+        step, owner = self._step(log_magnitude.transpose(1, 2))
+        return step.transpose(1, 2), owner.transpose(1, 2)
+
+    def _step(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log magnitudes (batch, frames, bins) -> step (float64) and owner, both (batch, frames, bins)."""
+        offset, owner = peak_offset(x)
+        step = self.cycles[owner].double() + offset.double() * self.hop_length
+        return step * (2 * math.pi / self.n_fft), owner
+
+    def running(self, log_magnitude: torch.Tensor, start: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """PhaseAdvance.running (locked_phases over forward's step and owner) in fewer operations: the frames
+        stay the middle axis throughout (transposes are views), and a bin's distance to its peak comes from a
+        stored bin index. The live model runs this on every block; tests hold it to the general form."""
+        step, owner = self._step(log_magnitude.transpose(1, 2))  # (batch, frames, bins)
+        running = torch.remainder(start.transpose(1, 2).double() + torch.cumsum(step, 1), 2 * math.pi)
+        away = (self.bin_index - owner).to(start.dtype)
+        phase = torch.gather(running, 2, owner).to(start.dtype) - math.pi * away
+        end = running[:, -1:].transpose(1, 2).to(start.dtype)
+        return phase.transpose(1, 2), torch.exp(log_magnitude), end
 
 
 METHOD = SynthesisMethod("peaks", PeakLockedPhases, iterations=0,
