@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from audiovae.errors import UserError
-from audiovae.io.outputs import OutputFolder, folder_lock, read_entries, write_marker
+from audiovae.io.outputs import OutputFolder
 
 
 def fatal(message: str) -> None:
@@ -88,22 +88,6 @@ def outputs(out_dir: Path, names: list[str], force: bool, companions: tuple[str,
     """The files `names` a command writes into out_dir (audiovae.io.outputs.OutputFolder): checked now, written
     into its `.paths`, claimed by `.commit()`. inputs: every file the command reads, never written over."""
     return OutputFolder(out_dir, command_name(), names, force, inputs, companions, whole_set, legacy)
-
-
-def output_paths(out_dir: Path, names: list[str], force: bool, companions: tuple[str, ...] = (),
-                 inputs=()) -> list[Path]:
-    """The output paths for `names` in out_dir, for a command that writes them in place; refuses clashes, inputs
-    and (without --force) existing files, and --force over files audiovae did not write. The names are recorded
-    in out_dir's marker now. `outputs(...)` also claims the names atomically at the end: prefer it.
-
-    companions: suffixes of files written beside each output (e.g. '.json', '.png'), checked too.
-    """
-    folder = outputs(out_dir, names, force, companions, inputs)
-    folder.discard()
-    every = names + [str(Path(name).with_suffix(suffix)) for name in names for suffix in companions]
-    with folder_lock(folder.folder):
-        write_marker(folder.folder, {name: folder.command for name in every}, read_entries(folder.folder))
-    return [folder.final(name) for name in names]
 
 
 def plot_outputs(paths_and_waves, sample_rate: int, inputs=None) -> list[Path]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from audiovae.cli.common import load_model, model_options, output_paths
+from audiovae.cli.common import load_model, model_options, outputs
 from audiovae.errors import UserError
 from audiovae.evaluation.anomaly import (
     ANOMALOUS_EXIT_CODE,
@@ -76,23 +76,41 @@ def score(inputs, normal, anomalous, csv_path, plot_dir, threshold, measure, run
     groups = {"normal": _audio_files([normal], str(normal)), "anomalous": _audio_files([anomalous], str(anomalous))
               } if comparing else {"": _audio_files(list(inputs), "INPUTS")}
     files = [path for paths in groups.values() for path in paths]
-    csv_out = output_paths(csv_path.parent, [csv_path.name], force)[0] if csv_path is not None else None
+    # every output is checked before the model loads, written in a staging folder and claimed at the end: a
+    # failure halfway leaves no half-written CSV or plot, and no output may be one of the scored files
+    folders = {}
+    if csv_path is not None:
+        folders["csv"] = outputs(csv_path.parent, [csv_path.name], force, inputs=files)
     model = load_model(run, checkpoint, device)
     if comparing:
         roc_dir = plot_dir if plot_dir is not None else model.run.anomaly_dir
-        plots = output_paths(roc_dir, ["roc.png"], force)
-    else:
-        plots = output_paths(plot_dir, [f"{path.stem}.png" for path in files], force) if plot_dir else []
-    if comparing:
-        _compare(model, groups, measure, csv_out, plots[0], not quiet)
-    else:
-        flagged = _score(model, files, measure, threshold, csv_out, plots, not quiet)
-        if flagged:
-            click.get_current_context().exit(ANOMALOUS_EXIT_CODE)
+        folders["plots"] = outputs(roc_dir, ["roc.png"], force, inputs=files)
+    elif plot_dir is not None:
+        folders["plots"] = outputs(plot_dir, [f"{path.stem}.png" for path in files], force, inputs=files)
+    try:
+        csv_out = folders["csv"].paths[0] if "csv" in folders else None
+        plots = folders["plots"].paths if "plots" in folders else []
+        if comparing:
+            _compare(model, groups, measure, csv_out, plots[0], not quiet)
+            flagged = 0
+        else:
+            flagged = _score(model, files, measure, threshold, csv_out, plots, not quiet)
+        for kind, folder in folders.items():
+            written = folder.commit()
+            click.echo(f"wrote {written[0]}" if kind == "csv" or comparing else
+                       f"wrote {len(written)} plots to {folder.folder}")
+    finally:
+        for folder in folders.values():
+            folder.discard()
+    if threshold is not None:
+        click.echo(f"{flagged} of {len(files)} files reach the {measure} threshold {threshold:g}")
+    if flagged:
+        click.get_current_context().exit(ANOMALOUS_EXIT_CODE)
 
 
 def _score(model, files, measure, threshold, csv_out, plots, progress) -> int:
-    """Score files, print a line each, write the CSV and plots; the number of files flagged."""
+    """Score files, print a line each, write the CSV and plots (at the staged paths given); the number of files
+    flagged."""
     from audiovae.evaluation.anomaly import score_files, scores_table
 
     results = score_files(model, files, progress)
@@ -103,8 +121,7 @@ def _score(model, files, measure, threshold, csv_out, plots, progress) -> int:
         mark = f"  {'yes' if flag else 'no':>9}" if threshold is not None else ""
         click.echo(f"{s.score('elbo'):12.1f} {s.score('reconstruction'):15.1f}{mark}  {s.path}")
     if csv_out is not None:
-        written = write_csv_atomic(csv_out, scores_table(results, threshold, measure), lineterminator="\n")
-        click.echo(f"wrote {written}")
+        write_csv_atomic(csv_out, scores_table(results, threshold, measure), lineterminator="\n")
     if plots:
         from audiovae.io.plots import plot_frame_scores
 
@@ -112,14 +129,12 @@ def _score(model, files, measure, threshold, csv_out, plots, progress) -> int:
             series = {f"{MEASURE_LABELS[m]}\n(nats/s)": s.frames(m) for m in MEASURES}
             plot_frame_scores(path, s.start_seconds, series, f"{s.path} ({model.checkpoint})", threshold,
                               f"{MEASURE_LABELS[measure]}\n(nats/s)")
-        click.echo(f"wrote {len(plots)} plots to {plots[0].parent}")
-    if threshold is not None:
-        click.echo(f"{sum(flagged)} of {len(results)} files reach the {measure} threshold {threshold:g}")
     return sum(flagged)
 
 
 def _compare(model, groups, measure, csv_out, roc_path, progress) -> None:
-    """Score both folders, print AUC, pAUC and the proposed threshold, draw the ROC, write the CSV."""
+    """Score both folders, print AUC, pAUC and the proposed threshold, draw the ROC, write the CSV (at the staged
+    paths given)."""
     from audiovae.evaluation.anomaly import compare, score_files, scores_table
     from audiovae.io.plots import plot_roc
 
@@ -132,11 +147,9 @@ def _compare(model, groups, measure, csv_out, roc_path, progress) -> None:
         click.echo(f"{MEASURE_LABELS[name]:<22} {result.auc:6.3f} {result.partial_auc:6.3f}")
     plot_roc(roc_path, {f"{MEASURE_LABELS[n]} (AUC {r.auc:.3f})": (r.roc.false_positive_rate, r.roc.true_positive_rate)
                         for n, r in results.items()}, MAX_FALSE_POSITIVE_RATE)
-    click.echo(f"wrote {roc_path}")
     if csv_out is not None:
         labels = ["normal"] * len(normal) + ["anomalous"] * len(anomalous)
-        written = write_csv_atomic(csv_out, scores_table(normal + anomalous, None, measure, labels), lineterminator="\n")
-        click.echo(f"wrote {written}")
+        write_csv_atomic(csv_out, scores_table(normal + anomalous, None, measure, labels), lineterminator="\n")
     chosen = results[measure]
     click.echo(f"proposed threshold ({measure}, the {THRESHOLD_PERCENTILE:g}th percentile of the normal files' "
                f"scores): {chosen.threshold:.6g}; on these files it flags {chosen.true_positive_rate_at_threshold:.0%} "

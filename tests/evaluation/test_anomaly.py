@@ -196,6 +196,28 @@ def test_score_user_errors_are_one_line(machine_run, tmp_path, args, message):
     assert result.output.count("\n") == 1 and result.output.startswith("error: ")
 
 
+def test_score_never_writes_over_a_scored_file_and_leaves_nothing_when_it_fails(machine_run, tmp_path, monkeypatch):
+    """score's CSV and plots go through a staging folder claimed at the end (audiovae.io.outputs.OutputFolder):
+    an output named like a scored file is refused before any work, and a failure while scoring writes nothing."""
+    root, run = machine_run
+    victim = tmp_path / "take.wav"
+    victim.write_bytes((root / "normal" / "normal_0.wav").read_bytes())
+    before = victim.read_bytes()
+    refused = CliRunner().invoke(main, ["score", str(victim), "--run", str(run), "--csv", str(tmp_path / "take.wav"),
+                                        "--force", "-q"])
+    assert refused.exit_code == 1 and "input" in refused.output and victim.read_bytes() == before, refused.output
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("scoring failed halfway")
+
+    monkeypatch.setattr(anomaly, "score_files", broken)
+    failed = CliRunner().invoke(main, ["score", str(victim), "--run", str(run), "--csv", str(tmp_path / "out.csv"),
+                                       "--plot", str(tmp_path / "plots"), "-q"])
+    assert failed.exit_code != 0 and not (tmp_path / "out.csv").exists()
+    assert not list((tmp_path / "plots").glob("*.png"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
 def test_plot_without_matplotlib_names_the_extra(machine_run, tmp_path, monkeypatch):
     root, run = machine_run
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError

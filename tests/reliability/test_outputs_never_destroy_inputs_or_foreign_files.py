@@ -265,25 +265,26 @@ def test_a_255_character_output_name_is_written(tmp_path):
 
 
 def test_the_entry_points_other_commands_call_go_through_the_same_mechanism(tmp_path):
-    """output_paths(out_dir, names, force, companions) and atomic_directory(path, force), as `report` and `score`
-    call them: inputs refused, foreign files refused with --force, names recorded in the marker."""
+    """outputs(out_dir, names, force, companions, inputs) and atomic_directory(path, force), as `score` and `report`
+    call them: inputs refused, foreign files refused with --force, names recorded in the marker at commit."""
     import click
 
-    from audiovae.cli.common import output_paths
+    from audiovae.cli.common import outputs
     from audiovae.errors import UserError
     from audiovae.io.atomic import atomic_directory
 
     out = tmp_path / "scores"
     with click.Context(click.Command("score"), info_name="score"):
-        paths = output_paths(out, ["a.csv"], False, (".json",))
-        assert paths == [out / "a.csv"] and read_marker(out) == {"a.csv": "score", "a.json": "score"}
-        paths[0].write_text("score")
-        assert output_paths(out, ["a.csv"], True) == paths  # its own earlier output
+        folder = outputs(out, ["a.csv"], False, (".json",))
+        folder.paths[0].write_text("score")
+        assert not (out / "a.csv").exists() and read_marker(out) == {}  # nothing claimed before commit
+        assert folder.commit() == [out / "a.csv"] and read_marker(out) == {"a.csv": "score"}
+        outputs(out, ["a.csv"], True).discard()  # its own earlier output: replaceable with --force
         (out / "b.csv").write_text("mine")
         with pytest.raises(UserError, match="audiovae did not write it"):
-            output_paths(out, ["b.csv"], True)
+            outputs(out, ["b.csv"], True)
         with pytest.raises(UserError, match="is the input"):
-            output_paths(out, ["b.csv"], True, inputs=[out / "b.csv"])
+            outputs(out, ["c.csv"], True, inputs=[out / "c.csv"])
     report = tmp_path / "report"
     with atomic_directory(report, False) as tmp:
         (tmp / "index.html").write_text("one")
