@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from audiovae.data.manifest import split_records
 from audiovae.errors import UserError
 
 IMBALANCE = 4.0  # warn when the largest label has more than this many times the segments of the smallest
@@ -125,9 +126,8 @@ def segment_labels(manifest: dict[str, Any], split: str, names: Sequence[str]) -
     shape = manifest["splits"][split]["shape"]
     indices = np.full(shape[0], -1, np.int64)
     position = {name: i for i, name in enumerate(names)}
-    for record in manifest.get("files", []):
-        if record.get("split") == split:
-            first = int(record["first_segment"])
-            indices[first : first + int(record["segments"])] = position[record["label"]]
+    for record in split_records(manifest, split):
+        first = int(record["first_segment"])
+        indices[first : first + int(record["segments"])] = position[record["label"]]
     return indices
 

@@ -43,6 +43,12 @@ def _stored(text: str, exact: str | None) -> Path:
     return Path(os.fsdecode(bytes.fromhex(exact))) if exact else Path(text)
 
 
+def split_records(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """The manifest's file records in `split` ('train' or 'valid'), in manifest order: the one filter that every
+    reader of a split's files, hashes and labels goes through, so they stay in step."""
+    return [record for record in manifest.get("files", []) if record.get("split") == split]
+
+
 def source_path(manifest: dict[str, Any], record: dict[str, Any]) -> Path:
     """The real path of a manifest record's source file (an input file, or a file under an input folder).
 

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 def split_labels(manifest: dict[str, Any], split: str) -> list[str | None]:
     """The label of each file of `split` in manifest order (None for an unlabelled dataset's files)."""
-    return [record.get("label") for record in manifest.get("files", []) if record.get("split") == split]
+    from audiovae.data.manifest import split_records
+
+    return [record.get("label") for record in split_records(manifest, split)]
 
 
 def likeliest_label(model: Model, z: torch.Tensor) -> str:

@@ -75,14 +75,16 @@ class EvaluationResult:
 
 def held_out_files(manifest: dict[str, Any], split: str) -> list[Path]:
     """Source paths of the manifest's files in `split`, in manifest order (names that are not UTF-8 too)."""
-    from audiovae.data.manifest import source_path
+    from audiovae.data.manifest import source_path, split_records
 
-    return [source_path(manifest, record) for record in manifest.get("files", []) if record.get("split") == split]
+    return [source_path(manifest, record) for record in split_records(manifest, split)]
 
 
 def held_out_hashes(manifest: dict[str, Any], split: str) -> list[str | None]:
     """The SHA-256 prepare recorded for each of held_out_files(manifest, split), in the same order (None if none)."""
-    return [record.get("sha256") for record in manifest.get("files", []) if record.get("split") == split]
+    from audiovae.data.manifest import split_records
+
+    return [record.get("sha256") for record in split_records(manifest, split)]
 
 
 def check_unchanged(path: Path, expected: str | None) -> None:
@@ -200,8 +202,8 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
         subject = model.with_label(label) if model.labels else model
         file_priors = {name: subject.learned_prior if name == "learned" else prior for name, prior in priors.items()}
         try:
+            check_unchanged(path, expected)  # is it the file that was held out? (before the work of reconstructing)
             with reconstruction_on_disk(subject, path, block_seconds) as streamed:
-                check_unchanged(path, expected)  # readable audio, but is it the file that was held out?
                 output_scale = peak_safe_scale(streamed.peak)
                 features = FeatureMoments()
                 for start, stop in block_ranges(len(streamed.source), rate, block_seconds):

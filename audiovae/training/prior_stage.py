@@ -20,6 +20,7 @@ import torch
 from audiovae.config.schema import build_dataclass
 from audiovae.data.dataset import open_dataset
 from audiovae.data.labels import manifest_labels, segment_labels
+from audiovae.data.manifest import split_records
 from audiovae.errors import UserError
 from audiovae.io.checkpoint import load_checkpoint
 from audiovae.io.run_folder import RunFolder
@@ -71,9 +72,9 @@ def split_latents(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16) ->
             means.append(vae.encode(items.to(device), label).mean.float().cpu().numpy())
     segments = np.concatenate(means) if means else np.zeros((0, vae.latent_size, 0), np.float32)
     files = []
-    for record in dataset.manifest.get("files", []):
+    for record in split_records(dataset.manifest, split):
         first, count = record.get("first_segment"), int(record.get("segments", 0))
-        if record.get("split") == split and first is not None and count:
+        if first is not None and count:
             files.append(np.concatenate(list(segments[first : first + count]), axis=1))
     return files or list(segments)
 
@@ -85,7 +86,7 @@ def split_file_labels(recipe: Recipe, split: str) -> list[int] | None:
         return None
     manifest = open_dataset(recipe.data.folder).manifest
     check_dataset_labels(manifest, names, recipe.data.folder)
-    return [names.index(r["label"]) for r in manifest["files"] if r.get("split") == split and int(r["segments"])]
+    return [names.index(r["label"]) for r in split_records(manifest, split) if int(r["segments"])]
 
 
 def check_dataset_labels(manifest: dict[str, Any], names: tuple[str, ...], folder: str) -> None:
