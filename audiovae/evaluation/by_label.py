@@ -37,14 +37,17 @@ def likeliest_label(model: Model, z: torch.Tensor) -> str:
 
 
 def frechet_by_label(model: Model, held_out: list[FeatureMoments], labels: list[str], count: int, seconds: float,
-                     seed: int, likeliest: list[str] | None = None) -> dict[str, dict[str, Any]]:
+                     seed: int, likeliest: list[str] | None = None, shared: FeatureMoments | None = None
+                     ) -> dict[str, dict[str, Any]]:
     """label -> {files, frechet_own, frechet_others, heldout_vs_others} over held-out files' log-mel moments
     `held_out` (one per file) and their `labels`; `count` prior samples of `seconds` per label (a conditional
     run's, under the label; else one shared set), drawn from the run's default prior, sample i from seed + i;
-    likeliest: each file's likeliest_label, for prior_picks_label."""
+    likeliest: each file's likeliest_label, for prior_picks_label; shared: an unconditional run's samples' moments
+    when the caller has them already (evaluate drew the same samples for its own Frechet distance)."""
     rate = model.sample_rate
     conditional = bool(model.labels)
-    shared = None if conditional else _moments(model.generate(count, seconds, seed=seed), rate)
+    if not conditional and shared is None:
+        shared = _moments(model.generate(count, seconds, seed=seed), rate)
     result = {}
     for label in sorted(set(labels)):
         own = sum((m for m, name in zip(held_out, labels, strict=True) if name == label), FeatureMoments())

@@ -237,13 +237,14 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
     reconstruction = {key: value for key, value in tally.means().items()
                       if key.split("/")[0] in CANDIDATES and not key.endswith("/bits_per_second")}
     latent = _latent_health(latent_sums)
-    generation = _generation(model, priors, heldout_features, audio_seconds, seed)
+    generation, sampled = _generation(model, priors, heldout_features, audio_seconds, seed)
     generation["nll_per_frame"] = {name: total / nll_frames for name, total in nll_sums.items()}
     generation["samples_prior"] = "learned" if model.learned_prior else "gaussian"  # of the DNSMOS and comb rows
     if None not in heldout_labels and len(set(heldout_labels)) >= 2:
         generation["by_label"] = frechet_by_label(model, heldout_features, heldout_labels,
                                                   generation["generated_sounds"],
-                                                  model.recipe.data.segment_samples / rate, seed, likeliest or None)
+                                                  model.recipe.data.segment_samples / rate, seed, likeliest or None,
+                                                  sampled["learned" if model.learned_prior else "gaussian"])
     prior = (model.generate(PRIOR_SOUNDS, perceptual.DNSMOS_WINDOW_SECONDS, seed=seed)
              if measures.needs_prior_samples() else [])
     signals, prior_notes = measures.sections(tally, prior)
@@ -293,16 +294,18 @@ def _latent_health(sums: np.ndarray) -> dict[str, Any]:
 
 
 def _generation(model: Model, priors: dict[str, Prior], held_out: list[FeatureMoments], audio_seconds: float,
-                seed: int) -> dict[str, Any]:
+                seed: int) -> tuple[dict[str, Any], dict[str, FeatureMoments]]:
     """Frechet distance on log-mel frames: each prior's samples vs held-out audio (`frechet_prior_vs_heldout`
-    is N(0, I)'s, as in 0.1), and held-out half vs half, the floor."""
+    is N(0, I)'s, as in 0.1), and held-out half vs half, the floor. Also each prior's samples' moments (the
+    per-label table of an unconditional run reuses the default prior's)."""
     rate = model.sample_rate
     seconds = model.recipe.data.segment_samples / rate
     count = max(4, min(64, int(audio_seconds / seconds)))
     real = sum(held_out, FeatureMoments())
     result: dict[str, Any] = {"generated_sounds": count}
+    sampled = {}
     for name, prior in priors.items():
-        generated = FeatureMoments()
+        generated = sampled[name] = FeatureMoments()
         for wave in model.generate(count, seconds, seed=seed, prior=prior):
             generated.add(log_mel_features(wave, rate))
         key = "frechet_prior_vs_heldout" if name == "gaussian" else f"frechet_{name}_vs_heldout"
@@ -313,7 +316,7 @@ def _generation(model: Model, priors: dict[str, Prior], held_out: list[FeatureMo
         first = sum((held_out[i] for i in order[:half]), FeatureMoments())
         second = sum((held_out[i] for i in order[half:]), FeatureMoments())
         result["frechet_heldout_half_vs_half"] = frechet_distance(first, second)
-    return result
+    return result, sampled
 
 
 def _rounded(value: Any) -> Any:
