@@ -39,6 +39,11 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "live-seed1": ("live", ("train.seed=1",)),
             "spectrogram-seed1": ("spectrogram", ("train.seed=1",)),
             "spectrogram-latent32": ("spectrogram", ("model.latent_size=32",)),
+            "live-44k-seed1": ("live-44k", ("train.seed=1",)),
+            "live-44k-wide": ("live-44k", ("model.channels=128", "model.max_channels=256")),
+            "live-44k-wide-seed1": ("live-44k", ("model.channels=128", "model.max_channels=256", "train.seed=1")),
+            "live-44k-narrow": ("live-44k", ("model.channels=32", "model.max_channels=64", "model.latent_size=16")),
+            "music-frames-ch64": ("music-frames", ("model.channels=64", "model.max_channels=128")),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 
 

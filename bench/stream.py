@@ -4,7 +4,10 @@ For each block size (multiples of the hop between 128 and 4096 samples), engine 
 and thread count (one, all cores), times a signal streamed through the export of a recipe's model with fresh
 weights (speed does not depend on training), causal and offline, and prints a markdown table:
 
-    python bench/stream.py [--recipe recipes/quickstart.yaml] [--seconds 8]
+    python bench/stream.py [--recipe recipes/quickstart.yaml] [--seconds 8] [--passes 3] [--blocks 512 1024]
+        [--threads 1]
+
+Each row is the best of --passes passes over the signal (worst block and misses from that pass).
 
 When the recipe has a `prior:` section, a second table times live generation on one thread: the exported
 `prior` method (fresh weights of the recipe's prior) making each block's latent frames, then `decode`.
@@ -73,23 +76,48 @@ def time_generation(folder: Path, engine: str, block: int, hop: int, rate: int, 
 
 
 def time_blocks(folder: Path, engine: str, threads: int, block: int, wave: np.ndarray,
-                rate: int) -> tuple[float, float, int]:
-    """(real-time factor, worst block in ms, misses) for `wave` streamed in blocks of `block` samples."""
+                rate: int, passes: int = 1) -> tuple[float, float, int]:
+    """(real-time factor, worst block in ms, misses) for `wave` streamed in blocks of `block` samples: the best of
+    `passes` passes from a reset state (as timeit takes the best of its repeats: on a shared machine, what other
+    processes take from a pass is noise, not the model's cost); worst block and misses are that pass's."""
     torch.set_num_threads(threads)
     run = warm_up(open_engine(folder, engine), block)  # as `audiovae stream` and a host do on loading
-    times = []
-    for start in range(0, wave.shape[-1] - block + 1, block):
-        begin = time.perf_counter()
-        run(wave[..., start : start + block])
-        times.append(time.perf_counter() - begin)
     deadline = block / rate
-    return len(times) * deadline / sum(times), 1000 * max(times), sum(t > deadline for t in times)
+    best = None
+    for _ in range(passes):
+        run.reset()
+        times = []
+        for start in range(0, wave.shape[-1] - block + 1, block):
+            begin = time.perf_counter()
+            run(wave[..., start : start + block])
+            times.append(time.perf_counter() - begin)
+        result = (len(times) * deadline / sum(times), 1000 * max(times), sum(t > deadline for t in times))
+        best = result if best is None or result[0] > best[0] else best
+    return best
+
+
+def machine_reference() -> float:
+    """Microseconds of one fixed small matrix product on one thread (best of 10 rounds of 2000): this machine's
+    speed at the time of the table. A shared virtual machine's speed drifts (here up to 1.6x over minutes with
+    nothing else running), so tables taken at different times compare only through this number."""
+    torch.set_num_threads(1)
+    a, b = torch.randn(256, 768), torch.randn(768, 2)
+    best = float("inf")
+    for _ in range(10):
+        begin = time.perf_counter()
+        for _ in range(2000):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - begin) / 2000)
+    return 1e6 * best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/quickstart.yaml")
     parser.add_argument("--seconds", type=float, default=8.0, help="Audio streamed per measurement.")
+    parser.add_argument("--passes", type=int, default=3, help="Passes per measurement; the table gives the best.")
+    parser.add_argument("--blocks", type=int, nargs="+", default=list(BLOCKS), help="Block sizes to time.")
+    parser.add_argument("--threads", type=int, nargs="+", default=None, help="Thread counts (default: 1 and all).")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     rows = []
@@ -103,15 +131,16 @@ def main() -> None:
             recipe = load_recipe(args.recipe)
             # an offline frame model reflect-pads each block by half its window: shorter blocks cannot run alone
             shortest = 0 if causal or recipe.data.representation.is_waveform else recipe.data.mel.n_fft // 2 + 1
-            for block in [b for b in BLOCKS if b % hop == 0 and b >= shortest]:
+            for block in [b for b in args.blocks if b % hop == 0 and b >= shortest]:
                 for engine in ("torchscript", "onnx"):
-                    for threads in sorted({1, cores}):
-                        rtf, worst, misses = time_blocks(folder, engine, threads, block, wave, rate)
+                    for threads in args.threads or sorted({1, cores}):
+                        rtf, worst, misses = time_blocks(folder, engine, threads, block, wave, rate, args.passes)
                         delay = f"{1000 * (block + latency) / rate:.1f}" if causal else "n/a"
                         rows.append(f"| {'causal' if causal else 'offline'} | {block} | {delay} | {engine} | "
                                     f"{threads} | {rtf:.1f}x | {worst:.2f} / {1000 * block / rate:.1f} | {misses} |")
                         print(rows[-1], file=sys.stderr, flush=True)
-    print(f"{args.recipe}, {cores} cores, torch {torch.__version__}\n")
+    print(f"{args.recipe}, {cores} cores, torch {torch.__version__}; machine reference {machine_reference():.1f} us "
+          "(a 256x768 by 768x2 matrix product on one thread; lower is faster)\n")
     print("| model | block | latency ms | engine | threads | real-time factor | worst block / deadline ms | misses |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
@@ -121,7 +150,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         card = export(args.recipe, True, Path(tmp), with_prior=True)
         rate, hop = card["sample_rate"], card["frame_samples"]
-        for block in [b for b in BLOCKS if b % hop == 0]:
+        for block in [b for b in args.blocks if b % hop == 0]:
             for engine in ("torchscript", "onnx"):
                 rtf, worst = time_generation(Path(tmp), engine, block, hop, rate, args.seconds)
                 generation.append(f"| {block} | {block // hop} | {engine} | {rtf:.1f}x | {worst:.2f} / {1000 * block / rate:.1f} |")
