@@ -202,8 +202,8 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
         subject = model.with_label(label) if model.labels else model
         file_priors = {name: subject.learned_prior if name == "learned" else prior for name, prior in priors.items()}
         try:
-            check_unchanged(path, expected)  # is it the file that was held out? (before the work of reconstructing)
             with reconstruction_on_disk(subject, path, block_seconds) as streamed:
+                check_unchanged(path, expected)  # readable audio, but is it the file that was held out?
                 output_scale = peak_safe_scale(streamed.peak)
                 features = FeatureMoments()
                 for start, stop in block_ranges(len(streamed.source), rate, block_seconds):
