@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -89,7 +90,12 @@ def generate(out_dir, count, seconds, temperature, seed, batch_size, prior_name,
         if bound is None:
             written = generate_files(model, paths, seconds, temperature, seed, prior, z_prompt, batch_size,
                                      progress=count * samples > 20 * model.sample_rate)
-        for i, (path, labelled) in enumerate(zip(paths, bound or [], strict=False)):  # sound i: seed + i, its label
+        from tqdm import tqdm
+
+        conditional = zip(paths, bound or [], strict=False)
+        for i, (path, labelled) in enumerate(tqdm(conditional, total=len(bound or []), unit="sound", desc="generate",
+                                                  disable=not bound or count * samples <= 20 * model.sample_rate,
+                                                  file=sys.stderr)):  # sound i: seed + i, under its label
             written = generate_files(labelled, [path], seconds, temperature, seed + i,
                                      choose_prior(labelled, prior_name), z_prompt, 1)
         write_json_atomic(folder.paths[-1], {

@@ -90,6 +90,16 @@ def test_generate_takes_labels_in_turn_and_records_them(conditional_run, tmp_pat
     assert [f["label"] for f in files] == ["tone", "tone"]
 
 
+def test_a_long_conditional_generate_shows_its_progress_in_sounds(conditional_run, tmp_path):
+    """Under labels each sound is drawn alone (seed + i under its label): more than 20 s of audio in all shows a
+    progress bar counting sounds, as an unconditional generate's counts samples; a short job stays quiet."""
+    long = invoke("generate", "-n", 3, "--seconds", 7.0, tmp_path / "long", "--run", conditional_run)
+    assert long.exit_code == 0, long.output
+    assert "generate: 100%" in long.output and "3/3" in long.output
+    short = invoke("generate", "-n", 2, "--seconds", 0.25, tmp_path / "short", "--run", conditional_run)
+    assert short.exit_code == 0 and "generate:" not in short.output, short.output
+
+
 def test_sound_i_is_the_same_whether_drawn_alone_or_in_turn(conditional_run):
     import audiovae
 
