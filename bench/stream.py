@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiovae.config.recipe import load_recipe  # noqa: E402
 from audiovae.models import build_model  # noqa: E402
+from audiovae.nn.legacy_export import legacy_export  # noqa: E402
 from audiovae.priors.learned import build_prior  # noqa: E402
 from audiovae.realtime.export import OnnxRunner, export_net  # noqa: E402
-from audiovae.realtime.legacy_export import legacy_export  # noqa: E402
 from audiovae.realtime.stream_host import open_engine, warm_up  # noqa: E402
 
 BLOCKS = (128, 256, 512, 1024, 2048, 4096)

@@ -12,11 +12,11 @@ row has its own generator. What is left per frame is mostly the GRU's matrix-vec
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Sequence
 
 import torch
 
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.priors.cores import ConvCore, GRUCore
 
 
@@ -129,8 +129,7 @@ def scripted(function):
 
 @functools.cache
 def compile_once(function):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with legacy_export(notes=True):  # torch.jit.script's deprecation notice alone, not every warning
         return torch.jit.script(function)
 
 

@@ -33,8 +33,8 @@ from audiovae.errors import UserError
 from audiovae.io.atomic import DiskFullError, write_atomic, write_json_atomic
 from audiovae.io.outputs import OutputFolder, recognized_by
 from audiovae.nn.host_faces import StatefulStreaming, WholeSignal, WithPrior
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.nn.streaming import StreamingVAE
-from audiovae.realtime.legacy_export import legacy_export
 
 FORMAT = "audiovae-export"
 FORMAT_VERSION = 1

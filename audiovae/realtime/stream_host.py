@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from audiovae.errors import UserError
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.realtime.export import OnnxRunner, read_card
-from audiovae.realtime.legacy_export import legacy_export
 
 
 def cannot_stream(model_section: dict[str, Any]) -> str | None:

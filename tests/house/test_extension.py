@@ -22,8 +22,8 @@ from audiovae.evaluation import measures
 from audiovae.io.checkpoint import load_checkpoint
 from audiovae.io.run_folder import RunFolder, resolve_checkpoint
 from audiovae.models.base import VAE, Family, Posterior, split_posterior
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.priors.base import GAUSSIAN
-from audiovae.realtime.legacy_export import legacy_export
 from audiovae.synthesis import model as synth
 from audiovae.training.loop import EpochBatches, Hooks, TrainState, train_loop
 from audiovae.training.losses import LossResult

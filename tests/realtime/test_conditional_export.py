@@ -17,9 +17,9 @@ from test_streaming import SHAPES, TINY, signal
 from audiovae.cli.main import main
 from audiovae.config.recipe import recipe_from_dict
 from audiovae.models import build_model
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.priors.learned import build_prior
 from audiovae.realtime.export import OnnxRunner, export_net, read_card, with_one_hot
-from audiovae.realtime.legacy_export import legacy_export
 
 LABELS = ["kick", "snare", "hat"]
 

@@ -19,11 +19,11 @@ from test_streaming import tiny
 from audiovae.data.representations import LogMel
 from audiovae.dsp.inversion import SynthesisConfig
 from audiovae.dsp.transforms import griffin_lim_from_log_mel, inverse_mel_scale, log_mel, mel_filterbank
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.nn.spectral import ConvSTFT, LogMelFront, MelInversion
 from audiovae.priors.host_face import PriorFace
 from audiovae.priors.learned import build_prior
 from audiovae.realtime.export import OnnxRunner, export_net
-from audiovae.realtime.legacy_export import legacy_export
 
 
 def prior_for(kind: str, latent: int = LATENT):

@@ -1,5 +1,5 @@
 """Export and stream print none of torch 2.14's deprecation warnings for the TorchScript exporter, and the filters
-that silence them (audiovae.realtime.legacy_export) match what this torch says, only inside their block."""
+that silence them (audiovae.nn.legacy_export) match what this torch says, only inside their block."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from conftest import write_signal
 from audiovae.cli.main import main
 from audiovae.config.recipe import recipe_from_dict
 from audiovae.models import build_model
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.priors.learned import build_prior
 from audiovae.realtime.export import export_net
-from audiovae.realtime.legacy_export import legacy_export
 from audiovae.realtime.stream_host import ScriptRunner
 
 TINY = {"channels": 4, "max_channels": 8, "latent_size": 3, "residual_layers": 1, "kernel_size": 3,

@@ -24,9 +24,9 @@ from audiovae.dsp.inversion.peaks import peak_locked_phase
 from audiovae.models import build_model
 from audiovae.models.mel import live_reconstruction, mel_face, streaming_frames
 from audiovae.nn.host_faces import StatefulStreaming
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.nn.streaming import stream_blocks
 from audiovae.realtime.export import OnnxRunner, export_net, read_card
-from audiovae.realtime.legacy_export import legacy_export
 from audiovae.realtime.stream_host import cannot_stream
 
 TINY = {"family": "mel", "channels": 4, "max_channels": 8, "latent_size": 3, "residual_layers": 2,

@@ -17,9 +17,9 @@ from audiovae.dsp.transforms import griffin_lim, griffin_lim_from_log_magnitude
 from audiovae.models import build_model
 from audiovae.models.mel import live_reconstruction, streaming_frames
 from audiovae.nn.host_faces import StatefulStreaming
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.nn.spectral import MelInversion
 from audiovae.nn.streaming import stream_blocks
-from audiovae.realtime.legacy_export import legacy_export
 
 N_FFT, HOP, RATE = 1024, 256, 16000
 WINDOW = torch.hann_window(N_FFT)

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from audiovae.cli.main import main
 from audiovae.errors import UserError
 from audiovae.io.checkpoint import load_checkpoint
+from audiovae.nn.legacy_export import legacy_export
 from audiovae.priors.learned import PriorConfig
-from audiovae.realtime.legacy_export import legacy_export
 from audiovae.synthesis import model as synth
 from audiovae.training.prior_stage import split_latents, train_prior
 from audiovae.training.vae_stage import train
