@@ -110,6 +110,7 @@ class _Explicit(torch.nn.Module):
         return (self.model(block, states_list), *states_list)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # the trace is the ONNX exporter's view, called directly
 def test_the_onnx_form_of_the_ends_computes_what_torchscript_does():
     """The frame ends have two forms (audiovae.nn.streaming_frames): FFTs for TorchScript and eager PyTorch, matrix
     products for the ONNX export, which traces. A float64 trace against the eager stream, block after block, each
