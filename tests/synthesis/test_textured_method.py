@@ -134,7 +134,7 @@ def test_the_causal_form_streams_as_its_offline_pass_and_scripts():
     model = streaming_frames(net, recipe)
     for block in (256, 4096):
         assert (stream_blocks(model, x, block) - offline).abs().max() < 1e-5
-    with legacy_export():
+    with legacy_export(notes=True):
         torch.jit.script(StatefulStreaming(model).eval())  # the export scripts the stream
 
 
