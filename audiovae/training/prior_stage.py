@@ -52,8 +52,14 @@ class PriorResult:
 
 def split_latents(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16) -> list[np.ndarray]:
     """Posterior means of a split, one (latent_size, frames) array per source file: its segments' latents
-    joined in order (prepare stores a file's segments consecutively). UserError when the dataset is gone.
-    A conditional model encodes each segment under its file's label (split_file_labels gives them in order)."""
+    joined in order (prepare stores a file's segments consecutively). UserError when the dataset is gone."""
+    return encode_split(vae, recipe, split, batch_size)[0]
+
+
+def encode_split(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16
+                 ) -> tuple[list[np.ndarray], list[int] | None]:
+    """split_latents, and for a conditional run the label index of each sequence it returns (None otherwise):
+    a conditional model encodes each segment under its file's label. One read of the dataset for both."""
     device = next(vae.parameters()).device
     try:
         dataset = open_dataset(recipe.data.folder, recipe.data)
@@ -71,22 +77,15 @@ def split_latents(vae: VAE, recipe: Recipe, split: str, batch_size: int = 16) ->
             label = None if labels is None else labels[start : start + batch_size].to(device)
             means.append(vae.encode(items.to(device), label).mean.float().cpu().numpy())
     segments = np.concatenate(means) if means else np.zeros((0, vae.latent_size, 0), np.float32)
-    files = []
+    files, file_labels = [], []
     for record in split_records(dataset.manifest, split):
         first, count = record.get("first_segment"), int(record.get("segments", 0))
         if first is not None and count:
             files.append(np.concatenate(list(segments[first : first + count]), axis=1))
-    return files or list(segments)
-
-
-def split_file_labels(recipe: Recipe, split: str) -> list[int] | None:
-    """A conditional run's label index of each file of `split`, in split_latents' order (None: not conditional)."""
-    names = run_labels(recipe)
-    if not names:
-        return None
-    manifest = open_dataset(recipe.data.folder).manifest
-    check_dataset_labels(manifest, names, recipe.data.folder)
-    return [names.index(r["label"]) for r in split_records(manifest, split) if int(r["segments"])]
+            file_labels.append(names.index(record["label"]) if names else 0)
+    if not files:  # a manifest without segment positions: one sequence per segment
+        return list(segments), (labels.tolist() if labels is not None else None)
+    return files, (file_labels if names else None)
 
 
 def check_dataset_labels(manifest: dict[str, Any], names: tuple[str, ...], folder: str) -> None:
@@ -210,10 +209,12 @@ def train_prior(run: RunFolder, vae: VAE, recipe: Recipe, vae_sha256: str, confi
         if any(getattr(config, k) != getattr(started, k) for k in shape):
             raise UserError(f"{stage}: the prior's model settings changed since it started "
                             f"({', '.join(shape)}); resume with the original ones or train it anew")
-    train_latents = split_latents(vae, recipe, "train")
-    valid_latents = split_latents(vae, recipe, "valid") or train_latents
+    train_latents, train_labels = encode_split(vae, recipe, "train")
+    valid_latents, valid_labels = encode_split(vae, recipe, "valid")
+    if not valid_latents:  # no held-out files: validate on the training latents, under their labels
+        valid_latents, valid_labels = train_latents, train_labels
     names = run_labels(recipe)
-    labels = (split_file_labels(recipe, "train"), split_file_labels(recipe, "valid"), len(names)) if names else None
+    labels = (train_labels, valid_labels, len(names)) if names else None
     extra = {"recipe": recipe.to_dict(), "prior_config": dataclasses.asdict(config),
              "latent_size": vae.latent_size, "vae_checkpoint_sha256": vae_sha256,
              "vae_weights_sha256": vae_weights_sha256}  # what generate matches the prior to
