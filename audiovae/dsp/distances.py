@@ -84,3 +84,17 @@ def mel_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, sample_ra
         mx, my = (log_mel_of_magnitude(s.magnitude(window).clamp_min(1e-6), sample_rate, n_mels) for s in (x, y))
         terms.append((mx - my).abs().mean())
     return torch.stack(terms).mean()
+
+
+def frame_convergence(x: torch.Tensor, y: torch.Tensor, ceiling: float = 20.0) -> torch.Tensor:
+    """Spectral convergence of natural-log magnitude frames: the Frobenius norm of the linear magnitudes'
+    difference over the target's, per item, averaged over the batch. Unlike an L1 over log magnitudes it
+    weighs each bin by its loudness, so harmonic peaks count and bins 60 dB under them barely do.
+
+    x, y: (batch, bins, frames) of natural-log magnitudes (target, output); y is clamped at `ceiling` before
+    exp so that an untrained output cannot overflow.
+    """
+    lx, ly = x.float().exp(), y.float().clamp(max=ceiling).exp()
+    difference = torch.linalg.vector_norm((lx - ly).flatten(1), dim=1)
+    return (difference / torch.linalg.vector_norm(lx.flatten(1), dim=1).clamp_min(1e-7)).mean()
+

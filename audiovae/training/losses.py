@@ -1,7 +1,8 @@
 """Training objectives as named, weighted terms: spectral distances, L1/MSE, and the KL to the prior.
 
 A reconstruction term is a small function registered in LOSS_TERMS by the name a recipe's `loss.terms`
-uses (stft: multi-resolution STFT distance; complex_stft: its phase-aware form; log_mel: multi-scale log-mel distance; mse; l1); the
+uses (stft: multi-resolution STFT distance; complex_stft: its phase-aware form; log_mel: multi-scale log-mel distance; mse; l1;
+frame_convergence: spectral convergence of a frame model's log magnitudes); the
 KL is the term `kl`, weighted by beta(step); the adversary adds its own terms with `plus`.
 """
 
@@ -14,7 +15,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from audiovae.config.schema import require
-from audiovae.dsp.distances import Spectra, complex_stft_distance, mel_distance, stft_distance
+from audiovae.dsp.distances import (
+    Spectra,
+    complex_stft_distance,
+    frame_convergence,
+    mel_distance,
+    stft_distance,
+)
 from audiovae.models.base import Posterior
 from audiovae.priors.base import GAUSSIAN, Prior
 
@@ -89,11 +96,14 @@ class LossTerm:
     compute: Callable[[Spectra, Spectra, LossConfig, int], torch.Tensor]
     needs_waveform: bool = False
     windows_key: str | None = None  # the loss key holding its analysis windows, checked against the crop
+    needs_frames: bool = False  # log-magnitude frames (data.features: mel or spectrogram)
 
     def check(self, recipe: Recipe) -> None:
         """Raise ConfigError when the recipe cannot use this term."""
         require(not self.needs_waveform or recipe.data.representation.is_waveform, f"loss.terms.{self.name}",
                 "needs waveform features (data.features: wave)")
+        require(not self.needs_frames or not recipe.data.representation.is_waveform, f"loss.terms.{self.name}",
+                "needs log-magnitude frames (data.features: mel or spectrogram)")
         if self.windows_key is not None:
             length = recipe.training_samples
             windows = getattr(recipe.loss, self.windows_key)
@@ -109,6 +119,7 @@ LOSS_TERMS: dict[str, LossTerm] = {term.name: term for term in (
              "stft_windows"),
     LossTerm("mse", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).square().mean()),
     LossTerm("l1", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).abs().mean()),
+    LossTerm("frame_convergence", lambda x, y, config, rate: frame_convergence(x.wave, y.wave), needs_frames=True),
 )}
 
 

@@ -7,7 +7,7 @@ import torch
 from conftest import synthesize
 
 from audiovae.config.recipe import LossConfig, recipe_from_dict
-from audiovae.dsp.distances import mel_distance, stft_distance
+from audiovae.dsp.distances import frame_convergence, mel_distance, stft_distance
 from audiovae.dsp.transforms import log_mel, magnitude_spectrogram, power_spectrogram
 from audiovae.models import Posterior, build_model
 from audiovae.training.losses import beta_at, kl_term, reconstruction_loss, vae_loss
@@ -217,3 +217,28 @@ def test_tiny_conv_model_overfits_a_tone():
     assert last_loss < first_loss / 3, (first_loss, last_loss)
     assert first_convergence > 1.0
     assert last_convergence < 0.3, last_convergence  # the tone itself is reproduced, not just silence
+
+
+# ---- terms over a frame model's log magnitudes ------------------------------------------------------------
+
+
+def test_frame_convergence_by_hand_and_weighs_loud_bins():
+    x = torch.log(torch.tensor([[[4.0, 1.0], [0.01, 0.01]]]))  # (batch, bins, frames): one loud bin, floor
+    doubled = x + torch.log(torch.tensor(2.0))  # every magnitude twice the target's: difference = target
+    assert frame_convergence(x, x).item() == 0.0
+    assert frame_convergence(x, doubled).item() == pytest.approx(1.0, rel=1e-6)
+    loud, quiet = x.clone(), x.clone()
+    loud[0, 0, 0] += 0.5  # the same log error on the loudest bin and on a floor bin
+    quiet[0, 1, 0] += 0.5
+    assert frame_convergence(x, loud).item() > 100 * frame_convergence(x, quiet).item()
+    # an untrained output far above the target stays finite
+    assert torch.isfinite(frame_convergence(x, x + 1000.0))
+
+
+def test_frame_convergence_needs_frames():
+    from audiovae.config.schema import ConfigError
+
+    base = {"data": {"folder": "d"}, "loss": {"terms": {"stft": 1.0, "frame_convergence": 1.0}}}
+    with pytest.raises(ConfigError, match="needs log-magnitude frames") as caught:
+        recipe_from_dict(base, "r.yaml")
+    assert caught.value.key == "loss.terms.frame_convergence"
