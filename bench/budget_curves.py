@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("points", nargs="+", metavar="MINUTES=CSV")
     parser.add_argument("--metrics", nargs="+", default=["mel_distance", "stft_distance", "frechet_learned"])
     parser.add_argument("--labels", nargs="*", default=[], metavar="RECIPE=LABEL", help="Names in the legend.")
+    parser.add_argument("--columns", type=int, default=3, help="Plots per row.")
     parser.add_argument("--title", default="")
     parser.add_argument("--out", default=None, help="PNG to write (none: the table only).")
     args = parser.parse_args()
@@ -56,8 +57,12 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     recipes = sorted({p["recipe"] for p in points})
-    figure, axes = plt.subplots(1, len(args.metrics), figsize=(3.6 * len(args.metrics), 3.2), squeeze=False)
-    for axis, metric in zip(axes[0], args.metrics, strict=True):
+    columns = min(args.columns, len(args.metrics))
+    rows = -(-len(args.metrics) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.8 * columns, 3.0 * rows), squeeze=False)
+    for axis in axes.flat[len(args.metrics):]:
+        axis.set_visible(False)
+    for axis, metric in zip(axes.flat, args.metrics, strict=False):  # more axes than metrics in the last row
         for recipe in recipes:
             mine = [p for p in points if p["recipe"] == recipe]
             axis.plot([p["minutes"] for p in mine], [value(p, metric) for p in mine], "o-",
