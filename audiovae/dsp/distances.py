@@ -97,4 +97,3 @@ def frame_convergence(x: torch.Tensor, y: torch.Tensor, ceiling: float = 20.0) -
     lx, ly = x.float().exp(), y.float().clamp(max=ceiling).exp()
     difference = torch.linalg.vector_norm((lx - ly).flatten(1), dim=1)
     return (difference / torch.linalg.vector_norm(lx.flatten(1), dim=1).clamp_min(1e-7)).mean()
-

@@ -87,6 +87,11 @@ def kl_term(posterior: Posterior, free_bits: float = 0.0, prior: Prior = GAUSSIA
     return per_dimension.sum()
 
 
+# LossTerm.needs -> (whether the features must be waveforms, the refusal's message)
+NEEDS = {"wave": (True, "needs waveform features (data.features: wave)"),
+         "frames": (False, "needs log-magnitude frames (data.features: mel or spectrogram)")}
+
+
 @dataclass(frozen=True)
 class LossTerm:
     """A reconstruction term: compute(target, output, loss config, sample rate) -> scalar tensor, target and
@@ -94,16 +99,14 @@ class LossTerm:
 
     name: str
     compute: Callable[[Spectra, Spectra, LossConfig, int], torch.Tensor]
-    needs_waveform: bool = False
+    needs: str | None = None  # the features it reads, a key of NEEDS (None: any)
     windows_key: str | None = None  # the loss key holding its analysis windows, checked against the crop
-    needs_frames: bool = False  # log-magnitude frames (data.features: mel or spectrogram)
 
     def check(self, recipe: Recipe) -> None:
         """Raise ConfigError when the recipe cannot use this term."""
-        require(not self.needs_waveform or recipe.data.representation.is_waveform, f"loss.terms.{self.name}",
-                "needs waveform features (data.features: wave)")
-        require(not self.needs_frames or not recipe.data.representation.is_waveform, f"loss.terms.{self.name}",
-                "needs log-magnitude frames (data.features: mel or spectrogram)")
+        if self.needs is not None:
+            waveform, message = NEEDS[self.needs]
+            require(recipe.data.representation.is_waveform == waveform, f"loss.terms.{self.name}", message)
         if self.windows_key is not None:
             length = recipe.training_samples
             windows = getattr(recipe.loss, self.windows_key)
@@ -112,14 +115,14 @@ class LossTerm:
 
 
 LOSS_TERMS: dict[str, LossTerm] = {term.name: term for term in (
-    LossTerm("stft", lambda x, y, config, rate: stft_distance(x, y, config.stft_windows), True, "stft_windows"),
-    LossTerm("log_mel", lambda x, y, config, rate: mel_distance(x, y, rate, config.mel_windows), True,
+    LossTerm("stft", lambda x, y, config, rate: stft_distance(x, y, config.stft_windows), "wave", "stft_windows"),
+    LossTerm("log_mel", lambda x, y, config, rate: mel_distance(x, y, rate, config.mel_windows), "wave",
              "mel_windows"),
-    LossTerm("complex_stft", lambda x, y, config, rate: complex_stft_distance(x, y, config.stft_windows), True,
+    LossTerm("complex_stft", lambda x, y, config, rate: complex_stft_distance(x, y, config.stft_windows), "wave",
              "stft_windows"),
     LossTerm("mse", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).square().mean()),
     LossTerm("l1", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).abs().mean()),
-    LossTerm("frame_convergence", lambda x, y, config, rate: frame_convergence(x.wave, y.wave), needs_frames=True),
+    LossTerm("frame_convergence", lambda x, y, config, rate: frame_convergence(x.wave, y.wave), "frames"),
 )}
 
 
