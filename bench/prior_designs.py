@@ -6,7 +6,8 @@ Each design trains for the same wall time on one thread, on the posterior means 
 (VAE frozen), and is measured on the valid files: NLL in nats per frame next to N(0, I)'s, sampling speed
 frame by frame (62.5 frames/s is real time for the quickstart), and the Frechet distance on log-mel frames
 of decoded samples vs held-out audio, with the same number and length of samples as `audiovae evaluate`,
-averaged over --seeds, next to N(0, I) samples, crops of the train latents themselves (what a perfect prior
+averaged over --seeds, and (with the `metrics` extra) the DNSMOS overall score of 16 9-s samples at
+temperature 1 as `audiovae evaluate` scores prior samples, next to N(0, I) samples, crops of the train latents themselves (what a perfect prior
 would draw: no prior can beat the VAE's decoder) and the held-out half-vs-half floor. Then 60-s samples:
 loudness and spectral flatness per 5-s window against the range seen on the training audio.
 """
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from audiovae.data.manifest import read_manifest
+from audiovae.evaluation import perceptual
 from audiovae.evaluation.evaluate import held_out_files
 from audiovae.evaluation.metrics import (
     frechet_distance,
@@ -30,6 +32,7 @@ from audiovae.evaluation.metrics import (
     window_statistics,
     windows_in_range,
 )
+from audiovae.evaluation.perceptual import DNSMOS_WINDOW_SECONDS
 from audiovae.io.audio import normalize
 from audiovae.priors.learned import PriorConfig, checkpoint_state
 from audiovae.synthesis.model import Model, load
@@ -89,7 +92,7 @@ def main() -> None:
     parser.add_argument("--run", default="runs/quickstart", help="Trained VAE run folder.")
     parser.add_argument("--minutes", type=float, default=2.0, help="Training wall time per prior.")
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.3],
+    parser.add_argument("--noise", type=float, nargs="*", default=[0.0, 0.1, 0.3],
                         help="Extra input-noise levels tried on the first design (the default is 0.03).")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.7, 0.85, 1.0])
     parser.add_argument("--seeds", type=int, default=3, help="Sample sets averaged per Frechet distance.")
@@ -140,6 +143,11 @@ def main() -> None:
     runs += [(f"{args.designs[0]}, noise {n}", dataclasses.replace(DESIGNS[args.designs[0]], input_noise=n))
              for n in args.noise]
     priors = {}
+    mos: dict[str, float] = {}
+    scorer = None if perceptual.missing_packages() else perceptual.DnsmosScorer()
+    if scorer is not None:
+        z = gaussian(16, model.frames_for(int(DNSMOS_WINDOW_SECONDS * rate)), 1.0, 0)
+        mos["N(0, I)"] = float(np.nanmean([scorer(w, rate).ovrl for w in decode(model, z)]))
     for name, config in runs:
         config = dataclasses.replace(config, max_minutes=args.minutes)
         log(f"training {name}: {config}")
@@ -147,10 +155,16 @@ def main() -> None:
         prior = priors[name] = result.prior
         torch.save(checkpoint_state(prior), cache / f"prior-{name.replace(', ', '-').replace(' ', '')}.pt")
         parameters = sum(p.numel() for p in prior.parameters())
+        list(prior.sample_stream(1, 64, 1.0, torch.Generator().manual_seed(0)))  # compiles the loop once
         start = time.perf_counter()
         for _ in prior.sample_stream(1, 1000, 1.0, torch.Generator().manual_seed(0)):
             pass
         speed = 1000 / (time.perf_counter() - start)
+        if scorer is not None:
+            z = torch.cat(list(prior.sample_stream(16, model.frames_for(int(DNSMOS_WINDOW_SECONDS * rate)), 1.0,
+                                                   torch.Generator().manual_seed(0))), -1)
+            mos[name] = float(np.nanmean([scorer(w, rate).ovrl for w in decode(model, z)]))
+            log(f"{name}: prior samples' DNSMOS {mos[name]:.2f}")
         for temperature in args.temperatures:
             value = np.mean([frechet(model, torch.cat(list(prior.sample_stream(
                 count, frames, temperature, torch.Generator().manual_seed(s))), -1), real) for s in range(args.seeds)])
@@ -163,7 +177,7 @@ def main() -> None:
     # 60-s samples: decoded loudness and flatness per 5-s window vs the windows of the decoded train latents
     # (the VAE's own level and timbre: what a perfect prior would give), and of the training audio itself
     audio_windows = window_features(np.concatenate(train_waves), rate)
-    window = int(5 * rate / model.hop_samples)  # latent frames per 5 s
+    window = int(5 * rate / model.frame_samples)  # latent frames per 5 s
     train_stream = np.concatenate(train_z, axis=1)
     train_windows = window_features(decode(model, torch.from_numpy(train_stream)[None], level=False)[0], rate)
     _, latent_std = window_statistics(train_stream, window)
@@ -187,11 +201,13 @@ def main() -> None:
           f"{args.minutes} min per prior on 1 thread; Frechet over {count} x {seconds:.2f} s samples, mean of "
           f"{args.seeds} seeds; floor (held-out half vs half) {floor:.1f}; the VAE's reconstruction of the "
           f"held-out files {recon:.1f}\n")
-    print("| prior | parameters | steps | valid NLL nats/frame | sampling frames/s | temperature | Frechet |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| prior | parameters | steps | valid NLL nats/frame | sampling frames/s | temperature | Frechet "
+          "| DNSMOS (T=1) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, parameters, steps, nll, speed, temperature, value in rows:
-        print(f"| {name} | {parameters} | {steps} | {nll} | {speed} | {temperature} | {value:.1f} |")
-    print(f"| floor: held-out half vs half | | | | | | {floor:.1f} |")
+        dnsmos = f"{mos[name]:.2f}" if name in mos and temperature == 1.0 else ""
+        print(f"| {name} | {parameters} | {steps} | {nll} | {speed} | {temperature} | {value:.1f} | {dnsmos} |")
+    print(f"| floor: held-out half vs half | | | | | | {floor:.1f} | |")
     print(f"\n{args.long_seconds:.0f}-s samples, 5-s windows. Decoded train latents' windows: level "
           f"{train_windows[:, 0].min():.1f}..{train_windows[:, 0].max():.1f} dBFS, flatness "
           f"{train_windows[:, 1].min():.3f}..{train_windows[:, 1].max():.3f} (the training audio itself: "
