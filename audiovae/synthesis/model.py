@@ -416,7 +416,10 @@ def load(run_or_checkpoint: str | Path | None = None, device: str = "auto", whic
     state = load_checkpoint(path)
     try:
         recipe = recipe_from_saved(state["recipe"])
-    except (ConfigError, KeyError, TypeError) as error:
+    except ConfigError as error:  # the key path too: "unknown key" alone does not say which
+        raise UserError(f"{path}: the checkpoint's recipe is invalid ({error.key}: {error.message}); was it saved by "
+                        "another audiovae version?") from None
+    except (KeyError, TypeError) as error:
         raise UserError(f"{path}: the checkpoint's recipe is invalid ({error})") from None
     net = build_model(recipe)
     weights = state.get("ema") or state.get("model")

@@ -192,6 +192,18 @@ def test_damaged_foreign_and_future_checkpoints_each_get_one_line(tmp_path, tiny
         assert str(path) in line and message in line
 
 
+def test_a_checkpoint_whose_recipe_has_a_key_this_version_lacks_names_the_key(tmp_path, tiny_run):
+    """A run trained by another audiovae (a recipe key this one does not know) is refused in one line that says
+    which key, not only 'unknown key'."""
+    state = load_checkpoint(tiny_run / "checkpoints" / "last.pt")
+    state["recipe"]["train"]["warp"] = 0.0
+    other = save_checkpoint(tmp_path / "other.pt", {k: v for k, v in state.items()
+                                                    if k not in ("format", "format_version")})
+    line = one_line_error(CliRunner().invoke(main, ["generate", "-n", "1", str(tmp_path / "o"),
+                                                    "--checkpoint", str(other)]))
+    assert str(other) in line and "train.warp: unknown key" in line and "another audiovae version" in line
+
+
 # ---- a corpus of bad inputs ----------------------------------------------------------------------------------
 
 def bad_corpus(root: Path) -> dict[str, str | None]:
