@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from audiovae.nn.blocks import with_first_bias
+
 if TYPE_CHECKING:
     from audiovae.config.recipe import Recipe
 
@@ -110,6 +112,18 @@ class VAE(nn.Module):
         posterior = self.encode(x, label)
         latent = posterior.sample(temperature) if self.training else posterior.mean
         return VAEOutput(self.decode(latent, x.shape[-1], label), posterior, latent)
+
+    def through_encoder(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """self.encoder(x); with a label (batch,), its embedding's bias added after the encoder's first layer."""
+        if label is None:
+            return self.encoder(x)
+        return with_first_bias(self.encoder, x, self.label_embedding.encoder(label)[..., None])
+
+    def through_decoder(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """self.decoder(z); with a label (batch,), its embedding's bias added after the decoder's first layer."""
+        if label is None:
+            return self.decoder(z)
+        return with_first_bias(self.decoder, z, self.label_embedding.decoder(label)[..., None])
 
     def check_label(self, label: torch.Tensor | None) -> None:
         """ValueError unless a conditional model gets labels and an unconditional one none."""

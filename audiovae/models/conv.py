@@ -18,7 +18,6 @@ from audiovae.nn.blocks import (
     EncoderBlock,
     LabelEmbedding,
     activation,
-    with_first_bias,
     wn_conv1d,
 )
 from audiovae.nn.host_faces import LabelledStack, StatefulStreaming, WholeSignal, held_label
@@ -154,13 +153,10 @@ class ConvVAE(VAE):
     def encode_frames(self, x: torch.Tensor, label: torch.Tensor | None = None) -> Posterior:
         if self.pqmf is not None:
             x = self.pqmf.analysis(x)  # (B, bands, T / bands)
-        if label is not None:
-            return split_posterior(with_first_bias(self.encoder, x, self.label_embedding.encoder(label)[..., None]))
-        return split_posterior(self.encoder(x))
+        return split_posterior(self.through_encoder(x, label))
 
     def decode_frames(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        y = (self.decoder(z) if label is None
-             else with_first_bias(self.decoder, z, self.label_embedding.decoder(label)[..., None]))
+        y = self.through_decoder(z, label)
         if self.pqmf is not None and not isinstance(self.decoder, ISTFTDecoder):  # that one makes the waveform
             y = self.pqmf.synthesis(y)
         return torch.tanh(y)

@@ -21,7 +21,7 @@ from audiovae.models.conv import (
     label_embedding,
     labelled_stacks,
 )
-from audiovae.nn.blocks import LabelEmbedding, with_first_bias
+from audiovae.nn.blocks import LabelEmbedding
 from audiovae.nn.host_faces import StatefulStreaming, WholeSignal, held_label
 from audiovae.nn.spectral import LogMelFront, MelInversion
 from audiovae.nn.streaming import StreamingVAE, folded_copy
@@ -56,15 +56,10 @@ class MelVAE(VAE):
         self.label_embedding = label_embedding  # a conditional model's (model.conditional)
 
     def encode_frames(self, x: torch.Tensor, label: torch.Tensor | None = None) -> Posterior:
-        if label is not None:
-            return split_posterior(with_first_bias(self.encoder, x - self.offset,
-                                                   self.label_embedding.encoder(label)[..., None]))
-        return split_posterior(self.encoder(x - self.offset))
+        return split_posterior(self.through_encoder(x - self.offset, label))
 
     def decode_frames(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        if label is not None:
-            return with_first_bias(self.decoder, z, self.label_embedding.decoder(label)[..., None]) + self.offset
-        return self.decoder(z) + self.offset
+        return self.through_decoder(z, label) + self.offset
 
 
 def build_mel(recipe: Recipe) -> VAE:
