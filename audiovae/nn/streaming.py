@@ -68,6 +68,14 @@ def conv_by_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, s
     return product.transpose(1, 2)
 
 
+def frozen_copies(weight: torch.Tensor, bias: torch.Tensor | None, out_channels: int
+                  ) -> tuple[nn.Parameter, nn.Parameter]:
+    """A layer's weight and bias (zeros when it has none) copied into parameters that take no gradient: what a
+    streaming layer holds of the layer it replaces."""
+    bias = torch.zeros(out_channels) if bias is None else bias.detach().clone()
+    return (nn.Parameter(weight.detach().clone(), requires_grad=False), nn.Parameter(bias, requires_grad=False))
+
+
 class CachedConv1d(nn.Module):
     """A causal convolution whose left padding is the end of the previous block's input.
 
@@ -80,10 +88,8 @@ class CachedConv1d(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, dilation: int, context: int,
                  index: int):
         super().__init__()
-        out_channels, in_channels, taps = weight.shape
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-        self.bias = nn.Parameter(torch.zeros(out_channels) if bias is None else bias.detach().clone(),
-                                 requires_grad=False)
+        out_channels, _, taps = weight.shape
+        self.weight, self.bias = frozen_copies(weight, bias, out_channels)
         self.stride, self.dilation, self.context, self.index, self.taps = stride, dilation, context, index, taps
         self.stacked = dilation > 1 and stride == 1
 
@@ -107,9 +113,7 @@ class PlainConv1d(nn.Module):
 
     def __init__(self, conv: nn.Conv1d):
         super().__init__()
-        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
-        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.weight, self.bias = frozen_copies(conv.weight, conv.bias, conv.out_channels)
         self.stride = conv.stride[0]
 
     def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
@@ -127,9 +131,7 @@ class OverlapAddConvTranspose1d(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, overlap: int, index: int):
         super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-        self.bias = nn.Parameter(torch.zeros(weight.shape[1]) if bias is None else bias.detach().clone(),
-                                 requires_grad=False)
+        self.weight, self.bias = frozen_copies(weight, bias, weight.shape[1])
         self.stride, self.overlap, self.index = stride, overlap, index
 
     def forward(self, x: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
