@@ -280,18 +280,3 @@ def test_without_iterations_the_inverse_is_the_same_bits_as_magnitude_times_unit
         assert got.shape == (2, 3, 41 * 128)
         assert torch.equal(got.reshape(-1, 41 * 128), expected)
         assert expected.abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("reach", [1, 2, 3])
-def test_each_bins_peak_is_the_first_loudest_of_its_window_as_max_pools_indices_name_it(reach):
-    """peak_offset finds owners from the max-pool's values (its indices cost 15x more on a CPU); on ties (the
-    log floor's flat runs, equal neighbours) and at the edges it names the bin the indices named."""
-    from audiovae.dsp.inversion.peaks import peak_offset
-
-    generator = torch.Generator().manual_seed(0)
-    for x in (torch.randn(2, 40, 33, generator=generator),
-              torch.randint(0, 3, (2, 40, 33), generator=generator).float(),  # ties everywhere
-              torch.randn(1, 10, 33, generator=generator).clamp_min(0.0)):  # flat runs at a floor
-        _, indices = torch.nn.functional.max_pool1d(torch.nn.functional.pad(x, (reach, reach), value=-1e9),
-                                                    2 * reach + 1, 1, return_indices=True)
-        assert torch.equal(peak_offset(x, reach)[1], (indices - reach).clamp(0, 32))

@@ -43,15 +43,8 @@ def peak_offset(x: torch.Tensor, reach: int = 2) -> tuple[torch.Tensor, torch.Te
     (a frequency near bin 256 rounds to 3e-5 bins). Few operations (the live model runs this on every block):
     the max-pool treats the frames as channels, and the neighbours come from one edge-replicating pad."""
     bins = x.shape[-1]
-    padded = F.pad(x, (reach, reach), value=-1e9)
-    # the max-pool's own indices cost 15x its values on a CPU: each bin's owner is instead the nearest-below bin
-    # of its window that holds the window's maximum, the bin max_pool1d's indices name (the first maximum)
-    loudest = F.max_pool1d(padded, 2 * reach + 1, 1)
-    index = torch.arange(bins, device=x.device)
-    owner = index + reach
-    for shift in range(reach - 1, -reach - 1, -1):
-        owner = torch.where(padded[..., reach + shift : reach + shift + bins] == loudest, index + shift, owner)
-    owner = owner.clamp(0, bins - 1)
+    _, owner = F.max_pool1d(F.pad(x, (reach, reach), value=-1e9), 2 * reach + 1, 1, return_indices=True)
+    owner = (owner - reach).clamp(0, bins - 1)
     edges = F.pad(x, (1, 1), mode="replicate")
     below, above = edges[..., :-2], edges[..., 2:]  # each bin's neighbours, the end bins repeated
     curvature = torch.sub(below, x, alpha=2) + above  # below - 2 x + above, rounded alike
