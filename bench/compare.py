@@ -42,7 +42,7 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "spectrogram-l1": ("spectrogram", ("loss.terms.frame_convergence=0",)),  # the recipe before frame_convergence
             "spectrogram-l1-beta1e-4": ("spectrogram", ("loss.terms.frame_convergence=0", "loss.beta=0.0001")),
             "music-frames-convergence": ("music-frames", ("loss.terms.frame_convergence=1.0",)),
-            "live-convergence": ("live", ("loss.terms.frame_convergence=1.0",)),
+            "live-l1": ("live", ("loss.terms.frame_convergence=0",)),  # the recipe before frame_convergence
             "live-44k-seed1": ("live-44k", ("train.seed=1",)),
             "live-44k-wide": ("live-44k", ("model.channels=128", "model.max_channels=256")),
             "live-44k-wide-seed1": ("live-44k", ("model.channels=128", "model.max_channels=256", "train.seed=1")),
