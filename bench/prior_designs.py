@@ -144,11 +144,15 @@ def main() -> None:
     runs += [(f"{args.designs[0]}, noise {n}", dataclasses.replace(DESIGNS[args.designs[0]], input_noise=n))
              for n in args.noise]
     priors = {}
-    mos: dict[str, float] = {}
+    mos: dict[str, float] = {}  # DNSMOS OVRL of 16 9-s samples at temperature 1, as evaluate scores prior samples
     scorer = None if perceptual.missing_packages() else perceptual.DnsmosScorer()
+    mos_frames = model.frames_for(int(DNSMOS_WINDOW_SECONDS * rate))
+
+    def mean_mos(z: torch.Tensor) -> float:
+        return float(np.nanmean([scorer(w, rate).ovrl for w in decode(model, z)]))
+
     if scorer is not None:
-        z = gaussian(16, model.frames_for(int(DNSMOS_WINDOW_SECONDS * rate)), 1.0, 0)
-        mos["N(0, I)"] = float(np.nanmean([scorer(w, rate).ovrl for w in decode(model, z)]))
+        mos["N(0, I)"] = mean_mos(gaussian(16, mos_frames, 1.0, 0))
     for name, config in runs:
         config = dataclasses.replace(config, max_minutes=args.minutes)
         log(f"training {name}: {config}")
@@ -162,9 +166,8 @@ def main() -> None:
             pass
         speed = 1000 / (time.perf_counter() - start)
         if scorer is not None:
-            z = torch.cat(list(prior.sample_stream(16, model.frames_for(int(DNSMOS_WINDOW_SECONDS * rate)), 1.0,
-                                                   torch.Generator().manual_seed(0))), -1)
-            mos[name] = float(np.nanmean([scorer(w, rate).ovrl for w in decode(model, z)]))
+            mos[name] = mean_mos(torch.cat(list(prior.sample_stream(16, mos_frames, 1.0,
+                                                                    torch.Generator().manual_seed(0))), -1))
             log(f"{name}: prior samples' DNSMOS {mos[name]:.2f}")
         for temperature in args.temperatures:
             value = np.mean([frechet(model, torch.cat(list(prior.sample_stream(
