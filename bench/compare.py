@@ -48,6 +48,8 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "live-44k-wide-seed1": ("live-44k", ("model.channels=128", "model.max_channels=256", "train.seed=1")),
             "live-44k-narrow": ("live-44k", ("model.channels=32", "model.max_channels=64", "model.latent_size=16")),
             "music-frames-ch64": ("music-frames", ("model.channels=64", "model.max_channels=128")),
+            "music-frames-latent64": ("music-frames", ("model.latent_size=64",)),
+            "music-frames-latent64-beta1e-4": ("music-frames", ("model.latent_size=64", "loss.beta=0.0001")),
             "live-16ms": ("live", ("data.mel.n_fft=256", "data.mel.hop_length=64", "model.strides=[2, 2]")),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 

@@ -5,10 +5,11 @@
 For each audio file under HELD_OUT_DIR (speakers the run never heard), at the model's rate and training level,
 four sounds are made from one STFT analysis (the run's n_fft and hop, Hann window, centred frames) and scored
 against the input with PESQ-WB, STOI, DNSMOS (overall) and the mel distance: the true magnitudes under their
-true phases (the analysis itself), the true magnitudes under peak-locked phases (what the phase rule costs on
-perfect magnitudes), the model's magnitudes (posterior mean) under the true phases (what the magnitudes cost),
-and the model's magnitudes under peak-locked phases (the run's own synthesis). Prints a markdown table.
-Needs a frame-model run (features: spectrogram) and the perceptual extra.
+true phases (the analysis itself), the true magnitudes under the run's synthesis (what its phase rule and
+iterations cost on perfect magnitudes), the model's magnitudes (posterior mean) under the true phases (what the
+magnitudes cost), and the model's magnitudes under the run's synthesis (its reconstruction). Prints a markdown
+table. Needs a frame-model run (features: spectrogram) and, unless --mel-only (music: PESQ, STOI and DNSMOS
+are speech measures), the perceptual extra.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import numpy as np
 import torch
 
 from audiovae.dsp.distances import mel_distance
-from audiovae.dsp.inversion.peaks import peak_locked_phase
-from audiovae.evaluation.perceptual import DnsmosScorer, pesq_wb, stoi
+from audiovae.dsp.transforms import griffin_lim_from_log_magnitude
 from audiovae.synthesis.model import load
 
 AUDIO = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("heldout")
     parser.add_argument("--max-files", type=int, default=40)
     parser.add_argument("--min-seconds", type=float, default=1.0, help="Skip shorter files (PESQ needs about 1 s).")
+    parser.add_argument("--mel-only", action="store_true", help="The mel distance alone (music).")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model = load(args.run, device="cpu")
@@ -42,7 +43,11 @@ def main() -> None:
         raise SystemExit(f"{args.run}: a frame model over STFT magnitudes is needed (features: spectrogram)")
     files = sorted(p for p in Path(args.heldout).rglob("*") if p.suffix.lower() in AUDIO)
     window = torch.hann_window(n_fft)
-    dnsmos = DnsmosScorer()
+    synthesis = model.recipe.synthesis
+    if not args.mel_only:
+        from audiovae.evaluation.perceptual import DnsmosScorer, pesq_wb, stoi
+
+        dnsmos = DnsmosScorer()
     rows: dict[str, list[list[float]]] = {}
     used = 0
     for path in files:
@@ -58,20 +63,23 @@ def main() -> None:
         decoded = model.net.decode_frames(posterior.mean)[..., :frames]
         # the final centred frame repeated, as synthesis does (and the frames a stride cut off, if any)
         model_log = torch.cat([decoded] + [decoded[..., -1:]] * (frames + 1 - decoded.shape[-1]), -1)
-        phases = {"true": spec.angle(), "peak-locked": None}
         magnitudes = {"true": true_log, "model": model_log}
-        for (mag_name, phase_name) in (("true", "true"), ("true", "peak-locked"), ("model", "true"),
-                                       ("model", "peak-locked")):
+        run_phases = f"{synthesis.method} ({synthesis.iterations})"
+        for (mag_name, phase_name) in (("true", "true"), ("true", run_phases), ("model", "true"),
+                                       ("model", run_phases)):
             log_mag = magnitudes[mag_name]
-            phase = phases[phase_name]
-            if phase is None:
-                phase = peak_locked_phase(log_mag, n_fft, hop)
-            y = torch.istft(torch.polar(torch.exp(log_mag), phase), n_fft, hop, window=window, center=True,
-                            length=frames * hop)
+            if phase_name == "true":
+                y = torch.istft(torch.polar(torch.exp(log_mag), spec.angle()), n_fft, hop, window=window,
+                                center=True, length=frames * hop)
+            else:  # the run's synthesis, on the stored frames (the last centred one dropped, as prepare stores)
+                y = griffin_lim_from_log_magnitude(log_mag[..., :frames], n_fft, hop, synthesis)
             out = y[0].numpy().astype(np.float32)
+            reference = wave[: frames * hop]
+            perceptual = ([np.nan] * 3 if args.mel_only else
+                          [pesq_wb(reference, out, rate).value, stoi(reference, out, rate).value,
+                           dnsmos(out, rate).ovrl])
             rows.setdefault(f"{mag_name} magnitudes, {phase_name} phases", []).append([
-                pesq_wb(wave[: frames * hop], out, rate).value, stoi(wave[: frames * hop], out, rate).value,
-                dnsmos(out, rate).ovrl, mel_distance(x, y, rate).item()])
+                *perceptual, mel_distance(x[:, None], y[:, None], rate).item()])
         used += 1
         if used >= args.max_files:
             break
