@@ -246,6 +246,30 @@ def test_blocks_are_contiguous_near_equal_and_leave_no_scrap():
     assert audiovae.evaluation.evaluate.block_ranges(100, 16000, 30.0) == [(0, 100)]
 
 
+def test_evaluate_measures_the_model_output_at_its_own_level_not_the_peak_safe_written_one(tiny_run, monkeypatch):
+    """A reconstruction that peaks past full scale is written quieter as a whole; the measures must not count that
+    gain as the model's error. Here the 'model' gives back twice its input: log-mel distance log 2 in every band."""
+    import contextlib
+    import dataclasses
+
+    real = audiovae.evaluation.evaluate.reconstruction_on_disk
+
+    @contextlib.contextmanager
+    def doubled(model, source, block_seconds):
+        with real(model, source, block_seconds) as streamed:
+            output = 2.0 * np.asarray(streamed.source, np.float32) * np.float32(streamed.latents.gain)
+            yield dataclasses.replace(streamed, output=output, peak=float(np.abs(output).max()))
+
+    monkeypatch.setattr(audiovae.evaluation.evaluate, "reconstruction_on_disk", doubled)
+    metrics = evaluate(tiny_run, max_files=2, perceptual_metrics=False, progress=False).metrics
+    # measured 0.610: log 2 in every band above the floor, 0 in the bands silent in both; the written file's level
+    # (scaled to full scale, 1.12x the input) would give about a sixth of that
+    assert 0.55 < metrics["reconstruction"]["model/mel_distance"] <= np.log(2.0) + 1e-6
+    assert metrics["reconstruction"]["model/si_sdr"] == SI_SDR_CAP_DB  # a gain alone
+    (note,) = [n for n in metrics["notes"] if "above full scale" in n]
+    assert note.startswith("2 of 2 reconstructions peak above full scale") and "quieter by up to" in note
+
+
 def test_evaluate_is_deterministic_for_a_seed(tiny_run):
     keys = ("reconstruction", "comb", "latent", "generation")
     results = []
