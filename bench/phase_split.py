@@ -10,6 +10,10 @@ iterations cost on perfect magnitudes), the model's magnitudes (posterior mean) 
 magnitudes cost), and the model's magnitudes under the run's synthesis (its reconstruction). Prints a markdown
 table. Needs a frame-model run (features: spectrogram) and, unless --mel-only (music: PESQ, STOI and DNSMOS
 are speech measures), the perceptual extra.
+
+With --bands, a second table: the L1 distance of log magnitudes to the true ones, by frequency band (octaves from
+the bottom up), of the model's and of the true magnitudes blurred by a box of B bins by B frames (--blur, each
+odd size given), a reference that keeps about (bins x frames) / B^2 numbers a second of the truth.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def main() -> None:
     parser.add_argument("--max-files", type=int, default=40)
     parser.add_argument("--min-seconds", type=float, default=1.0, help="Skip shorter files (PESQ needs about 1 s).")
     parser.add_argument("--mel-only", action="store_true", help="The mel distance alone (music).")
+    parser.add_argument("--bands", action="store_true", help="Also the log-magnitude L1 by frequency band.")
+    parser.add_argument("--blur", type=int, nargs="*", default=[3, 9], help="Box sizes of the blurred references.")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model = load(args.run, device="cpu")
@@ -49,6 +55,10 @@ def main() -> None:
 
         dnsmos = DnsmosScorer()
     rows: dict[str, list[list[float]]] = {}
+    bins = n_fft // 2 + 1
+    edges = [0] + [bins >> k for k in range(8, -1, -1) if bins >> k > 2]  # octaves: ..., bins / 4, bins / 2, bins
+    spans = list(zip(edges[:-1], edges[1:], strict=True))
+    band_l1: dict[str, list[list[float]]] = {}
     used = 0
     for path in files:
         wave = model.at_training_level(model.load_audio(path))
@@ -64,6 +74,14 @@ def main() -> None:
         # the final centred frame repeated, as synthesis does (and the frames a stride cut off, if any)
         model_log = torch.cat([decoded] + [decoded[..., -1:]] * (frames + 1 - decoded.shape[-1]), -1)
         magnitudes = {"true": true_log, "model": model_log}
+        if args.bands:
+            references = {"model": model_log, **{
+                f"true, {b} x {b} box blur": torch.nn.functional.avg_pool2d(true_log, b, 1, b // 2,
+                                                                            count_include_pad=False)
+                for b in args.blur}}
+            for name, log_mag in references.items():
+                error = (log_mag - true_log).abs()[0]  # (bins, frames + 1)
+                band_l1.setdefault(name, []).append([error[a:b].mean().item() for a, b in spans])
         run_phases = f"{synthesis.method} ({synthesis.iterations})"
         for (mag_name, phase_name) in (("true", "true"), ("true", run_phases), ("model", "true"),
                                        ("model", run_phases)):
@@ -90,6 +108,17 @@ def main() -> None:
         means = [float(np.nanmean([v[i] for v in values])) for i in range(4)]
         print(f"| {name} | {means[0]:.2f} | {means[1]:.3f} | {means[2]:.2f} | {means[3]:.3f} |")
     print("\n(means over files; a file too quiet for PESQ or STOI is left out of that column)")
+    if args.bands:
+        hz = rate / n_fft
+        print("\nL1 of log magnitudes to the true ones, by band (Hz):\n")
+        print("| magnitudes | " + " | ".join(f"{a * hz:.0f}-{min(b * hz, rate / 2):.0f}" for a, b in spans)
+              + " | all |")
+        print("| --- |" + " ---: |" * len(edges))
+        for name, values in band_l1.items():
+            means = np.mean(values, 0)
+            widths = np.diff(edges)
+            print(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means)
+                  + f" | {float(np.sum(means * widths) / np.sum(widths)):.3f} |")
 
 
 if __name__ == "__main__":
