@@ -253,7 +253,7 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
              if measures.needs_prior_samples() else [])
     signals, prior_notes = measures.sections(tally, prior)
     notes += prior_notes
-    quieter = [gain for gain in written_gains if gain < 1.0]
+    quieter = [gain for gain in written_gains if db(gain) <= -0.1]  # a tenth of a decibel or more
     if quieter:
         notes.append(f"{len(quieter)} of {len(written_gains)} reconstructions peak above full scale: `audiovae "
                      f"reconstruct` writes them quieter by up to {-db(min(quieter)):.1f} dB (peak-safe); the measures "
