@@ -197,7 +197,7 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
     likeliest: list[str] = []  # a conditional learned prior's likeliest label for each held-out file
     encode_seconds = decode_seconds = audio_seconds = 0.0
     skipped = []
-    written_gains = []  # per file, the peak-safe scale `audiovae reconstruct` would write it with
+    written_gains = []  # per file, the peak-safe scale `audiovae reconstruct` writes it with (Model.reconstruct_file)
     for path, expected, label in tqdm(zip(paths, hashes, labels, strict=True), total=len(paths), unit="file",
                                       desc="evaluate", disable=not progress, file=sys.stderr):
         subject = model.with_label(label) if model.labels else model
@@ -208,7 +208,7 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
                 # the model's output at its own level: a written reconstruction whose peak passes full scale is
                 # scaled down as a whole, which the measures would count as the model's error (a noise-like
                 # synthesis peaks at twice its input's peak on music: mel distance 0.62 -> 0.71); said in a note
-                written_gains.append(peak_safe_scale(streamed.peak))
+                written_gains.append(peak_safe_scale(streamed.peak / streamed.latents.gain))  # at the input's level
                 features = FeatureMoments()
                 for start, stop in block_ranges(len(streamed.source), rate, block_seconds):
                     reference = np.asarray(streamed.source[start:stop]) * np.float32(streamed.latents.gain)

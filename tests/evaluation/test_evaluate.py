@@ -248,26 +248,33 @@ def test_blocks_are_contiguous_near_equal_and_leave_no_scrap():
 
 def test_evaluate_measures_the_model_output_at_its_own_level_not_the_peak_safe_written_one(tiny_run, monkeypatch):
     """A reconstruction that peaks past full scale is written quieter as a whole; the measures must not count that
-    gain as the model's error. Here the 'model' gives back twice its input: log-mel distance log 2 in every band."""
+    gain as the model's error. Here the 'model' gives back its input times a gain that takes the input's level to a
+    peak of 2: the log-mel distance of that gain in every band, and a note that the file is written 6 dB quieter."""
     import contextlib
     import dataclasses
 
     real = audiovae.evaluation.evaluate.reconstruction_on_disk
+    gains = []
 
     @contextlib.contextmanager
-    def doubled(model, source, block_seconds):
+    def louder(model, source, block_seconds):
         with real(model, source, block_seconds) as streamed:
-            output = 2.0 * np.asarray(streamed.source, np.float32) * np.float32(streamed.latents.gain)
+            source_wave = np.asarray(streamed.source, np.float32)
+            gain = 2.0 / float(np.abs(source_wave).max())  # the input's peak to 2 at the input's level
+            gains.append(gain)
+            output = gain * source_wave * np.float32(streamed.latents.gain)  # at the training level, as decoded
             yield dataclasses.replace(streamed, output=output, peak=float(np.abs(output).max()))
 
-    monkeypatch.setattr(audiovae.evaluation.evaluate, "reconstruction_on_disk", doubled)
+    monkeypatch.setattr(audiovae.evaluation.evaluate, "reconstruction_on_disk", louder)
     metrics = evaluate(tiny_run, max_files=2, perceptual_metrics=False, progress=False).metrics
-    # measured 0.610: log 2 in every band above the floor, 0 in the bands silent in both; the written file's level
-    # (scaled to full scale, 1.12x the input) would give about a sixth of that
-    assert 0.55 < metrics["reconstruction"]["model/mel_distance"] <= np.log(2.0) + 1e-6
+    # log(gain) in every band above the floor, 0 in the bands silent in both (measured: 1.30 of 1.39); measured
+    # after the written file's peak-safe gain, as evaluate did before, the same files scored 0.09
+    expected = float(np.mean(np.log(gains)))
+    assert expected > 1.0
+    assert 0.8 * expected < metrics["reconstruction"]["model/mel_distance"] <= expected + 1e-6
     assert metrics["reconstruction"]["model/si_sdr"] == SI_SDR_CAP_DB  # a gain alone
     (note,) = [n for n in metrics["notes"] if "above full scale" in n]
-    assert note.startswith("2 of 2 reconstructions peak above full scale") and "quieter by up to" in note
+    assert note.startswith("2 of 2 reconstructions peak above full scale") and "quieter by up to 6.0 dB" in note
 
 
 def test_evaluate_is_deterministic_for_a_seed(tiny_run):
