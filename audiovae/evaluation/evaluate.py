@@ -49,7 +49,7 @@ from audiovae.evaluation.metrics import (
     opus_reference,
 )
 from audiovae.io.atomic import file_sha256, write_csv_atomic, write_json_atomic
-from audiovae.io.audio import db, peak_safe_scale
+from audiovae.io.audio import db
 from audiovae.io.outputs import OutputFolder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
 from audiovae.priors.base import GAUSSIAN, Prior
@@ -208,7 +208,7 @@ def _measure(model: Model, data: str | Path | None, split: str, max_files: int |
                 # the model's output at its own level: a written reconstruction whose peak passes full scale is
                 # scaled down as a whole, which the measures would count as the model's error (a noise-like
                 # synthesis peaks at twice its input's peak on music: mel distance 0.62 -> 0.71); said in a note
-                written_gains.append(peak_safe_scale(streamed.peak / streamed.latents.gain))  # at the input's level
+                written_gains.append(streamed.written_scale)
                 features = FeatureMoments()
                 for start, stop in block_ranges(len(streamed.source), rate, block_seconds):
                     reference = np.asarray(streamed.source[start:stop]) * np.float32(streamed.latents.gain)

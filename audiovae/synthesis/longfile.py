@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from audiovae.io.audio import read_resampled
+from audiovae.io.audio import peak_safe_scale, read_resampled
 
 if TYPE_CHECKING:
     from audiovae.synthesis.model import Latents, Model
@@ -33,6 +33,12 @@ class Reconstruction:
     kl: np.ndarray  # (latent_size, frames) nats per value
     encode_seconds: float
     decode_seconds: float
+
+    @property
+    def written_scale(self) -> float:
+        """The peak-safe scale the output is written with at the input's level (1.0 when its peak stays under full
+        scale there): `reconstruct` writes output * written_scale / latents.gain."""
+        return peak_safe_scale(self.peak / self.latents.gain)
 
 
 @contextmanager

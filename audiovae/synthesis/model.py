@@ -386,9 +386,7 @@ class Model:
         from audiovae.synthesis.longfile import reconstruction_on_disk
 
         with reconstruction_on_disk(self, source, block_seconds, encoder) as result:
-            gain = result.latents.gain
-            peak = result.peak / gain  # at the input's level
-            scale = peak_safe_scale(peak) / gain
+            scale = result.written_scale / result.latents.gain
             write_wav_blocks(destination, result.output, self.sample_rate, scale, block_seconds)
         return Path(destination)
 
