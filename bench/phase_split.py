@@ -83,6 +83,7 @@ def main() -> None:
                 error = (log_mag - true_log).abs()[0]  # (bins, frames + 1)
                 band_l1.setdefault(name, []).append([error[a:b].mean().item() for a, b in spans])
         run_phases = f"{synthesis.method} ({synthesis.iterations})"
+        reference = wave[: frames * hop]
         for (mag_name, phase_name) in (("true", "true"), ("true", run_phases), ("model", "true"),
                                        ("model", run_phases)):
             log_mag = magnitudes[mag_name]
@@ -92,7 +93,6 @@ def main() -> None:
             else:  # the run's synthesis, on the stored frames (the last centred one dropped, as prepare stores)
                 y = griffin_lim_from_log_magnitude(log_mag[..., :frames], n_fft, hop, synthesis)
             out = y[0].numpy().astype(np.float32)
-            reference = wave[: frames * hop]
             perceptual = ([np.nan] * 3 if args.mel_only else
                           [pesq_wb(reference, out, rate).value, stoi(reference, out, rate).value,
                            dnsmos(out, rate).ovrl])
@@ -114,9 +114,9 @@ def main() -> None:
         print("| magnitudes | " + " | ".join(f"{a * hz:.0f}-{min(b * hz, rate / 2):.0f}" for a, b in spans)
               + " | all |")
         print("| --- |" + " ---: |" * len(edges))
+        widths = np.diff(edges)
         for name, values in band_l1.items():
             means = np.mean(values, 0)
-            widths = np.diff(edges)
             print(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means)
                   + f" | {float(np.sum(means * widths) / np.sum(widths)):.3f} |")
 
