@@ -1,5 +1,5 @@
 """Synthesis method `textured`: phases locked to the tonal peaks of the magnitudes, noise-like phases for the
-other bins, and a click at the frame's centre for those where an onset begins (issue 30).
+other bins, and a short sweep from the frame's centre for those where an onset begins (issue 30).
 
 `peaks` locks a phase to every local maximum, so every maximum becomes a sinusoid: on music the noise floor
 and percussive texture turn into sparse, wobbling partials. Here a peak is tonal when it stands `prominence`
@@ -8,9 +8,13 @@ noise's own maxima pass it in 8% of its bins); the bins of a tonal peak's lobe t
 phase drawn afresh each frame (an integer hash, so a sound synthesizes the same each time), its magnitude
 scaled by what an overlap-add of independent phases cancels (noise_gain). Where the frame's
 log magnitudes rise by more than `onset` nats on average over the previous frame, the bins that are not tonal
-take pi per bin instead (a click at the window's centre), so that a transient is not smeared over the window;
-tonal peaks run on through it (restarting their running phases there as well changed no oracle score, and
-needs a running maximum that ONNX lacks). Frame by frame and cheap: a max-pool and an average-pool over
+take the phases of a sweep instead: each bin delayed to the window's centre plus up to `sweep` hops, lowest
+bins first, so that a transient is not smeared over the window; tonal peaks run on through it (restarting
+their running phases there as well changed no oracle score, and needs a running maximum that ONNX lacks). A
+click at the centre instead (every bin in phase at one sample) put a decaying noise burst back at 1.8 times
+its peak and a model's blurred onsets at up to 4 times the input's, so that files were written up to 12 dB
+quieter; over an eighth of a hop the peaks stay at the sound's, as little sound comes before the onset, and
+no mel distance changed (docs/quality.md). Frame by frame and cheap: a max-pool and an average-pool over
 bins, one running sum over frames.
 
 The causal form (TexturedAdvance) has no previous frame (a stream's PhaseAdvance sees each frame alone), so it
@@ -30,6 +34,7 @@ from audiovae.dsp.inversion.peaks import peak_frequency
 PROMINENCE = 1.0  # nats (8.7 dB) a tonal peak stands above the mean log magnitude of its surroundings
 SURROUNDINGS = 8  # bins either side of a peak that make its surroundings
 ONSET = 0.5  # nats (4.3 dB): the mean rise of the log magnitudes over the previous frame that marks an onset
+SWEEP = 0.125  # hops over which an onset's bins arrive after the window's centre, lowest first (0: a click there)
 CLOCK = 4096  # frames before the noise phases repeat (24 s at hop 256 and 44.1 kHz)
 MODULUS = 1048573  # a prime: integers are reduced below it before they are scrambled, so int64 never overflows
 
@@ -65,18 +70,21 @@ def noise_gain(n_fft: int, hop_length: int) -> float:
 
 
 def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, first_frame: int = 0,
-                   prominence: float = PROMINENCE, onset: float = ONSET, clock: int = CLOCK
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   prominence: float = PROMINENCE, onset: float = ONSET, clock: int = CLOCK,
+                   sweep: float = SWEEP) -> tuple[torch.Tensor, torch.Tensor]:
     """Phases (..., bins, frames) for log magnitudes (..., bins, frames), frames first_frame, first_frame + 1, ...
     of a sound (module docstring), and which bins took noise phases (bool, same shape). Bins of tonal lobes: as
     peak_locked_phase; other bins: hashed_phase(bin, frame + 1 modulo CLOCK), the phases the causal form gives
-    them, or in an onset frame pi per bin (a click at the centre of the window, which starts at its edge).
+    them, or in an onset frame the sweep's: pi per bin (a click at the centre of the window, which starts at
+    its edge) less a phase growing with the bin's square, which delays bin k by sweep * hop * k / (bins - 1)
+    samples more. A sound's first frame is an onset; a chunk's (first_frame > 0) only if it rises.
     Scriptable and exportable to ONNX."""
     bins, frames = log_magnitude.shape[-2], log_magnitude.shape[-1]
     x = log_magnitude.reshape(-1, bins, frames).transpose(1, 2)  # (batch, frames, bins)
     frequency, owner, tonal = tonal_owners(x, prominence)
     rise = torch.relu(x[:, 1:] - x[:, :-1]).mean(-1)  # (batch, frames - 1)
-    onsets = torch.cat([torch.ones_like(rise[:, :1]), (rise > onset).to(x.dtype)], 1) > 0  # (batch, frames)
+    first = torch.full_like(rise[:, :1], 1.0 if first_frame == 0 else 0.0)  # a sound starts with an onset
+    onsets = torch.cat([first, (rise > onset).to(x.dtype)], 1) > 0  # (batch, frames)
     index = torch.arange(frames, device=x.device)
     step = torch.remainder(frequency * hop_length, n_fft) * (2 * math.pi / n_fft)
     integrated = torch.cumsum(step, 1) - step[:, :1]
@@ -86,7 +94,8 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
     noisy = ~tonal & ~onsets[..., None]
     frame = torch.remainder(index + first_frame + 1, clock)  # frame t as TexturedAdvance's clock counts it
     noise = hashed_phase(bin_index[None, None], frame[None, :, None]).to(x.dtype)
-    click = math.pi * bin_index.to(x.dtype)[None, None]
+    k = bin_index.to(x.dtype)
+    click = (math.pi * k - (2 * math.pi * sweep * hop_length / (n_fft * max(bins - 1, 1))) * k * k)[None, None]
     phase = torch.where(tonal, locked, torch.where(noisy, noise, click))
     return (phase.transpose(1, 2).reshape(log_magnitude.shape),
             noisy.transpose(1, 2).reshape(log_magnitude.shape))
@@ -152,5 +161,5 @@ class TexturedAdvance(PhaseAdvance):
 
 
 METHOD = SynthesisMethod("textured", TexturedPhases, iterations=0,
-                         summary="phases locked to tonal peaks, noise-like elsewhere, a click at onsets",
+                         summary="phases locked to tonal peaks, noise-like elsewhere, a short sweep at onsets",
                          advance=TexturedAdvance)
