@@ -79,7 +79,7 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
-    phase, under = synthesis.phase_rule(n_fft, hop_length).start(magnitude, first_frame)
+    phase, under, magnitude = synthesis.phase_rule(n_fft, hop_length).start(magnitude, first_frame)
     if synthesis.iterations == 0:  # the same numbers as under * polar(1, phase), in one pass and no copy
         spectrum = torch.polar(under, phase.expand_as(under))
         return torch.istft(spectrum, n_fft, hop_length, window=window, length=length).reshape(*shape[:-2], length)

@@ -102,7 +102,7 @@ class MelInversion(nn.Module):
         length = log_mel.shape[-1] * self.hop_length
         log_mel = torch.cat([log_mel, log_mel[..., -1:]], -1)  # restore the dropped last frame
         magnitude = torch.relu(torch.matmul(self.inverse, torch.exp(log_mel)))  # (B, bins, frames + 1)
-        phase, under = self.phases.start(magnitude, 0)
+        phase, under, magnitude = self.phases.start(magnitude, 0)
         real, imag = torch.cos(phase).expand_as(magnitude), torch.sin(phase).expand_as(magnitude)
         previous_real, previous_imag = torch.zeros_like(magnitude), torch.zeros_like(magnitude)
         for _ in range(self.iterations):

@@ -70,13 +70,13 @@ def test_every_shipped_recipe_loads(path):
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_frame_recipe_states_how_it_sounds(path):
-    """A frame recipe writes its synthesis section out (method, iterations, momentum), so its sound is in the
+    """A frame recipe writes its synthesis section out (method, iterations, momentum, noise_level), so its sound is in the
     recipe and not in a default; a waveform recipe has none to write."""
     raw, recipe = raw_recipe(path), load_recipe(path)
     if recipe.data.representation.is_waveform:
         assert "synthesis" not in raw and recipe.synthesis is None
     else:
-        assert set(raw["synthesis"]) == {"method", "iterations", "momentum"}
+        assert set(raw["synthesis"]) == {"method", "iterations", "momentum", "noise_level"}
         assert dataclasses.asdict(recipe.synthesis) == raw["synthesis"]
 
 

@@ -71,6 +71,49 @@ def test_noise_keeps_its_level_where_peaks_lose_it(monkeypatch):
     assert -7.0 < unscaled < -5.0, unscaled
 
 
+@pytest.mark.parametrize("iterations", [0, 4])
+def test_noise_level_raises_the_noise_bins_alone(iterations):
+    """synthesis.noise_level: a model trained with an L1 over log magnitudes gives a noise bin the median of its
+    log magnitude, 0.18 nats under its power; the level puts it back on the bins with noise phases (white noise
+    comes back 0.18 nats = 1.6 dB louder, with and without iterations) and leaves tonal peaks as they were."""
+    noise = 0.1 * torch.randn(2 * RATE, generator=torch.Generator().manual_seed(0))
+    tone = harmonic_tone()
+
+    def level(wave, noise_level):
+        target = magnitude(wave)
+        out = griffin_lim(target, N_FFT, HOP, (target.shape[-1] - 1) * HOP,
+                          SynthesisConfig("textured", iterations, noise_level=noise_level))
+        return rms_db(out[2000:-2000])
+
+    raised = level(noise, 0.18) - level(noise, 0.0)
+    assert raised == pytest.approx(20 * math.log10(math.exp(0.18)), abs=0.3), raised
+    assert abs(level(tone, 0.18) - level(tone, 0.0)) < 0.1
+    # the export's inversion and the causal form take the same level
+    log_magnitude = torch.log(magnitude(noise).clamp_min(1e-5))[None, :, :-1]
+    config = SynthesisConfig("textured", 0, noise_level=0.18)
+    with legacy_export():
+        inversion = torch.jit.script(MelInversion(torch.eye(N_FFT // 2 + 1), N_FFT, HOP, config))
+    with torch.no_grad():
+        exported = inversion(log_magnitude)[:, 0]
+    expected = griffin_lim_from_log_magnitude(log_magnitude, N_FFT, HOP, config)
+    assert (exported - expected).abs().max() < 1e-4 * expected.abs().max()
+    advance = config.phase_advance(N_FFT, HOP)
+    _, under, _ = advance.running(log_magnitude, torch.zeros_like(log_magnitude[..., :1]))
+    _, plain, _ = SynthesisConfig("textured", 0).phase_advance(N_FFT, HOP).running(
+        log_magnitude, torch.zeros_like(log_magnitude[..., :1]))
+    assert float((under / plain).max()) == pytest.approx(math.exp(0.18), rel=1e-5)
+
+
+def test_only_methods_with_noise_bins_take_a_noise_level():
+    from audiovae.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="gives no bins noise phases") as caught:
+        SynthesisConfig("peaks", 0, noise_level=0.18)
+    assert caught.value.key == "noise_level"
+    with pytest.raises(ConfigError, match=r"must be in \[-1, 1\]"):
+        SynthesisConfig("textured", 0, noise_level=3.0)
+
+
 @pytest.mark.parametrize("kind", ["click", "burst"])
 def test_an_onset_is_not_smeared_before_itself(kind):
     """A click, or a burst of decaying noise, after silence: a click's phases at the onset keep 93% or more of the

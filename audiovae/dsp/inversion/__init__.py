@@ -31,12 +31,17 @@ class SynthesisConfig:
 
     method: a name in SYNTHESIS_METHODS; iterations: fast Griffin-Lim iterations after the method's start phases
     (null: the method's own count, written into the resolved recipe); momentum: of fast Griffin-Lim (Perraudin
-    et al. 2013). Resolved recipes and checkpoints store all three, so a changed default never changes a run.
+    et al. 2013); noise_level: nats added to the log magnitudes of the bins the method gives noise phases (a
+    method with such bins only, SynthesisMethod.noise): a model trained with an L1 over log magnitudes gives
+    a noise-like bin the median of its log magnitude, 0.18 nats (1.6 dB) under its power, and this puts that
+    back (docs/quality.md). Resolved recipes and checkpoints store them all, so a changed default never
+    changes a run.
     """
 
     method: str
     iterations: int | None = None
     momentum: float = 0.99
+    noise_level: float = 0.0
 
     def __post_init__(self):
         choice("method", self.method, tuple(SYNTHESIS_METHODS))
@@ -44,10 +49,14 @@ class SynthesisConfig:
             object.__setattr__(self, "iterations", SYNTHESIS_METHODS[self.method].iterations)
         require(self.iterations >= 0, "iterations", "must be >= 0")
         require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        require(-1 <= self.noise_level <= 1, "noise_level", "must be in [-1, 1] (nats)")
+        require(self.noise_level == 0 or SYNTHESIS_METHODS[self.method].noise, "noise_level",
+                f"method {self.method!r} gives no bins noise phases; only "
+                f"{', '.join(name for name, m in SYNTHESIS_METHODS.items() if m.noise)} take a noise_level")
 
     def phase_rule(self, n_fft: int, hop_length: int) -> PhaseRule:
         """The method's phase rule for an STFT of n_fft points every hop_length samples."""
-        return SYNTHESIS_METHODS[self.method].phases(n_fft, hop_length)
+        return SYNTHESIS_METHODS[self.method].phases(n_fft, hop_length, self.noise_level)
 
     @property
     def streams(self) -> bool:
@@ -59,7 +68,7 @@ class SynthesisConfig:
         advance = SYNTHESIS_METHODS[self.method].advance
         if advance is None:
             raise ValueError(f"synthesis method {self.method!r} has no causal form")
-        return advance(n_fft, hop_length)
+        return advance(n_fft, hop_length, self.noise_level)
 
 
 __all__ = ["SYNTHESIS_METHODS", "PhaseAdvance", "PhaseRule", "SynthesisConfig", "SynthesisMethod", "locked_phases"]

@@ -14,20 +14,26 @@ class PhaseRule(nn.Module):
     """magnitude (batch, bins, frames), first_frame -> phases broadcastable to it. first_frame: the index of the
     first frame in the whole sound, when the magnitudes are a chunk of one (chunked synthesis; 0 in the export).
 
-    Synthesis starts from `start`: the phases, and the magnitudes to put under them at the start (the same,
-    unless a rule scales some: one that gives bins phases independent from frame to frame scales them up by
-    what the overlap-add cancels; Griffin-Lim's iterations, if any, go on under the magnitudes as given)."""
+    Synthesis starts from `start`: the phases, the magnitudes to put under them at the start, and those that
+    Griffin-Lim's iterations, if any, go on under (all three the given magnitudes, unless a rule scales some:
+    one that gives bins phases independent from frame to frame scales them up by what the overlap-add cancels
+    at the start, and by the recipe's noise_level throughout).
 
-    def __init__(self, n_fft: int, hop_length: int):
+    noise_level: nats added to the log magnitudes of the bins a rule gives noise phases (SynthesisMethod.noise:
+    rules that have such bins; 0 for the others)."""
+
+    def __init__(self, n_fft: int, hop_length: int, noise_level: float = 0.0):
         super().__init__()
-        self.n_fft, self.hop_length = n_fft, hop_length
+        self.n_fft, self.hop_length, self.noise_level = n_fft, hop_length, noise_level
 
     def forward(self, magnitude: torch.Tensor, first_frame: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def start(self, magnitude: torch.Tensor, first_frame: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(phases broadcastable to magnitude, the magnitudes to start under them (batch, bins, frames))."""
-        return self.forward(magnitude, first_frame), magnitude
+    def start(self, magnitude: torch.Tensor, first_frame: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(phases broadcastable to magnitude, the magnitudes to start under them and those to iterate under,
+        both (batch, bins, frames))."""
+        return self.forward(magnitude, first_frame), magnitude, magnitude
 
 
 class PhaseAdvance(nn.Module):
@@ -38,9 +44,9 @@ class PhaseAdvance(nn.Module):
     otherwise reach it: the running phases add up every frame's error), owner (batch, bins, frames) long.
     """
 
-    def __init__(self, n_fft: int, hop_length: int):
+    def __init__(self, n_fft: int, hop_length: int, noise_level: float = 0.0):
         super().__init__()
-        self.n_fft, self.hop_length = n_fft, hop_length
+        self.n_fft, self.hop_length, self.noise_level = n_fft, hop_length, noise_level  # as PhaseRule's
 
     def forward(self, log_magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -76,10 +82,12 @@ class SynthesisMethod:
     phases: the PhaseRule class, built with (n_fft, hop_length); iterations: the fast Griffin-Lim iterations
     after the start phases when a recipe names the method without `iterations`; summary: one line for docs and
     errors; advance: its causal form (a PhaseAdvance class, built with (n_fft, hop_length)), None where the
-    method cannot run frame by frame (a causal frame model needs one, audiovae.models.mel)."""
+    method cannot run frame by frame (a causal frame model needs one, audiovae.models.mel); noise: whether it
+    gives some bins noise phases (and so takes a recipe's synthesis.noise_level)."""
 
     name: str
     phases: type[PhaseRule]
     iterations: int
     summary: str
     advance: type[PhaseAdvance] | None = None
+    noise: bool = False

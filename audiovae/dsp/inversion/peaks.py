@@ -68,8 +68,8 @@ class PeakAdvance(PhaseAdvance):
     frequency is off by up to 2e-5 rad a frame, which the running phases add up (6e-5 of full scale after 10 s);
     this way only the magnitudes' own rounding reaches the phases."""
 
-    def __init__(self, n_fft: int, hop_length: int):
-        super().__init__(n_fft, hop_length)
+    def __init__(self, n_fft: int, hop_length: int, noise_level: float = 0.0):
+        super().__init__(n_fft, hop_length, noise_level)
         # each bin's whole cycles per hop, modulo n_fft (an integer buffer: a model's .to(dtype) leaves it exact)
         self.register_buffer("cycles", torch.remainder(torch.arange(n_fft // 2 + 1) * hop_length, n_fft),
                              persistent=False)

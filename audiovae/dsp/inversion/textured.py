@@ -104,20 +104,23 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
 class TexturedPhases(PhaseRule):
     """textured_phase of the magnitudes' logs, frames counted from `first_frame` (a chunk's noise phases are the
     whole's; its tonal phases integrate from its own first frame, as PeakLockedPhases'). Its start scales the
-    bins with noise phases by noise_gain."""
+    bins with noise phases by exp(noise_level) and, at the start only, by noise_gain."""
 
     def forward(self, magnitude: torch.Tensor, first_frame: int) -> torch.Tensor:
         return textured_phase(torch.log(magnitude.clamp_min(1e-12)), self.n_fft, self.hop_length, first_frame)[0]
 
-    def start(self, magnitude: torch.Tensor, first_frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def start(self, magnitude: torch.Tensor, first_frame: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         phase, noisy = textured_phase(torch.log(magnitude.clamp_min(1e-12)), self.n_fft, self.hop_length,
                                       first_frame)
-        return phase, torch.where(noisy, magnitude * noise_gain(self.n_fft, self.hop_length), magnitude)
+        level = math.exp(self.noise_level)
+        return (phase, torch.where(noisy, magnitude * (level * noise_gain(self.n_fft, self.hop_length)), magnitude),
+                torch.where(noisy, magnitude * level, magnitude))
 
 
 class TexturedAdvance(PhaseAdvance):
     """The causal form, frame by frame: bins of tonal lobes advance by their peak's frequency and lock to it, as
-    PeakAdvance; the others take hashed_phase(bin, frame) scaled by noise_gain, while their running phases
+    PeakAdvance; the others take hashed_phase(bin, frame) scaled by noise_gain and exp(noise_level), while their running phases
     advance at their centre frequencies (where a peak takes them over, it starts from there). No onset clicks
     (they need the previous frame).
 
@@ -127,8 +130,8 @@ class TexturedAdvance(PhaseAdvance):
     model holds a frame): the clock keeps the stream equal to its offline pass, and a float32 state rounds by
     2 pi * 2**-24 a block against a step of 2 pi / 4096."""
 
-    def __init__(self, n_fft: int, hop_length: int):
-        super().__init__(n_fft, hop_length)
+    def __init__(self, n_fft: int, hop_length: int, noise_level: float = 0.0):
+        super().__init__(n_fft, hop_length, noise_level)
         self.clock = CLOCK
 
     def advance(self, log_magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,9 +160,10 @@ class TexturedAdvance(PhaseAdvance):
         bin_index = torch.arange(phase.shape[1], device=phase.device)[None, :, None]
         phase = torch.where(tonal, phase, hashed_phase(bin_index, frame).to(phase.dtype))
         magnitude = torch.exp(log_magnitude)
-        return phase, torch.where(tonal, magnitude, magnitude * noise_gain(self.n_fft, self.hop_length)), end
+        gain = noise_gain(self.n_fft, self.hop_length) * math.exp(self.noise_level)
+        return phase, torch.where(tonal, magnitude, magnitude * gain), end
 
 
 METHOD = SynthesisMethod("textured", TexturedPhases, iterations=0,
                          summary="phases locked to tonal peaks, noise-like elsewhere, a short sweep at onsets",
-                         advance=TexturedAdvance)
+                         advance=TexturedAdvance, noise=True)
