@@ -118,7 +118,7 @@ def test_a_recipe_key_selects_the_method_and_the_run_stores_it(spectrogram_data,
     path.write_text(yaml.safe_dump(raw))
     result = train(path, runs_root=tmp_path / "runs", progress=False)
     run = RunFolder(result.run_dir)
-    stored = {"method": "advancing", "iterations": 2, "momentum": 0.99}
+    stored = {"method": "advancing", "iterations": 2, "momentum": 0.99, "noise_level": 0.0}
     assert yaml.safe_load(run.recipe_path.read_text())["synthesis"] == stored
     for name in ("best", "last"):
         assert load_checkpoint(run.checkpoint(name))["recipe"]["synthesis"] == stored
