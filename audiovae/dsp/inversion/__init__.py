@@ -51,8 +51,8 @@ class SynthesisConfig:
         require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
         require(-1 <= self.noise_level <= 1, "noise_level", "must be in [-1, 1] (nats)")
         require(self.noise_level == 0 or SYNTHESIS_METHODS[self.method].noise, "noise_level",
-                f"method {self.method!r} gives no bins noise phases; only "
-                f"{', '.join(name for name, m in SYNTHESIS_METHODS.items() if m.noise)} take a noise_level")
+                f"method {self.method!r} gives no bins noise phases; remove the key or use a method that does ("
+                f"{', '.join(name for name, m in SYNTHESIS_METHODS.items() if m.noise)})")
 
     def phase_rule(self, n_fft: int, hop_length: int) -> PhaseRule:
         """The method's phase rule for an STFT of n_fft points every hop_length samples."""
