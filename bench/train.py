@@ -1,5 +1,6 @@
 """Training throughput of each recipe family: parameters, audio seconds trained per wall second, steps/s,
-peak memory. CPU always, CUDA (bf16 autocast) when present.
+peak memory. CPU always (float32, and bf16 autocast too where the CPU has bf16 matrix units: what
+`train.precision: auto` picks there), CUDA (bf16 autocast) when present.
 
     python bench/train.py [--steps 20] [--recipes quickstart speech mel documents-example]
                           [--threads N] [--background-load N]
@@ -19,11 +20,13 @@ import time
 
 import torch
 
+from audiovae.compute.device import autocast_for, cpu_has_bf16_units
 from audiovae.compute.threads import apply_threads, choose_threads
 from audiovae.config.recipe import load_recipe
 from audiovae.models import build_model
 from audiovae.training.loop import adam
 from audiovae.training.losses import vae_loss
+from audiovae.training.vae_stage import BF16_LOSS_TOLERANCE, BF16_MIN_COSINE, bf16_agreement
 
 
 def batch_for(recipe, device):
@@ -38,15 +41,14 @@ def batch_for(recipe, device):
     return tone.reshape(recipe.train.batch_size, 1, length)
 
 
-def measure(recipe, device: torch.device, steps: int) -> dict:
+def measure(recipe, device: torch.device, steps: int, precision: str) -> dict:
     torch.manual_seed(0)
     model = build_model(recipe).to(device)
     optimizer = adam(model.parameters(), recipe.train.learning_rate, decoupled=True)
     x = batch_for(recipe, device)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
 
     def step():
-        with autocast():
+        with autocast_for(device, precision):
             out = model(x)
         loss = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate, 1000)
         optimizer.zero_grad(set_to_none=True)
@@ -67,8 +69,9 @@ def measure(recipe, device: torch.device, steps: int) -> dict:
     audio = steps * recipe.train.batch_size * recipe.training_samples / recipe.data.sample_rate
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    agreement = bf16_agreement(recipe, model, x, device) if precision == "bfloat16" else None
     return {"params": sum(p.numel() for p in model.parameters()), "steps_per_second": steps / seconds,
-            "audio_per_second": audio / seconds, "peak_mb": peak / 2**20}
+            "audio_per_second": audio / seconds, "peak_mb": peak / 2**20, "agreement": agreement}
 
 
 @contextlib.contextmanager
@@ -98,23 +101,34 @@ def main() -> None:
         run(args)
 
 
+def agreement(values: tuple[float, float] | None) -> str:
+    """bf16_agreement's figures, and whether `train.precision: auto` keeps bf16 for the recipe."""
+    if values is None:
+        return ""
+    apart, cosine = values
+    kept = apart <= BF16_LOSS_TOLERANCE and cosine >= BF16_MIN_COSINE
+    return f"{apart:.2%}, {cosine:.4f} ({'auto keeps bf16' if kept else 'auto trains float32'})"
+
+
 def run(args: argparse.Namespace) -> None:
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     load = f" under {args.background_load} busy background processes" if args.background_load else ""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads{load}"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"))
-    print("\n| recipe | family | device | params | batch x samples | steps/s | audio s / wall s | peak memory MB |")
-    print("| --- | --- | --- | ---: | --- | ---: | ---: | ---: |")
+    print("\n| recipe | family | device | precision | params | batch x samples | steps/s | audio s / wall s | peak memory MB "
+          "| bf16 against float32: loss apart, gradient cosine |")
+    print("| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | --- |")
+    settings = [(torch.device("cpu"), "float32")] + ([(torch.device("cpu"), "bfloat16")] if cpu_has_bf16_units() else [])
+    settings += [(torch.device("cuda"), "bfloat16")] if torch.cuda.is_available() else []
     variants = [(name, load_recipe(f"recipes/{name}.yaml")) for name in args.recipes]
     if "quickstart" in args.recipes:  # does the PQMF front end pay? the same hop (256) without sub-bands
         variants.append(("quickstart, no PQMF", load_recipe("recipes/quickstart.yaml", overrides=(
             "model.bands=1", "model.strides=[4, 4, 4, 4]"))))
     for name, recipe in variants:
-        for device in devices:
-            r = measure(recipe, device, args.steps)
-            print(f"| {name} | {recipe.model.family} | {device.type} | {r['params'] / 1e6:.2f} M | "
+        for device, precision in settings:
+            r = measure(recipe, device, args.steps, precision)
+            print(f"| {name} | {recipe.model.family} | {device.type} | {precision} | {r['params'] / 1e6:.2f} M | "
                   f"{recipe.train.batch_size} x {recipe.training_samples} | {r['steps_per_second']:.2f} | "
-                  f"{r['audio_per_second']:.1f} | {r['peak_mb']:.0f} |", flush=True)
+                  f"{r['audio_per_second']:.1f} | {r['peak_mb']:.0f} | {agreement(r['agreement'])} |", flush=True)
     print("\nCPU peak memory is the process's maximum resident set so far (it only grows down the table).")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from audiovae.compute.device import autocast_for, select_device
+from audiovae.compute.device import autocast_for, select_device, training_precision
 from audiovae.compute.threads import apply_threads, choose_threads
 from audiovae.config.recipe import Recipe, dump_recipe, load_recipe, recipe_from_saved
 from audiovae.data.dataset import PreparedDataset, SegmentDataset, dataset_changes, open_dataset
@@ -30,6 +31,7 @@ from audiovae.io.checkpoint import load_checkpoint, weights_sha256
 from audiovae.io.outputs import check_new_folder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder
 from audiovae.models import VAE, LabelledVAE, build_model, trained_vae
+from audiovae.training import losses
 from audiovae.training.adversarial import Adversary
 from audiovae.training.log import RunLog
 from audiovae.training.loop import (
@@ -39,6 +41,8 @@ from audiovae.training.loop import (
     TrainState,
     adam,
     learning_rate_scale,
+    rng_state,
+    set_rng_state,
     train_loop,
 )
 from audiovae.training.losses import LossResult, vae_loss
@@ -58,17 +62,18 @@ class TrainResult:
     prior: PriorResult | None = None  # the learned prior's stage, when the recipe has one
 
 
-def vae_objective(recipe: Recipe, net: nn.Module, device: torch.device, adversary: Adversary | None
-                  ) -> Callable[[TrainState, torch.Tensor], LossResult]:
+def vae_objective(recipe: Recipe, net: nn.Module, device: torch.device, adversary: Adversary | None,
+                  precision: str = "auto") -> Callable[[TrainState, torch.Tensor], LossResult]:
     """The VAE's loss on a training batch (batch, channels, steps): its named terms, and the adversary's
-    from adversarial.start_step on (the discriminator takes its own step inside)."""
+    from adversarial.start_step on (the discriminator takes its own step inside). The forward pass runs under
+    `precision`'s autocast (audiovae.compute.device), the loss in float32."""
 
     def loss(state: TrainState, batch: torch.Tensor | list[torch.Tensor]) -> LossResult:
         x, label = split_batch(batch, device)
         if not torch.isfinite(x).all():
             raise UserError(f"step {state.step}: a training batch contains NaN or infinite values; check the "
                             f"dataset in {recipe.data.folder} (re-run audiovae prepare)")
-        with autocast_for(device):
+        with autocast_for(device, precision):
             out = net(x) if label is None else net(x, label=label)
         result = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate,
                           state.step)
@@ -80,17 +85,18 @@ def vae_objective(recipe: Recipe, net: nn.Module, device: torch.device, adversar
 
 
 @torch.no_grad()
-def validate(model: VAE, batches: list[torch.Tensor], recipe: Recipe, step: int, device: torch.device
-             ) -> dict[str, float]:
+def validate(model: VAE, batches: list[torch.Tensor], recipe: Recipe, step: int, device: torch.device,
+             precision: str = "auto") -> dict[str, float]:
     """Mean validation loss terms over fixed batches, and the representation's distances; `score` (lower is
-    better, e.g. the mel distance of waveform models) picks the best checkpoint."""
+    better, e.g. the mel distance of waveform models) picks the best checkpoint. On a CPU always in float32, the
+    arithmetic synthesis uses there; on CUDA under the training's `precision`."""
     representation = recipe.data.representation
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
     for batch in batches:
         x, label = split_batch(batch, device)
-        with autocast_for(device):
+        with autocast_for(device, precision if device.type == "cuda" else "float32"):
             out = model(x, label=label)
         loss = vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate, step)
         values = {k: v for k, v in loss.logs().items() if k != "beta"}
@@ -100,6 +106,57 @@ def validate(model: VAE, batches: list[torch.Tensor], recipe: Recipe, step: int,
     totals["score"] = totals[representation.score_name]
     model.train(was_training)
     return totals
+
+
+def bf16_agreement(recipe: Recipe, model: nn.Module, batch: torch.Tensor | list[torch.Tensor], device: torch.device
+                   ) -> tuple[float, float]:
+    """One forward and backward pass of the training loss on `batch` in float32 and under bf16 autocast, from the
+    same weights and random draws: (the losses' relative difference, the gradients' cosine similarity). Leaves the
+    weights, their gradients and the random state as they were.
+
+    bf16 rounds, so the two differ a little (frame models: under 1% and a cosine over 0.99); a convolution
+    that a CPU's bf16 kernels get wrong (oneDNN's AMX kernels return garbage for some shapes, e.g. a kernel of
+    16 taps over 4 channels: the PQMF's synthesis) shows as a large difference."""
+    x, label = split_batch(batch, device)
+    start = rng_state(device)
+    results = []
+    for precision in ("float32", "bfloat16"):
+        set_rng_state(start, device)
+        model.zero_grad(set_to_none=True)
+        with autocast_for(device, precision):
+            out = model(x) if label is None else model(x, label=label)
+        # losses.vae_loss, not this module's name for it: a check, not a training step (tests count the steps' calls)
+        loss = losses.vae_loss(x, out.reconstruction.float(), out.posterior, recipe.loss, recipe.data.sample_rate, 0)
+        loss.total.backward()
+        grads = [p.grad.flatten().float() for p in model.parameters() if p.grad is not None]
+        results.append((loss.total.item(), torch.cat(grads) if grads else torch.zeros(1)))
+    model.zero_grad(set_to_none=True)
+    set_rng_state(start, device)
+    (loss32, grad32), (loss16, grad16) = results
+    difference = abs(loss16 - loss32) / max(abs(loss32), 1e-12)
+    cosine = torch.nn.functional.cosine_similarity(grad32, grad16, dim=0).item()
+    return (difference if math.isfinite(loss16) else math.inf), (cosine if math.isfinite(cosine) else -1.0)
+
+
+BF16_LOSS_TOLERANCE, BF16_MIN_COSINE = 0.02, 0.99  # what bf16_agreement must show for 'auto' to keep bf16
+
+
+def choose_precision(recipe: Recipe, model: nn.Module, batch, device: torch.device, saved: dict | None
+                     ) -> tuple[str, str]:
+    """The run's training arithmetic and why: its own on resume; a named train.precision as named; 'auto' where the
+    hardware has bf16 units: bf16 if bf16_agreement on a validation batch shows it computes this model's loss and
+    gradient as float32 does, else float32 (the waveform models on this machine's AMX: their PQMF's convolution
+    comes out wrong, and they gain no speed)."""
+    if saved is not None and saved.get("precision"):
+        return saved["precision"], "the run's own"
+    precision = training_precision(recipe.train.precision, device)
+    if recipe.train.precision != "auto" or precision == "float32":
+        return precision, ""
+    difference, cosine = bf16_agreement(recipe, model, batch, device)
+    if difference <= BF16_LOSS_TOLERANCE and cosine >= BF16_MIN_COSINE:
+        return "bfloat16", ""
+    return "float32", (f"bf16 autocast computed this model's loss {difference:.1%} apart from float32's, gradient "
+                       f"cosine {cosine:.3f}")
 
 
 def split_batch(batch: torch.Tensor | list[torch.Tensor], device: torch.device
@@ -231,8 +288,6 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
     threads = cfg.num_threads or (saved or {}).get("num_threads") or max(
         1, choose_threads(None) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     apply_threads(threads)
-    if is_main and progress:
-        print(f"training on {device} with {threads} thread{'s' * (threads > 1)}", file=sys.stderr)
     with run.lock() if is_main else contextlib.nullcontext():  # one trainer per run folder
         torch.manual_seed(cfg.seed + rank)
         model = build_model(recipe).to(device)
@@ -251,6 +306,12 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
                 raise UserError(f"{recipe.data.folder}: the dataset changed since this run started ({'; '.join(changes)}); "
                                 "restore it, or train a new run on it without --resume")
             state.load_state_dict(saved, device, rank)
+        # the run's own arithmetic on resume, as with threads: a run started in bf16 goes on in bf16
+        precision, why = choose_precision(recipe, model, valid_batches[0], device, saved)
+        if is_main and progress:
+            print(f"training on {device} with {threads} thread{'s' * (threads > 1)}, "
+                  f"{'bf16 autocast' if precision == 'bfloat16' else 'float32'}{f' ({why})' if why else ''}",
+                  file=sys.stderr)
         if is_main:
             run.clear_stale_checkpoint_files()  # left by a run killed mid-write
             write_atomic(run.recipe_path, lambda tmp: tmp.write_text(dump_recipe(recipe)))
@@ -265,14 +326,15 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
         def save(name: str) -> None:
             nonlocal best_weights
             state.save(run.checkpoint(name), device, {"recipe": recipe.to_dict(), "dataset": trained_on,
-                                                      "num_threads": threads}, write=is_main)
+                                                      "num_threads": threads, "precision": precision},
+                       write=is_main)
             if name == "best" and is_main:  # what synthesis loads, kept for the prior's stage
                 weights = state.ema.state if state.ema is not None else state.model.state_dict()
                 best_weights = {key: value.detach().cpu().clone() for key, value in weights.items()}
 
         def run_validation(state: TrainState) -> dict[str, float]:
             evaluated = state.eval_model()
-            scores = validate(evaluated, valid_batches, recipe, state.step, device)
+            scores = validate(evaluated, valid_batches, recipe, state.step, device, precision)
             first = valid_batches[0]
             if isinstance(first, torch.Tensor):
                 log.listen(evaluated, first[0], state.step, recipe, cfg.seed)
@@ -281,7 +343,8 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
             return scores
 
         hooks = Hooks(
-            batches=batches, loss=vae_objective(recipe, net, device, state.adversary), validate=run_validation,
+            batches=batches, loss=vae_objective(recipe, net, device, state.adversary, precision),
+            validate=run_validation,
             save=save,
             log=log.write,
             rates={"audio_seconds_per_second": recipe.training_samples * cfg.batch_size * world / recipe.data.sample_rate},

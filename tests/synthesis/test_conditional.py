@@ -30,14 +30,17 @@ def test_an_unconditional_recipe_trains_and_generates_the_same_bytes_as_before(t
     audio = write_two_classes(tmp_path / "audio", files=2)
     recipe = write_frame_recipe(tmp_path / "frames.yaml", tmp_path / "data")
     prepare([audio], tmp_path / "data", load_recipe(recipe).data, workers=1, progress=False)
-    result = train(recipe, runs_root=tmp_path / "runs", progress=False)
+    # float32 as then (train.precision exists since 0.3 round 8; 'auto' trains in bf16 on a CPU with AMX)
+    result = train(recipe, overrides=("train.precision=float32",), runs_root=tmp_path / "runs", progress=False)
     run = result.run_dir
     digest = hashlib.sha256()
-    # the resolved recipe has stored synthesis.noise_level since it exists (0.3 round 6): that line aside, the
-    # run's bytes are still those made before conditioning
+    # the resolved recipe has stored synthesis.noise_level and train.precision since they exist (0.3 rounds 6 and
+    # 8): those lines aside, the run's bytes are still those made before conditioning
     resolved = (run / "recipe.yaml").read_bytes().replace(str(tmp_path).encode(), b"TMP")
-    assert b"  noise_level: 0.0\n" in resolved
-    digest.update(resolved.replace(b"  noise_level: 0.0\n", b""))
+    for line in (b"  noise_level: 0.0\n", b"  precision: float32\n"):
+        assert line in resolved
+        resolved = resolved.replace(line, b"")
+    digest.update(resolved)
     digest.update(weights_sha256(load_checkpoint(run / "checkpoints" / "best.pt")["model"]).encode())
     digest.update(weights_sha256(load_checkpoint(run / "prior" / "best.pt")["model"]).encode())
     torch.set_num_threads(1)
