@@ -46,6 +46,9 @@ def measure(recipe, device: torch.device, steps: int, precision: str) -> dict:
     model = build_model(recipe).to(device)
     optimizer = adam(model.parameters(), recipe.train.learning_rate, decoupled=True)
     x = batch_for(recipe, device)
+    # train's check, as train runs it: on the fresh weights (here on this synthetic batch, where the frame models'
+    # gradients agree less than on real frames: cosine 0.995-0.9994 against 0.99998 on real voices and music)
+    agreement = bf16_agreement(recipe, model, x, device) if precision == "bfloat16" else None
 
     def step():
         with autocast_for(device, precision):
@@ -69,7 +72,6 @@ def measure(recipe, device: torch.device, steps: int, precision: str) -> dict:
     audio = steps * recipe.train.batch_size * recipe.training_samples / recipe.data.sample_rate
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    agreement = bf16_agreement(recipe, model, x, device) if precision == "bfloat16" else None
     return {"params": sum(p.numel() for p in model.parameters()), "steps_per_second": steps / seconds,
             "audio_per_second": audio / seconds, "peak_mb": peak / 2**20, "agreement": agreement}
 
