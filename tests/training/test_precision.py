@@ -133,3 +133,15 @@ def test_a_named_precision_or_a_resumed_runs_own_skips_the_check(frame_model_and
     named = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, precision="bfloat16"))
     assert choose_precision(named, model, frames, CPU, None)[0] == "bfloat16"
     assert choose_precision(recipe, model, frames, CPU, {"precision": "float32"})[0] == "float32"
+
+
+def test_train_says_in_its_first_line_which_precision_it_chose_and_why(tiny_recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(device_module, "cpu_has_bf16_units", lambda: True)
+    monkeypatch.setattr(train_module, "bf16_agreement", lambda *args: (0.5, 0.1))
+    train(tiny_recipe, overrides=("train.max_steps=1",), runs_root=tmp_path / "a", progress=True)
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == ("training on cpu with 1 thread, float32 (bf16 autocast computed this model's loss 50.0% apart "
+                     "from float32's, gradient cosine 0.100)")
+    monkeypatch.setattr(train_module, "bf16_agreement", lambda *args: (0.0, 1.0))
+    train(tiny_recipe, overrides=("train.max_steps=1",), runs_root=tmp_path / "b", progress=True)
+    assert capsys.readouterr().err.splitlines()[0] == "training on cpu with 1 thread, bf16 autocast"
