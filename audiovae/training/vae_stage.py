@@ -308,6 +308,10 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
             state.load_state_dict(saved, device, rank)
         # the run's own arithmetic on resume, as with threads: a run started in bf16 goes on in bf16
         precision, why = choose_precision(recipe, model, valid_batches[0], device, saved)
+        if distributed:  # the ranks' weights differ until DDP broadcasts rank 0's: rank 0's choice holds for all
+            chosen = [precision, why]
+            torch.distributed.broadcast_object_list(chosen, src=0)
+            precision, why = chosen
         if is_main and progress:
             print(f"training on {device} with {threads} thread{'s' * (threads > 1)}, "
                   f"{'bf16 autocast' if precision == 'bfloat16' else 'float32'}{f' ({why})' if why else ''}",
