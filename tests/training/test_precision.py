@@ -73,11 +73,16 @@ def test_a_bf16_run_trains_records_its_precision_and_keeps_it_on_resume(tiny_rec
     # resumed under 'auto' on a machine that would pick float32: the run goes on in its own bf16
     monkeypatch.setattr(device_module, "cpu_has_bf16_units", lambda: False)
     resumed = train(tiny_recipe, overrides=("train.max_steps=4",), resume=True, runs_root=tmp_path, progress=False)
-    assert resumed.step == 4 and seen == ["bfloat16", "bfloat16"]
+    assert resumed.step == 4 and seen[:2] == ["bfloat16", "bfloat16"]
     assert load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["precision"] == "bfloat16"
+    # and bit for bit where an unbroken bf16 run of 4 steps ends (the tiny recipe's learning rate is constant)
+    unbroken = train(tiny_recipe, overrides=("train.precision=bfloat16", "train.max_steps=4"),
+                     runs_root=tmp_path / "unbroken", progress=False)
+    got, expected = (load_checkpoint(r.run_dir / "checkpoints" / "last.pt")["model"] for r in (resumed, unbroken))
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
     # a fresh run there is float32, and says so in its checkpoints
     fresh = train(tiny_recipe, overrides=("train.max_steps=2",), runs_root=tmp_path / "fresh", progress=False)
-    assert seen[-1] == "float32"
+    assert seen[2:] == ["bfloat16", "float32"]
     assert load_checkpoint(fresh.run_dir / "checkpoints" / "last.pt")["precision"] == "float32"
 
 
