@@ -23,7 +23,7 @@ import torch
 from audiovae.compute.device import autocast_for, cpu_has_bf16_units
 from audiovae.compute.threads import apply_threads, choose_threads
 from audiovae.config.recipe import load_recipe
-from audiovae.models import build_model
+from audiovae.models import build_model, get_family
 from audiovae.training.loop import adam
 from audiovae.training.losses import vae_loss
 from audiovae.training.vae_stage import BF16_LOSS_TOLERANCE, BF16_MIN_COSINE, bf16_agreement
@@ -103,11 +103,13 @@ def main() -> None:
         run(args)
 
 
-def agreement(values: tuple[float, float] | None) -> str:
-    """bf16_agreement's figures, and whether `train.precision: auto` keeps bf16 for the recipe."""
+def agreement(values: tuple[float, float] | None, recipe) -> str:
+    """bf16_agreement's figures, and whether `train.precision: auto` trains the recipe in bf16 on this CPU."""
     if values is None:
         return ""
     apart, cosine = values
+    if not get_family(recipe.model.family).cpu_bf16:
+        return f"{apart:.2%}, {cosine:.4f} (auto trains float32: the family gains nothing on a CPU)"
     kept = apart <= BF16_LOSS_TOLERANCE and cosine >= BF16_MIN_COSINE
     return f"{apart:.2%}, {cosine:.4f} ({'auto keeps bf16' if kept else 'auto trains float32'})"
 
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
             r = measure(recipe, device, args.steps, precision)
             print(f"| {name} | {recipe.model.family} | {device.type} | {precision} | {r['params'] / 1e6:.2f} M | "
                   f"{recipe.train.batch_size} x {recipe.training_samples} | {r['steps_per_second']:.2f} | "
-                  f"{r['audio_per_second']:.1f} | {r['peak_mb']:.0f} | {agreement(r['agreement'])} |", flush=True)
+                  f"{r['audio_per_second']:.1f} | {r['peak_mb']:.0f} | {agreement(r['agreement'], recipe)} |", flush=True)
     print("\nCPU peak memory is the process's maximum resident set so far (it only grows down the table).")
 
 

@@ -32,12 +32,13 @@ def cpu_has_bf16_units() -> bool:
     return bool(probe and probe())
 
 
-def training_precision(name: str, device: torch.device) -> str:
-    """The arithmetic the training step uses: 'float32' or 'bfloat16' (autocast). 'auto': bfloat16 on CUDA and on
-    a CPU with bf16 matrix units, float32 elsewhere."""
+def training_precision(name: str, device: torch.device, cpu_bf16: bool = True) -> str:
+    """The arithmetic the training step uses: 'float32' or 'bfloat16' (autocast). 'auto': bfloat16 on CUDA, and on
+    a CPU with bf16 matrix units for a model whose family says bf16 pays there (`cpu_bf16`: Family.cpu_bf16);
+    float32 elsewhere."""
     if name != "auto":
         return name
-    return "bfloat16" if device.type == "cuda" or cpu_has_bf16_units() else "float32"
+    return "bfloat16" if device.type == "cuda" or (cpu_bf16 and cpu_has_bf16_units()) else "float32"
 
 
 def autocast_for(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:

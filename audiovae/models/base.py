@@ -55,6 +55,8 @@ class Family:
     build(recipe) -> VAE; check(recipe) raises ConfigError for recipes the family cannot serve; features: the
     input representations it reads (keys of audiovae.data.representations.REPRESENTATIONS); face(net, recipe) -> the
     scriptable module `audiovae export` writes (audiovae.nn.host_faces), or None where the family does not export.
+    cpu_bf16: whether bf16 autocast on a CPU with bf16 matrix units pays for its training step, so that
+    `train.precision: auto` uses it there (measured per family: docs/benchmarks.md).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Family:
     features: tuple[str, ...]
     check: Callable[[Recipe], None] = lambda recipe: None
     face: Callable[[VAE, Recipe], nn.Module] | None = None
+    cpu_bf16: bool = False
 
     def __post_init__(self):
         if isinstance(self.features, str):  # one name, as families written for 0.1 give it

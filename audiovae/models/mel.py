@@ -144,4 +144,5 @@ def mel_face(net: MelVAE, recipe: Recipe) -> nn.Module:
     return MelWholeSignal(net, recipe)
 
 
-FAMILY = Family("mel", MelModelConfig, build_mel, ("mel", "spectrogram"), check_mel, mel_face)
+# bf16 on this machine's AMX: 1.6-1.75x the steps a second in bench/train.py, 1.2-1.6x in the real loop
+FAMILY = Family("mel", MelModelConfig, build_mel, ("mel", "spectrogram"), check_mel, mel_face, cpu_bf16=True)

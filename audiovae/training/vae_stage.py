@@ -30,7 +30,7 @@ from audiovae.io.atomic import file_sha256, write_atomic
 from audiovae.io.checkpoint import load_checkpoint, weights_sha256
 from audiovae.io.outputs import check_new_folder
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT, RunFolder
-from audiovae.models import VAE, LabelledVAE, build_model, trained_vae
+from audiovae.models import VAE, LabelledVAE, build_model, get_family, trained_vae
 from audiovae.training import losses
 from audiovae.training.adversarial import Adversary
 from audiovae.training.log import RunLog
@@ -144,12 +144,13 @@ BF16_LOSS_TOLERANCE, BF16_MIN_COSINE = 0.02, 0.99  # what bf16_agreement must sh
 def choose_precision(recipe: Recipe, model: nn.Module, batch, device: torch.device, saved: dict | None
                      ) -> tuple[str, str]:
     """The run's training arithmetic and why: its own on resume; a named train.precision as named; 'auto' where the
-    hardware has bf16 units: bf16 if bf16_agreement on a validation batch shows it computes this model's loss and
-    gradient as float32 does, else float32 (the waveform models on this machine's AMX: their PQMF's convolution
-    comes out wrong, and they gain no speed)."""
+    hardware has bf16 units (on a CPU: for the families that gain from it, Family.cpu_bf16): bf16 if bf16_agreement
+    on a validation batch shows it computes this model's loss and gradient as float32 does, else float32. (The
+    waveform family trains in float32 on a CPU: on this machine's AMX it gained 1.08x, quickstart's bf16 gradient
+    sat at a cosine of 0.89-0.998 from float32's, and a small PQMF's convolution came out wrong altogether.)"""
     if saved is not None and saved.get("precision"):
         return saved["precision"], "the run's own"
-    precision = training_precision(recipe.train.precision, device)
+    precision = training_precision(recipe.train.precision, device, get_family(recipe.model.family).cpu_bf16)
     if recipe.train.precision != "auto" or precision == "float32":
         return precision, ""
     difference, cosine = bf16_agreement(recipe, model, batch, device)

@@ -16,7 +16,7 @@ from audiovae.config.recipe import load_recipe
 from audiovae.data.dataset import SegmentDataset, open_dataset
 from audiovae.errors import UserError
 from audiovae.io.checkpoint import load_checkpoint
-from audiovae.models import build_model
+from audiovae.models import FAMILIES, build_model
 from audiovae.training.vae_stage import bf16_agreement, choose_precision, train, validate
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -142,6 +142,7 @@ def test_a_named_precision_or_a_resumed_runs_own_skips_the_check(frame_model_and
 
 def test_train_says_in_its_first_line_which_precision_it_chose_and_why(tiny_recipe, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(device_module, "cpu_has_bf16_units", lambda: True)
+    monkeypatch.setitem(FAMILIES, "conv", dataclasses.replace(FAMILIES["conv"], cpu_bf16=True))  # as the frame family
     monkeypatch.setattr(train_module, "bf16_agreement", lambda *args: (0.5, 0.1))
     train(tiny_recipe, overrides=("train.max_steps=1",), runs_root=tmp_path / "a", progress=True)
     first = capsys.readouterr().err.splitlines()[0]
@@ -150,3 +151,18 @@ def test_train_says_in_its_first_line_which_precision_it_chose_and_why(tiny_reci
     monkeypatch.setattr(train_module, "bf16_agreement", lambda *args: (0.0, 1.0))
     train(tiny_recipe, overrides=("train.max_steps=1",), runs_root=tmp_path / "b", progress=True)
     assert capsys.readouterr().err.splitlines()[0] == "training on cpu with 1 thread, bf16 autocast"
+
+
+def test_on_a_cpu_auto_leaves_the_families_that_do_not_gain_in_float32_unchecked(tiny_recipe, monkeypatch):
+    """The waveform family gains nothing from bf16 on a CPU (1.08x on this machine's AMX): auto keeps it in float32
+    there without running the check; on CUDA it is checked as any family."""
+    recipe = load_recipe(tiny_recipe)
+    assert not FAMILIES[recipe.model.family].cpu_bf16 and FAMILIES["mel"].cpu_bf16
+
+    def never(*args):
+        raise AssertionError("checked")
+
+    monkeypatch.setattr(device_module, "cpu_has_bf16_units", lambda: True)
+    monkeypatch.setattr(train_module, "bf16_agreement", never)
+    assert choose_precision(recipe, build_model(recipe), None, CPU, None) == ("float32", "")
+    assert training_precision("auto", CUDA, cpu_bf16=False) == "bfloat16"
