@@ -26,7 +26,7 @@ from audiovae.config.recipe import load_recipe
 from audiovae.models import build_model, get_family
 from audiovae.training.loop import adam
 from audiovae.training.losses import vae_loss
-from audiovae.training.vae_stage import BF16_LOSS_TOLERANCE, BF16_MIN_COSINE, bf16_agreement
+from audiovae.training.vae_stage import bf16_agreement, bf16_agrees
 
 
 def batch_for(recipe, device):
@@ -110,8 +110,7 @@ def agreement(values: tuple[float, float] | None, recipe) -> str:
     apart, cosine = values
     if not get_family(recipe.model.family).cpu_bf16:
         return f"{apart:.2%}, {cosine:.4f} (auto trains float32: the family gains nothing on a CPU)"
-    kept = apart <= BF16_LOSS_TOLERANCE and cosine >= BF16_MIN_COSINE
-    return f"{apart:.2%}, {cosine:.4f} ({'auto keeps bf16' if kept else 'auto trains float32'})"
+    return f"{apart:.2%}, {cosine:.4f} ({'auto keeps bf16' if bf16_agrees(apart, cosine) else 'auto trains float32'})"
 
 
 def run(args: argparse.Namespace) -> None:

@@ -10,8 +10,6 @@ import torch
 
 from audiovae.errors import UserError
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-
 
 def select_device(name: str, setting: str = "train.device") -> torch.device:
     """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is a UserError naming `setting` (the key
@@ -42,8 +40,9 @@ def training_precision(name: str, device: torch.device, cpu_bf16: bool = True) -
 
 
 def autocast_for(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """The forward pass's autocast for `precision` (training_precision's names; 'auto' resolves as it does):
-    bf16 autocast on the device, or nothing for float32. Losses are computed outside it, in float32."""
-    if training_precision(precision, device) == "bfloat16":
+    """The forward pass's autocast for `precision`: bf16 autocast on the device, or nothing for float32. Losses are
+    computed outside it, in float32. 'auto' here is bf16 on CUDA and float32 on a CPU: bf16 on a CPU needs the
+    model's family and a check first (audiovae.training.vae_stage.choose_precision), which name it outright."""
+    if training_precision(precision, device, cpu_bf16=False) == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -141,6 +141,11 @@ def bf16_agreement(recipe: Recipe, model: nn.Module, batch: torch.Tensor | list[
 BF16_LOSS_TOLERANCE, BF16_MIN_COSINE = 0.02, 0.99  # what bf16_agreement must show for 'auto' to keep bf16
 
 
+def bf16_agrees(difference: float, cosine: float) -> bool:
+    """Whether bf16_agreement's figures are close enough for `train.precision: auto` to keep bf16."""
+    return difference <= BF16_LOSS_TOLERANCE and cosine >= BF16_MIN_COSINE
+
+
 def choose_precision(recipe: Recipe, model: nn.Module, batch, device: torch.device, saved: dict | None
                      ) -> tuple[str, str]:
     """The run's training arithmetic and why: its own on resume; a named train.precision as named; 'auto' where the
@@ -154,7 +159,7 @@ def choose_precision(recipe: Recipe, model: nn.Module, batch, device: torch.devi
     if recipe.train.precision != "auto" or precision == "float32":
         return precision, ""
     difference, cosine = bf16_agreement(recipe, model, batch, device)
-    if difference <= BF16_LOSS_TOLERANCE and cosine >= BF16_MIN_COSINE:
+    if bf16_agrees(difference, cosine):
         return "bfloat16", ""
     return "float32", (f"bf16 autocast computed this model's loss {difference:.1%} apart from float32's, gradient "
                        f"cosine {cosine:.3f}")

@@ -31,11 +31,15 @@ def test_auto_is_bf16_on_cuda_and_on_a_cpu_with_bf16_units_only(monkeypatch, uni
         assert training_precision(name, CPU) == training_precision(name, CUDA) == name
 
 
-def test_the_autocast_runs_a_convolution_in_the_precision_asked_for():
+def test_the_autocast_runs_a_convolution_in_the_precision_asked_for(monkeypatch):
     conv, x = torch.nn.Conv1d(3, 5, 3), torch.randn(2, 3, 16)
     with autocast_for(CPU, "bfloat16"):
         assert conv(x).dtype == torch.bfloat16
     with autocast_for(CPU, "float32"):
+        assert conv(x).dtype == torch.float32
+    # 'auto' alone never puts a CPU in bf16: that takes the family and the check (choose_precision)
+    monkeypatch.setattr(device_module, "cpu_has_bf16_units", lambda: True)
+    with autocast_for(CPU, "auto"):
         assert conv(x).dtype == torch.float32
 
 
