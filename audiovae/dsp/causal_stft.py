@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from audiovae.dsp.inversion import PhaseAdvance
-from audiovae.dsp.inversion.base import polar_spectrum
 
 
 def overlap_gain(n_fft: int, hop_length: int) -> float:
@@ -53,7 +52,7 @@ def causal_synthesis(log_magnitude: torch.Tensor, advance: PhaseAdvance) -> torc
     n_fft, hop = advance.n_fft, advance.hop_length
     frames = log_magnitude.shape[-1]
     phase, magnitude, _ = advance.running(log_magnitude, torch.zeros_like(log_magnitude[..., :1]))
-    spectrum = polar_spectrum(magnitude, phase)
+    spectrum = torch.polar(magnitude, phase)
     window = torch.hann_window(n_fft, periodic=True, dtype=log_magnitude.dtype, device=log_magnitude.device)
     pieces = torch.fft.irfft(spectrum, n_fft, dim=1) * window[:, None]  # (batch, n_fft, frames)
     length = (frames - 1) * hop + n_fft  # frame t over [t * hop, t * hop + n_fft) of this buffer

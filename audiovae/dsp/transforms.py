@@ -10,7 +10,6 @@ import torch
 import torchaudio
 
 from audiovae.dsp.inversion import SynthesisConfig
-from audiovae.dsp.inversion.base import polar_spectrum
 
 
 @functools.lru_cache(maxsize=32)
@@ -81,10 +80,10 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     magnitude = magnitude.reshape(-1, *shape[-2:])
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
     phase, under, magnitude = synthesis.phase_rule(n_fft, hop_length).start(magnitude, first_frame)
-    if synthesis.iterations == 0:  # under * polar_spectrum(1, phase)'s numbers, in one pass
-        spectrum = polar_spectrum(under, phase)
+    if synthesis.iterations == 0:  # the same numbers as under * polar(1, phase), in one pass and no copy
+        spectrum = torch.polar(under, phase.expand_as(under))
         return torch.istft(spectrum, n_fft, hop_length, window=window, length=length).reshape(*shape[:-2], length)
-    angles = polar_spectrum(torch.ones_like(phase), phase).expand_as(magnitude)
+    angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
     previous = torch.zeros_like(angles)
     pull = synthesis.momentum / (1 + synthesis.momentum)
     for _ in range(synthesis.iterations):

@@ -21,7 +21,6 @@ from torch import nn
 
 from audiovae.dsp.causal_stft import overlap_gain
 from audiovae.dsp.inversion import PhaseAdvance
-from audiovae.dsp.inversion.base import polar_spectrum
 from audiovae.nn.factored_dft import FactoredInverseDFT, FactoredRealDFT
 from audiovae.nn.streaming import StreamEnds
 
@@ -81,7 +80,7 @@ class CausalSynthesis(nn.Module):
         phase, magnitude, states[self.phase_index] = self.advance.running(x + self.offset, states[self.phase_index])
         n, overlap = x.shape[-1], (self.hops - 1) * self.hop
         if not torch.jit.is_tracing():
-            frames = torch.fft.irfft(polar_spectrum(magnitude, phase), self.n_fft, 1) * self.window[:, None]
+            frames = torch.fft.irfft(torch.polar(magnitude, phase), self.n_fft, 1) * self.window[:, None]
             length = (n + self.hops - 1) * self.hop  # frame t over [t * hop, t * hop + n_fft) of the block's span
             y = F.fold(frames, [1, length], [1, self.n_fft], stride=[1, self.hop]).reshape(x.shape[0], 1, length)
         else:
