@@ -64,9 +64,10 @@ def encode_split(model: Model, files: list[Path], cache: Path) -> tuple[list[np.
 def decode(model: Model, z: torch.Tensor, level: bool = True) -> list[np.ndarray]:
     """Latents (batch, latent, frames) -> waveforms, normalized as `Model.generate` returns them (level=True)
     or as decoded (the training level, without re-normalizing a long sample by its single loudest peak)."""
-    data = model.recipe.data
     waves = [model.decode(row.numpy()) for row in z]
-    return [normalize(w, data.normalization, data.level_db) for w in waves] if level else waves
+    # Model.at_training_level as generate applies it: the normalization, then never above full scale (a sample
+    # normalized by its RMS alone can peak past 1, which the DNSMOS scorer refuses)
+    return [model.at_training_level(w) for w in waves] if level else waves
 
 
 def frechet(model: Model, z: torch.Tensor, real: np.ndarray) -> float:
