@@ -103,7 +103,7 @@ def main() -> None:
         run(args)
 
 
-def agreement(values: tuple[float, float] | None, recipe) -> str:
+def agreement_cell(values: tuple[float, float] | None, recipe) -> str:
     """bf16_agreement's figures, and whether `train.precision: auto` trains the recipe in bf16 on this CPU."""
     if values is None:
         return ""
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> None:
             r = measure(recipe, device, args.steps, precision)
             print(f"| {name} | {recipe.model.family} | {device.type} | {precision} | {r['params'] / 1e6:.2f} M | "
                   f"{recipe.train.batch_size} x {recipe.training_samples} | {r['steps_per_second']:.2f} | "
-                  f"{r['audio_per_second']:.1f} | {r['peak_mb']:.0f} | {agreement(r['agreement'], recipe)} |", flush=True)
+                  f"{r['audio_per_second']:.1f} | {r['peak_mb']:.0f} | {agreement_cell(r['agreement'], recipe)} |", flush=True)
     print("\nCPU peak memory is the process's maximum resident set so far (it only grows down the table).")
 
 
