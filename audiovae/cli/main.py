@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -134,6 +135,11 @@ def train(recipe, overrides, resume, run_dir, runs_root, quiet) -> None:
         else:
             print_next(["audiovae", "generate", "-n", "10", "out/", "--run", result.run_dir],
                        ["audiovae", "report", "--run", result.run_dir])
+    else:  # a torchrun rank but the first: it owns no file, so it leaves without the interpreter's teardown, where
+        # gloo's threads once aborted a rank after a finished run although its group was destroyed (pytorch#190489)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @main.command("train-prior")
