@@ -44,6 +44,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # row name -> (recipe, overrides
     # the learned prior's designs on the 16-kHz frame model: what the prior's size costs per frame
     "spectrogram+conv-prior": ("spectrogram", ["prior.kind=conv"]),
     "spectrogram+gru-128": ("spectrogram", ["prior.hidden_size=128"]),
+    "spectrogram+gru": ("spectrogram", ["prior.kind=gru", "prior.hidden_size=256", "prior.layers=2"]),
+    "spectrogram+flow": ("spectrogram", ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4",
+                                         "prior.couplings=8", "prior.group_frames=8"]),
 }
 DEFAULT_ROWS = ["quickstart", "spectrogram", "live-44k", "frame-44k-2048-512", "frame-44k-2048-1024", "speech", "mel",
                 "documents-example"]

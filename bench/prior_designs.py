@@ -42,6 +42,17 @@ DESIGNS = {
     "gru": PriorConfig(kind="gru", hidden_size=256, layers=2),
     "conv": PriorConfig(kind="conv", hidden_size=128, layers=10, kernel_size=3, dilation_cycle=5),
     "gru-128": PriorConfig(kind="gru", hidden_size=128, layers=2),  # a quarter of the weights read per frame
+    # drawn over all frames at once: 8 couplings over positions of 8 frames, conditioners of 4 gated causal layers
+    "flow": PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=8, group_frames=8, learning_rate=1e-3,
+                        input_noise=0.0, mixtures=1),
+    "flow-lr2": PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=8, group_frames=8, learning_rate=2e-3,
+                            input_noise=0.0, mixtures=1),
+    "flow-12": PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=12, group_frames=8, learning_rate=1e-3,
+                           input_noise=0.0, mixtures=1),
+    "flow-96": PriorConfig(kind="flow", hidden_size=96, layers=4, couplings=8, group_frames=8, learning_rate=1e-3,
+                           input_noise=0.0, mixtures=1),
+    "flow-mix": PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=8, group_frames=8, learning_rate=1e-3,
+                            input_noise=0.0, mixtures=8),  # a mixture of 8 Gaussians on the noise side
 }
 
 
@@ -100,6 +111,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="Sample sets averaged per Frechet distance.")
     parser.add_argument("--long-seconds", type=float, default=60.0)
     parser.add_argument("--cache", default="/tmp/audiovae-prior-latents", help="Folder for cached latents.")
+    parser.add_argument("--prior-seed", type=int, default=0, help="Every design's prior.seed (its init and batches).")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -155,7 +167,7 @@ def main() -> None:
     if scorer is not None:
         mos["N(0, I)"] = mean_mos(gaussian(16, mos_frames, 1.0, 0))
     for name, config in runs:
-        config = dataclasses.replace(config, max_minutes=args.minutes)
+        config = dataclasses.replace(config, max_minutes=args.minutes, seed=args.prior_seed)
         log(f"training {name}: {config}")
         result = fit_prior(config, train_z, valid_z, progress=True)
         prior = priors[name] = result.prior

@@ -248,7 +248,9 @@ def conditional_run(tmp_path_factory) -> Path:
 PRIOR_LATENT = 4  # latent size of the tiny priors' synthetic latents
 TINY_PRIORS = {"gru": PriorConfig(kind="gru", hidden_size=16, layers=2, mixtures=3, dropout=0.0),
                "conv": PriorConfig(kind="conv", hidden_size=16, layers=4, kernel_size=3, dilation_cycle=3, mixtures=3,
-                                   dropout=0.0)}
+                                   dropout=0.0),
+               "flow": PriorConfig(kind="flow", hidden_size=16, layers=2, kernel_size=3, dilation_cycle=3, couplings=3,
+                                   group_frames=4, mixtures=1, dropout=0.0)}
 
 
 def synthetic_latents(frames: int, seed: int) -> np.ndarray:

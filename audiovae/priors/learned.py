@@ -35,6 +35,7 @@ from audiovae.errors import UserError
 from audiovae.io.checkpoint import load_checkpoint
 from audiovae.priors.base import Prior
 from audiovae.priors.cores import CORES
+from audiovae.priors.flow import FlowPrior
 from audiovae.priors.sampler import draws, sample_frames, split_mixture
 
 MIN_LOG_SCALE = -7.0  # of a component's std in normalized units: keeps the NLL finite on repeated frames
@@ -50,12 +51,16 @@ def _require(condition: bool, key: str, message: str) -> None:
 class PriorConfig:
     """The learned prior's model and its training (the recipe's `prior:` section)."""
 
-    kind: str = "gru"  # gru | conv (bench/prior_designs.py: ties on Frechet, 3x faster sampling, fixed-size state)
-    hidden_size: int = 256  # GRU hidden units, or conv channels
+    # gru | conv: autoregressive, one frame a step (conv: ties on Frechet, 3x faster sampling, fixed-size state);
+    # flow: a causal normalizing flow drawn over all frames at once (audiovae.priors.flow)
+    kind: str = "gru"
+    hidden_size: int = 256  # GRU hidden units, or conv channels (the flow's: its conditioners')
     layers: int = 2  # GRU layers, or conv layers (dilations 1, 2, 4, ... restarting every `dilation_cycle`)
-    kernel_size: int = 3  # conv only
-    dilation_cycle: int = 5  # conv only: receptive field 1 + (kernel_size - 1) * sum of dilations
-    mixtures: int = 8  # Gaussian components per frame (shared weights across latent dims)
+    kernel_size: int = 3  # conv and flow only
+    dilation_cycle: int = 5  # conv and flow only: receptive field 1 + (kernel_size - 1) * sum of dilations
+    mixtures: int = 8  # gru and conv: Gaussian components per frame (shared weights across latent dims)
+    couplings: int = 8  # flow only: its coupling steps
+    group_frames: int = 8  # flow only: latent frames per position (its couplings mix the values of a position)
     dropout: float = 0.1
     # std of noise added to the input frames while training, in normalized units. On the demo corpus 0.1 and
     # 0.3 made 60-s samples linger in silence (quieter, less spread); 0.0 and 0.03 tie on NLL and Frechet.
@@ -72,12 +77,16 @@ class PriorConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _require(self.kind in CORES, "kind", f"must be one of {', '.join(CORES)} (got {self.kind!r})")
+        _require(self.kind in PRIOR_MODELS, "kind", f"must be one of {', '.join(PRIOR_MODELS)} (got {self.kind!r})")
         _require(self.hidden_size >= 1, "hidden_size", "must be positive")
         _require(self.layers >= 1, "layers", "must be positive")
         _require(self.kernel_size >= 2, "kernel_size", "must be at least 2 (1 sees no history)")
         _require(self.dilation_cycle >= 1, "dilation_cycle", "must be positive")
         _require(self.mixtures >= 1, "mixtures", "must be positive")
+        _require(self.couplings >= 1, "couplings", "must be positive")
+        _require(self.group_frames >= 1, "group_frames", "must be positive")
+        _require(self.kind != "flow" or self.sequence_frames % self.group_frames == 0, "sequence_frames",
+                 f"must be a multiple of group_frames ({self.group_frames}) for the flow prior")
         _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
         _require(self.input_noise >= 0, "input_noise", "must be >= 0")
         _require(self.learning_rate > 0, "learning_rate", "must be positive")
@@ -95,7 +104,7 @@ class PriorConfig:
 
     @property
     def receptive_frames(self) -> int | None:
-        """Past frames the conv core sees (None: unbounded, the GRU)."""
+        """Past frames the conv core sees (None: unbounded, the GRU; the flow's reach back is its couplings')."""
         return 1 + (self.kernel_size - 1) * sum(self.dilations) if self.kind == "conv" else None
 
 
@@ -237,12 +246,17 @@ class LatentPrior(nn.Module):
         return chunk * self.latent_std[:, None] + self.latent_mean[:, None]
 
 
+PRIOR_MODELS: dict[str, type[nn.Module]] = {"gru": LatentPrior, "conv": LatentPrior, "flow": FlowPrior}
+"""prior.kind -> the model: each takes (config, latent_size, labels) and offers LatentPrior's methods."""
+PriorModel = LatentPrior | FlowPrior
+
+
 class LearnedPrior(Prior):
     """The `Prior` interface over a trained LatentPrior: sampling streams it; there is no closed-form KL."""
 
     name = "learned"
 
-    def __init__(self, model: LatentPrior, chunk_frames: int = 256, unchecked: str | None = None,
+    def __init__(self, model: PriorModel, chunk_frames: int = 256, unchecked: str | None = None,
                  label: int | None = None):
         """unchecked: why it could not be matched to its VAE (a 0.1/0.2 prior), said where it is used. label: the
         label a conditional prior draws under (with_label)."""
@@ -289,36 +303,37 @@ class LearnedPrior(Prior):
 
 # ---- training -----------------------------------------------------------------------------------------------
 def build_prior(config: PriorConfig, latent_size: int, train_latents: Sequence[np.ndarray] | None = None,
-                labels: int = 0) -> LatentPrior:
+                labels: int = 0) -> PriorModel:
     """The prior for `latent_size` dims (conditioned on `labels` labels when > 0), seeded by config.seed; normalized
     on train_latents when given."""
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        prior = LatentPrior(config, latent_size, labels)
+        prior = PRIOR_MODELS[config.kind](config, latent_size, labels)
     if train_latents is not None:
         prior.set_normalization(train_latents)
     return prior
 
 
-def prior_loss(prior: LatentPrior, batch_z: torch.Tensor, generator: torch.Generator | None = None,
+def prior_loss(prior: PriorModel, batch_z: torch.Tensor, generator: torch.Generator | None = None,
                label: torch.Tensor | None = None) -> torch.Tensor:
     """Training loss: NLL in nats per frame with config.input_noise on the inputs. batch_z: (batch, latent, frames)."""
     return -prior.log_prob(batch_z, prior.config.input_noise, generator, label).mean()
 
 
-def checkpoint_state(prior: LatentPrior) -> dict[str, Any]:
+def checkpoint_state(prior: PriorModel) -> dict[str, Any]:
     """What a checkpoint holds: plain config, latent size, weights (normalization buffers included)."""
     return {"prior_config": dataclasses.asdict(prior.config), "latent_size": prior.latent_size,
             "prior": prior.state_dict()}
 
 
-def prior_from_checkpoint(state: dict[str, Any]) -> LatentPrior:
-    """Rebuild a LatentPrior from `checkpoint_state` output (e.g. after torch.load(weights_only=True)), or from
+def prior_from_checkpoint(state: dict[str, Any]) -> PriorModel:
+    """Rebuild a learned prior from `checkpoint_state` output (e.g. after torch.load(weights_only=True)), or from
     a run's RUN/prior/*.pt, whose weights are the training state's `model`."""
     config = build_dataclass(PriorConfig, state["prior_config"], "prior")  # checked like a recipe's section
     weights = state["prior"] if "prior" in state else state["model"]
     embedding = weights.get("label_embedding.weight")  # a conditional prior's: (labels, latent)
-    prior = LatentPrior(config, int(state["latent_size"]), 0 if embedding is None else int(embedding.shape[0]))
+    prior = PRIOR_MODELS[config.kind](config, int(state["latent_size"]),
+                                      0 if embedding is None else int(embedding.shape[0]))
     prior.load_state_dict(weights)
     return prior.eval()
 

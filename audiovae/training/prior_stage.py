@@ -28,6 +28,7 @@ from audiovae.priors.base import GAUSSIAN
 from audiovae.priors.learned import (
     LatentPrior,
     PriorConfig,
+    PriorModel,
     build_prior,
     prior_loss,
 )
@@ -112,7 +113,7 @@ def mean_nll(prior: Any, sequences: list[torch.Tensor], labels: list[int] | None
 
 @dataclass(frozen=True)
 class FitResult:
-    prior: LatentPrior  # the weights with the best validation NLL
+    prior: PriorModel  # the weights with the best validation NLL
     steps: int
     best_valid_nll: float | None  # nats per frame
     gaussian_nll: float  # N(0, I) on the same validation latents
@@ -205,7 +206,8 @@ def train_prior(run: RunFolder, vae: VAE, recipe: Recipe, vae_sha256: str, confi
         saved = load_checkpoint(found)
         started = build_dataclass(PriorConfig, saved["prior_config"], "prior")
         config = config if explicit else started  # given settings may extend the budget (max_steps, minutes)
-        shape = ("kind", "hidden_size", "layers", "kernel_size", "dilation_cycle", "mixtures")
+        shape = ("kind", "hidden_size", "layers", "kernel_size", "dilation_cycle", "mixtures", "couplings",
+                 "group_frames")
         if any(getattr(config, k) != getattr(started, k) for k in shape):
             raise UserError(f"{stage}: the prior's model settings changed since it started "
                             f"({', '.join(shape)}); resume with the original ones or train it anew")

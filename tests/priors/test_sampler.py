@@ -39,7 +39,7 @@ def python_loop(prior: LatentPrior, batch: int, frames: int, temperature: float,
     return chunk * prior.latent_std[:, None] + prior.latent_mean[:, None]
 
 
-@pytest.mark.parametrize("kind", list(TINY))
+@pytest.mark.parametrize("kind", ["gru", "conv"])  # the scripted loops of the autoregressive priors
 @pytest.mark.parametrize("temperature", [0.0, 0.6, 1.0, 1.7])
 @pytest.mark.parametrize("per_row", [False, True])
 def test_the_scripted_loop_samples_the_same_bits_as_the_python_loop(kind, temperature, per_row):

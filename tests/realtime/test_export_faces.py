@@ -34,7 +34,7 @@ def prior_for(kind: str, latent: int = LATENT):
     return prior.eval()
 
 
-@pytest.mark.parametrize("kind", list(TINY))
+@pytest.mark.parametrize("kind", ["gru", "conv"])  # the frame-stepping priors
 def test_prior_face_at_temperature_zero_equals_the_python_stream(kind):
     prior = prior_for(kind)
     expected = torch.cat(list(prior.sample_stream(2, 30, temperature=0.0, chunk_frames=7)), -1)
@@ -46,7 +46,7 @@ def test_prior_face_at_temperature_zero_equals_the_python_stream(kind):
     torch.testing.assert_close(face(torch.zeros(2, 1, 30)), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", list(TINY))
+@pytest.mark.parametrize("kind", ["gru", "conv"])  # the frame-stepping priors
 def test_prior_face_clamps_negative_temperature_to_zero(kind):
     face = PriorFace(prior_for(kind))
     with torch.no_grad():
@@ -55,7 +55,7 @@ def test_prior_face_clamps_negative_temperature_to_zero(kind):
         torch.testing.assert_close(face(torch.full((1, 1, 6), -1.0)), zero)
 
 
-@pytest.mark.parametrize("kind", list(TINY))
+@pytest.mark.parametrize("kind", ["gru", "conv"])  # the frame-stepping priors
 def test_prior_face_samples_the_same_distribution_as_the_python_stream(kind):
     """Gumbel-max picks components with the softmax's probabilities: the per-dim mean and spread of 4000
     frames match the Python sampler's, at temperature 1 and 0.5 (temperature shrinks the spread)."""
