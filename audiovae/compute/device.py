@@ -1,5 +1,5 @@
 """Which device a model runs on, and the arithmetic its training step uses there: CUDA when present, else the
-CPU; bf16 autocast on CUDA, and on a CPU with bf16 matrix units (AMX), float32 elsewhere."""
+CPU; bf16 autocast on CUDA, and on a CPU with bf16 units (AMX, AVX-512 BF16), float32 elsewhere."""
 
 from __future__ import annotations
 
@@ -23,11 +23,24 @@ def select_device(name: str, setting: str = "train.device") -> torch.device:
 
 
 def cpu_has_bf16_units() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles: Sapphire Rapids and later). There
-    the frame models train 1.2-1.6 times the steps a minute under bf16 autocast (docs/benchmarks.md); a CPU with
-    AVX-512 BF16 alone was not measured, and elsewhere bf16 is emulated and slower."""
+    """Whether this CPU multiplies bf16 in hardware: Intel AMX tiles (Sapphire Rapids and later) or AVX-512 BF16
+    (AMD Zen 4 and later). There the frame models train 1.2-1.6 times the steps a minute under bf16 autocast
+    (docs/benchmarks.md: measured on an Intel Xeon with AMX and an AMD EPYC with AVX-512 BF16); elsewhere bf16
+    is emulated and slower."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
+    return bool(probe and probe()) or "avx512_bf16" in cpu_flags()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them in /proc/cpuinfo; empty where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
 
 
 def training_precision(name: str, device: torch.device, cpu_bf16: bool = True) -> str:

@@ -107,7 +107,7 @@ class TrainConfig:
     crop_samples: int | None = None  # random crop of this length from each training segment
     device: str = "auto"  # auto | cpu | cuda
     # the forward pass's arithmetic while training (synthesis always runs float32 on the CPU): auto is bf16
-    # autocast on CUDA and on a CPU with bf16 matrix units (AMX; a frame model trains 1.2-1.6x the steps a
+    # autocast on CUDA and on a CPU with bf16 units (AMX, AVX-512 BF16; a frame model trains 1.2-1.6x the steps a
     # minute), kept only if one step on a validation batch agrees with float32's; float32 elsewhere. A resumed
     # run keeps its own.
     precision: str = "auto"  # auto | float32 | bfloat16

@@ -4,6 +4,7 @@ float32 elsewhere and for validation on a CPU; the run keeps its own on resume."
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +30,22 @@ def test_auto_is_bf16_on_cuda_and_on_a_cpu_with_bf16_units_only(monkeypatch, uni
     assert training_precision("auto", CUDA) == "bfloat16"
     for name in ("float32", "bfloat16"):  # a named precision is taken as it is, on either device
         assert training_precision(name, CPU) == training_precision(name, CUDA) == name
+
+
+@pytest.mark.parametrize(("amx", "flags", "units"), [(True, set(), True), (False, {"avx512f", "avx512_bf16"}, True),
+                                                     (False, {"avx512f", "avx512_vnni"}, False), (False, set(), False)])
+def test_bf16_units_are_amx_tiles_or_avx512_bf16(monkeypatch, amx, flags, units):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: flags)
+    assert device_module.cpu_has_bf16_units() is units
+
+
+def test_cpu_flags_reads_this_machines_cpuinfo():
+    flags = device_module.cpu_flags()
+    if Path("/proc/cpuinfo").exists():
+        assert {"fpu", "sse2"} <= flags or {"fp", "asimd"} <= flags  # x86-64 or aarch64
+    else:
+        assert flags == set()
 
 
 def test_the_autocast_runs_a_convolution_in_the_precision_asked_for(monkeypatch):
