@@ -15,7 +15,11 @@ from tests.conftest import TINY_RATE, write_frame_recipe, write_signal, write_tw
 
 # made at the commit before conditioning existed (db6709b) by this very test: the run's recipe.yaml, the best
 # checkpoint's weights, the learned prior's weights and two generated sounds, at one torch thread
-UNCONDITIONAL_SHA256 = "e189f49b75f8f85113a025556bebad6a32b80275b8e0896c7d23d526afbd80f8"
+# the digest per CPU (float32 kernels round differently): the Intel Xeon with AMX where it was pinned before
+# conditioning existed, and an AMD EPYC (AVX-512 BF16, no AMX) at commit 6606bac, whose digest on the Intel one
+# was still the first
+UNCONDITIONAL_SHA256 = {"e189f49b75f8f85113a025556bebad6a32b80275b8e0896c7d23d526afbd80f8",
+                        "423427b7e866140b49ef4db783991c6d99ef39fe297449be8c1431fabfc3cb2d"}
 
 
 def test_an_unconditional_recipe_trains_and_generates_the_same_bytes_as_before(tmp_path):
@@ -47,7 +51,7 @@ def test_an_unconditional_recipe_trains_and_generates_the_same_bytes_as_before(t
     torch.set_num_threads(1)
     sounds = np.stack(audiovae.load(run, device="cpu").generate(2, seconds=0.25, seed=1))
     digest.update(sounds.astype(np.float32).tobytes())
-    assert digest.hexdigest() == UNCONDITIONAL_SHA256, digest.hexdigest()
+    assert digest.hexdigest() in UNCONDITIONAL_SHA256, digest.hexdigest()
 
 
 def mean_log_spectrum(wave: np.ndarray) -> np.ndarray:

@@ -127,7 +127,9 @@ def test_an_onset_is_not_smeared_before_itself(kind):
     for method in ("textured", "peaks"):
         energy = synthesized(wave, method).square()
         before[method] = float(energy[: 8000 - 64].sum() / energy.sum())
-    assert before["textured"] < 0.15 and before["peaks"] > 0.2, before
+    assert before["textured"] < 0.15, before
+    if kind == "burst":  # the measure's teeth; a click's flat spectrum leaves locked phases' peaks to float rounding
+        assert before["peaks"] > 0.2, before  # (24-51% before the onset on an Intel CPU, 7% on an AMD one)
 
 
 def test_an_onset_does_not_peak_above_its_sound(monkeypatch):
