@@ -135,8 +135,9 @@ def train(recipe, overrides, resume, run_dir, runs_root, quiet) -> None:
         else:
             print_next(["audiovae", "generate", "-n", "10", "out/", "--run", result.run_dir],
                        ["audiovae", "report", "--run", result.run_dir])
-    else:  # a torchrun rank but the first: it owns no file, so it leaves without the interpreter's teardown, where
-        # gloo's threads once aborted a rank after a finished run although its group was destroyed (pytorch#190489)
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun rank but the first: it owns no file, so it leaves
+        # without the interpreter's teardown, where gloo's threads once aborted a rank after a finished run although
+        # its group was destroyed (pytorch#190489)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
