@@ -182,6 +182,9 @@ class Recipe:
         require((self.synthesis is None) == representation.is_waveform, "synthesis",
                 "waveform models (data.features: wave) have no synthesis method; remove the section"
                 if representation.is_waveform else f"{self.data.features} features need a synthesis method")
+        require(self.prior is None or self.prior.kind != "flow" or not getattr(self.model, "conditional", False),
+                "prior.kind", "the flow prior is not conditional: a recipe with model.conditional needs prior.kind "
+                "gru or conv")
         representation.check(self)
         for name in self.loss.terms:
             LOSS_TERMS[name].check(self)

@@ -167,6 +167,15 @@ def test_sequence_frames_must_fill_whole_positions():
     PriorConfig(kind="gru", group_frames=8, sequence_frames=100)  # the autoregressive priors do not group frames
 
 
-def test_a_conditional_flow_is_refused_in_one_line():
+def test_a_conditional_flow_is_refused_in_one_line(tmp_path):
     with pytest.raises(UserError, match="prior.kind flow is not conditional"):
         build_prior(TINY, LATENT, labels=3)
+    # and in the recipe, before any training
+    from conftest import write_frame_recipe
+
+    from audiovae.config.recipe import load_recipe
+
+    recipe = write_frame_recipe(tmp_path / "labelled.yaml", tmp_path / "data", conditional=True)
+    with pytest.raises(UserError, match=r"labelled.yaml: prior.kind: the flow prior is not conditional"):
+        load_recipe(recipe, overrides=("prior.kind=flow",))
+    load_recipe(recipe)  # its GRU prior is conditional
