@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
+from torch import nn
 
 from audiovae.models.base import Posterior
 
@@ -63,3 +65,26 @@ class GaussianPrior(Prior):
 
 
 GAUSSIAN = GaussianPrior()
+
+
+class NormalizedLatents(nn.Module):
+    """A learned prior's model over latent sequences (batch, latent_size, frames), which works in per-dim normalized
+    units: the train latents' mean and std are buffers, so they travel in its state dict. Every prior kind's model
+    (audiovae.priors.learned.PRIOR_MODELS) starts from it."""
+
+    def __init__(self, latent_size: int):
+        super().__init__()
+        self.latent_size = latent_size
+        self.register_buffer("latent_mean", torch.zeros(latent_size))
+        self.register_buffer("latent_std", torch.ones(latent_size))
+
+    def set_normalization(self, latents: Sequence[np.ndarray]) -> None:
+        """Per-dim mean and std of the train latents, each (latent_size, frames)."""
+        values = np.concatenate([np.asarray(z, np.float64) for z in latents], axis=1)
+        self.latent_mean.copy_(torch.from_numpy(values.mean(axis=1)).float())
+        self.latent_std.copy_(torch.from_numpy(values.std(axis=1)).float().clamp_min(1e-4))
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (batch, latent_size, frames) in the units the prior models: each dimension's training mean
+        removed and divided by its standard deviation."""
+        return (z - self.latent_mean[:, None]) / self.latent_std[:, None]

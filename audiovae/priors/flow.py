@@ -29,12 +29,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from audiovae.errors import UserError
+from audiovae.priors.base import NormalizedLatents
 
 if TYPE_CHECKING:
     from audiovae.priors.learned import PriorConfig
@@ -180,34 +180,22 @@ class FlowState:
     label: None = None  # flows are not conditional (the interface LearnedPrior reads)
 
 
-class FlowPrior(nn.Module):
+class FlowPrior(NormalizedLatents):
     """p(z) over latent sequences z: (batch, latent_size, frames), in the VAE's latent units."""
 
     def __init__(self, config: PriorConfig, latent_size: int, labels: int = 0):
-        super().__init__()
         if labels:
             raise UserError("prior.kind flow is not conditional: a labelled recipe needs prior.kind gru or conv")
+        super().__init__(latent_size)
         self.config = config
-        self.latent_size = latent_size
         self.group = config.group_frames
         channels, k = latent_size * self.group, config.mixtures
         self.couplings = nn.ModuleList(Coupling(channels, config) for _ in range(config.couplings))
         # the noise side: N(0, I), or with prior.mixtures > 1 a mixture of diagonal Gaussians per position (one
         # component for all its values, as the autoregressive priors pick one per frame: silence, a vowel ...)
         self.base = MixtureBase(k, channels) if k > 1 else None
-        self.register_buffer("latent_mean", torch.zeros(latent_size))
-        self.register_buffer("latent_std", torch.ones(latent_size))
 
     labels = 0
-
-    def set_normalization(self, latents: Sequence[np.ndarray]) -> None:
-        """Per-dim mean and std of the train latents, each (latent_size, frames)."""
-        values = np.concatenate([np.asarray(z, np.float64) for z in latents], axis=1)
-        self.latent_mean.copy_(torch.from_numpy(values.mean(axis=1)).float())
-        self.latent_std.copy_(torch.from_numpy(values.std(axis=1)).float().clamp_min(1e-4))
-
-    def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.latent_mean[:, None]) / self.latent_std[:, None]
 
     def squeeze(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D, P * g) -> (B, P, g * D): position p holds frames p*g .. p*g + g - 1, frame by frame."""
@@ -341,11 +329,11 @@ class FlowPrior(nn.Module):
         self.eval()
         batch = state.pending.shape[0]
         y = self.base_draw(positions, batch, temperature, generator)
-        before = [list(caches) for caches in state.couplings]
+        kept = state.pending.shape[-1]
+        before = [list(caches) for caches in state.couplings] if kept else None
         for i in reversed(range(len(self.couplings))):
             y, state.couplings[i] = self.couplings[i].inverse(y, inverses[i], state.couplings[i])
         x = self.unsqueeze(y)
-        kept = state.pending.shape[-1]
         if kept:  # one position, holding the prompt's last frames: the caches follow what was kept
             state.couplings = before
             self.to_noise(torch.cat([state.pending, x[..., kept:]], -1), state)

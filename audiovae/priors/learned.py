@@ -33,7 +33,7 @@ from torch import nn
 from audiovae.config.schema import ConfigError, build_dataclass
 from audiovae.errors import UserError
 from audiovae.io.checkpoint import load_checkpoint
-from audiovae.priors.base import Prior
+from audiovae.priors.base import NormalizedLatents, Prior
 from audiovae.priors.cores import CORES
 from audiovae.priors.flow import FlowPrior
 from audiovae.priors.sampler import draws, sample_frames, split_mixture
@@ -118,20 +118,17 @@ class StreamState:
     label: torch.Tensor | None = None  # a conditional prior's label (B,), fixed for the stream
 
 
-class LatentPrior(nn.Module):
+class LatentPrior(NormalizedLatents):
     """p(z) over latent sequences z: (batch, latent_size, frames), in the VAE's latent units."""
 
     def __init__(self, config: PriorConfig, latent_size: int, labels: int = 0):
         """labels: a conditional prior's label count: a learned embedding per label is added to every input frame
         (the first one included, so the label decides where a sound starts)."""
-        super().__init__()
+        super().__init__(latent_size)
         self.config = config
-        self.latent_size = latent_size
         self.core = CORES[config.kind](config, latent_size)
         k = config.mixtures
         self.head = nn.Linear(config.hidden_size, k + 2 * k * latent_size)  # logits, means, log scales
-        self.register_buffer("latent_mean", torch.zeros(latent_size))
-        self.register_buffer("latent_std", torch.ones(latent_size))
         self.label_embedding = nn.Embedding(labels, latent_size) if labels else None  # built last: same weights
 
     @property
@@ -147,17 +144,6 @@ class LatentPrior(nn.Module):
             return inputs
         embedded = self.label_embedding(label.to(inputs.device))  # (batch, latent)
         return inputs + (embedded[..., None] if inputs.dim() == 3 else embedded)
-
-    def set_normalization(self, latents: Sequence[np.ndarray]) -> None:
-        """Per-dim mean and std of the train latents, each (latent_size, frames)."""
-        values = np.concatenate([np.asarray(z, np.float64) for z in latents], axis=1)
-        self.latent_mean.copy_(torch.from_numpy(values.mean(axis=1)).float())
-        self.latent_std.copy_(torch.from_numpy(values.std(axis=1)).float().clamp_min(1e-4))
-
-    def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents (batch, latent_size, frames) in the units the prior models: each dimension's training mean
-        removed and divided by its standard deviation."""
-        return (z - self.latent_mean[:, None]) / self.latent_std[:, None]
 
     def mixture(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """features (..., H) -> logits (..., K), means and log scales (..., K, latent), normalized units."""
