@@ -234,10 +234,12 @@ def export_model(model, out_dir: str | Path, force: bool = False, with_prior: bo
     if with_prior and getattr(model, "prior_refusal", None):
         raise UserError(model.prior_refusal)
     learned = getattr(model.learned_prior, "model", None) if with_prior else None
-    if learned is not None and learned.config.kind == "flow":  # the host face steps one frame at a time
-        print(f"warning: {model.run}: its learned prior is a flow (prior.kind flow), which the host face cannot step "
-              "frame by frame yet; exported without a prior method (train-prior with --set prior.kind=gru for one)",
-              file=sys.stderr)
+    from audiovae.priors.learned import LatentPrior
+
+    if learned is not None and not isinstance(learned, LatentPrior):  # the host face steps one frame at a time
+        print(f"warning: {model.run}: its learned prior (prior.kind {learned.config.kind}) does not step frame by "
+              "frame, which the host face needs; exported without a prior method (train-prior with --set "
+              "prior.kind=gru for one)", file=sys.stderr)
         learned = None
     if learned is not None and getattr(model.learned_prior, "unchecked", None):
         print(f"warning: {model.learned_prior.unchecked}", file=sys.stderr)

@@ -117,6 +117,24 @@ def test_export_with_a_prior_has_a_prior_method_in_torchscript_and_onnx(tmp_path
     assert np.all(np.abs(spread(frames) / spread(expected) - 1) < 0.25), (spread(frames), spread(expected))
 
 
+def test_a_run_whose_prior_cannot_step_frame_by_frame_exports_without_a_prior_method_and_says_so(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from audiovae.priors.learned import LearnedPrior
+    from audiovae.realtime.export import export_model
+
+    net, recipe = tiny("pqmf", causal=True)  # latent size 3
+    flow = build_prior(TINY["flow"], 3, [synthetic_latents(500, 0)[:3]]).eval()
+    run = SimpleNamespace(net=net, recipe=recipe, prior_refusal=None, learned_prior=LearnedPrior(flow), run="RUN",
+                          checkpoint_sha256=None, checkpoint=tmp_path / "absent.pt")
+    export_model(run, tmp_path / "export")
+    card = json.loads((tmp_path / "export" / "card.json").read_text())
+    assert card["methods"] == ["encode", "decode", "forward"] and "prior" not in card
+    assert not (tmp_path / "export" / "prior.onnx").exists()
+    assert ("warning: RUN: its learned prior (prior.kind flow) does not step frame by frame, which the host face "
+            "needs; exported without a prior method") in capsys.readouterr().err
+
+
 # ---- the mel family's transforms as convolutions ------------------------------------------------------------
 
 def speech(seconds: float = 1.5) -> torch.Tensor:
