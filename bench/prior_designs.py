@@ -38,21 +38,18 @@ from audiovae.priors.learned import PriorConfig, checkpoint_state
 from audiovae.synthesis.model import Model, load
 from audiovae.training.prior_stage import fit_prior
 
+FLOW = PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=8, group_frames=8, learning_rate=1e-3,
+                   input_noise=0.0, mixtures=1)  # recipes/spectrogram.yaml's
 DESIGNS = {
     "gru": PriorConfig(kind="gru", hidden_size=256, layers=2),
     "conv": PriorConfig(kind="conv", hidden_size=128, layers=10, kernel_size=3, dilation_cycle=5),
     "gru-128": PriorConfig(kind="gru", hidden_size=128, layers=2),  # a quarter of the weights read per frame
     # drawn over all frames at once: 8 couplings over positions of 8 frames, conditioners of 4 gated causal layers
-    "flow": PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=8, group_frames=8, learning_rate=1e-3,
-                        input_noise=0.0, mixtures=1),
-    "flow-lr2": PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=8, group_frames=8, learning_rate=2e-3,
-                            input_noise=0.0, mixtures=1),
-    "flow-12": PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=12, group_frames=8, learning_rate=1e-3,
-                           input_noise=0.0, mixtures=1),
-    "flow-96": PriorConfig(kind="flow", hidden_size=96, layers=4, couplings=8, group_frames=8, learning_rate=1e-3,
-                           input_noise=0.0, mixtures=1),
-    "flow-mix": PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=8, group_frames=8, learning_rate=1e-3,
-                            input_noise=0.0, mixtures=8),  # a mixture of 8 Gaussians on the noise side
+    "flow": FLOW,
+    "flow-lr2": dataclasses.replace(FLOW, learning_rate=2e-3),
+    "flow-12": dataclasses.replace(FLOW, couplings=12),
+    "flow-96": dataclasses.replace(FLOW, hidden_size=96),
+    "flow-mix": dataclasses.replace(FLOW, mixtures=8),  # a mixture of 8 Gaussians on the noise side
 }
 
 
