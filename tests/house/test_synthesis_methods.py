@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_signal
+from conftest import RECONSTRUCTION_ROUNDING, write_signal
 
 import audiovae
 from audiovae.config.data import DataConfig, MelConfig
@@ -82,7 +82,7 @@ def test_a_changed_default_leaves_the_fixture_runs_bytes_unchanged(fixture, monk
             # within another CPU's float32 rounding (tests/house/test_v0_2_run_fixture.py); bit for bit where made
             reconstruction = model.reconstruct(tone)
             np.testing.assert_allclose(reconstruction, expected["reconstruction"], rtol=0,
-                                       atol=2e-3 * np.abs(expected["reconstruction"]).max())
+                                       atol=RECONSTRUCTION_ROUNDING * np.abs(expected["reconstruction"]).max())
         finally:
             torch.set_num_threads(threads)
     else:  # a waveform model: nothing to synthesize, and its recipe says so

@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import GENERATION_ROUNDING, RECONSTRUCTION_ROUNDING
 
 import audiovae
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE_DIR = FIXTURES / "v0.2-spectrogram"
 SAMPLE_RATE = 16000  # the fixture recipe's data.sample_rate
-RECONSTRUCTION_ROUNDING = 2e-3  # of the peak: how far another CPU's float32 kernels move a reconstruction
-GENERATION_ROUNDING = 1e-4  # of the peak, for prior samples
 
 
 def assert_same_samples(actual: np.ndarray, expected: np.ndarray, rounding: float) -> None:
