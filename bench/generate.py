@@ -47,6 +47,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # row name -> (recipe, overrides
     "spectrogram+gru": ("spectrogram", ["prior.kind=gru", "prior.hidden_size=256", "prior.layers=2"]),
     "spectrogram+flow": ("spectrogram", ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4",
                                          "prior.couplings=8", "prior.group_frames=8"]),
+    "spectrogram+flow-g4": ("spectrogram", ["prior.kind=flow", "prior.group_frames=4"]),
+    # music at 44.1 kHz (issue 30): its GRU prior, the spectrogram recipe's flow, and that flow without Griffin-Lim
+    "music-frames+flow": ("music-frames", ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4",
+                                           "prior.mixtures=1"]),
+    "music-frames+flow+iter0": ("music-frames", ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4",
+                                                 "prior.mixtures=1", "synthesis.iterations=0"]),
 }
 DEFAULT_ROWS = ["quickstart", "spectrogram", "live-44k", "frame-44k-2048-512", "frame-44k-2048-1024", "speech", "mel",
                 "documents-example"]

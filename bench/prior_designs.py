@@ -39,7 +39,7 @@ from audiovae.synthesis.model import Model, load
 from audiovae.training.prior_stage import fit_prior
 
 FLOW = PriorConfig(kind="flow", hidden_size=64, layers=4, couplings=8, group_frames=8, learning_rate=1e-3,
-                   input_noise=0.0, mixtures=1)  # recipes/spectrogram.yaml's
+                   input_noise=0.0, mixtures=1, valid_every=50)  # recipes/spectrogram.yaml's
 DESIGNS = {
     "gru": PriorConfig(kind="gru", hidden_size=256, layers=2),
     "conv": PriorConfig(kind="conv", hidden_size=128, layers=10, kernel_size=3, dilation_cycle=5),
@@ -50,6 +50,18 @@ DESIGNS = {
     "flow-12": dataclasses.replace(FLOW, couplings=12),
     "flow-96": dataclasses.replace(FLOW, hidden_size=96),
     "flow-mix": dataclasses.replace(FLOW, mixtures=8),  # a mixture of 8 Gaussians on the noise side
+    # trained on 8-s sequences (as many frames a step) where the recipe's 2 s leave its 4-s reach half unused
+    "flow-long": dataclasses.replace(FLOW, sequence_frames=512, batch_size=8),
+    # and a reach of 16 s: 6 conditioner layers, dilations 1-32
+    "flow-long-reach": dataclasses.replace(FLOW, sequence_frames=512, batch_size=8, layers=6, dilation_cycle=6),
+    # against overfitting a few minutes of audio: more dropout, narrower conditioners, noisier inputs
+    "flow-drop3": dataclasses.replace(FLOW, dropout=0.3),
+    "flow-32": dataclasses.replace(FLOW, hidden_size=32),
+    "flow-noise1": dataclasses.replace(FLOW, input_noise=0.1),
+    "flow-noise3": dataclasses.replace(FLOW, input_noise=0.3),
+    # fewer frames drawn together: the couplings place less within a position, the conditioners reach further
+    "flow-g4": dataclasses.replace(FLOW, group_frames=4),
+    "flow-g2": dataclasses.replace(FLOW, group_frames=2),
 }
 
 

@@ -39,9 +39,9 @@ from audiovae.priors.base import NormalizedLatents
 if TYPE_CHECKING:
     from audiovae.priors.learned import PriorConfig
 
-# positions drawn at a time, whatever the chunk asked for, so any chunk size gives the same numbers; a draw costs
-# ~300 dispatched operations whatever its length, and 80 positions hold a 10-s sound at 62.5 frames a second
-DRAW_POSITIONS = 80
+# frames drawn at a time (as whole positions), whatever the chunk asked for, so any chunk size gives the same numbers;
+# a draw costs ~300 dispatched operations whatever its length, and 640 frames hold a 10-s sound at 62.5 frames a second
+DRAW_FRAMES = 640
 MAX_LOG_SCALE = 2.0  # a coupling's per-value log scale is bounded to (-2, 2) by a tanh: no step can explode
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -189,6 +189,7 @@ class FlowPrior(NormalizedLatents):
         super().__init__(latent_size)
         self.config = config
         self.group = config.group_frames
+        self.draw_positions = max(1, DRAW_FRAMES // self.group)  # 80 at 8 frames a position
         channels, k = latent_size * self.group, config.mixtures
         self.couplings = nn.ModuleList(Coupling(channels, config) for _ in range(config.couplings))
         # the noise side: N(0, I), or with prior.mixtures > 1 a mixture of diagonal Gaussians per position (one
@@ -284,7 +285,7 @@ class FlowPrior(NormalizedLatents):
         in place; between chunks only it is held, so memory does not grow with `frames`. After a prompt that ends
         inside a position, that position is drawn whole and its first frames replaced by the prompt's (the
         frames within a position are drawn together, so they cannot be drawn given some of them). Positions are
-        drawn DRAW_POSITIONS at a time, the extra frames held in `state` for the next chunk."""
+        drawn `draw_positions` at a time, the extra frames held in `state` for the next chunk."""
         if temperature < 0:
             raise ValueError("temperature must be >= 0")
         if not isinstance(generator, torch.Generator | None) and len(generator) != batch:
@@ -296,7 +297,7 @@ class FlowPrior(NormalizedLatents):
             count = min(chunk_frames, left)
             missing = count - state.ahead.shape[-1]
             while missing > 0:  # after a prompt's partial position, that position alone first
-                positions = 1 if state.pending.shape[-1] else DRAW_POSITIONS
+                positions = 1 if state.pending.shape[-1] else self.draw_positions
                 drawn = self._draw(state, positions, temperature, generator, inverses)
                 state.ahead = torch.cat([state.ahead, drawn], -1)
                 missing -= drawn.shape[-1]

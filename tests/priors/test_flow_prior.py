@@ -16,7 +16,6 @@ from conftest import TINY_PRIORS, synthetic_latents
 from audiovae.config.schema import ConfigError
 from audiovae.errors import UserError
 from audiovae.evaluation.metrics import windows_in_range
-from audiovae.priors.flow import DRAW_POSITIONS
 from audiovae.priors.learned import LearnedPrior, PriorConfig, build_prior
 from audiovae.training.prior_stage import fit_prior
 
@@ -70,7 +69,7 @@ def test_a_continuation_is_the_inverse_of_its_noise_given_the_prompt():
     state = prior.prime(prompt)
     new = torch.cat(list(prior.sample_stream(1, 20, 0.7, torch.Generator().manual_seed(4), 256, state)), -1)
     y, _ = prior.to_noise(prior.normalize(torch.cat([prompt, new], -1)), prior.initial_state(1))
-    drawn = torch.randn(DRAW_POSITIONS, 1, LATENT * 4, generator=torch.Generator().manual_seed(4)) * 0.7
+    drawn = torch.randn(prior.draw_positions, 1, LATENT * 4, generator=torch.Generator().manual_seed(4)) * 0.7
     torch.testing.assert_close(y[:, 3:], drawn[:5].transpose(0, 1), atol=1e-5, rtol=1e-4)
     other = prior.prime(prompt.flip(-1))
     elsewhere = torch.cat(list(prior.sample_stream(1, 20, 0.7, torch.Generator().manual_seed(4), 256, other)), -1)
@@ -91,7 +90,7 @@ def test_a_prompt_ending_inside_a_position_keeps_its_frames_and_continues():
     y, _ = prior.to_noise(prior.normalize(torch.cat([prompt, new], -1)), prior.initial_state(1))
     generator = torch.Generator().manual_seed(0)
     torch.randn(1, 1, LATENT * 4, generator=generator)  # position 3's
-    after = torch.randn(DRAW_POSITIONS, 1, LATENT * 4, generator=generator)
+    after = torch.randn(prior.draw_positions, 1, LATENT * 4, generator=generator)
     torch.testing.assert_close(y[:, 4:6], after[:2].transpose(0, 1), atol=1e-3, rtol=1e-3)  # float32 through 3 couplings
 
 
