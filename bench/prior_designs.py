@@ -5,10 +5,11 @@
 Each design trains for the same wall time on one thread, on the posterior means of the run's train files
 (VAE frozen), and is measured on the valid files: NLL in nats per frame next to N(0, I)'s, sampling speed
 frame by frame (62.5 frames/s is real time for the quickstart), and the Frechet distance on log-mel frames
-of decoded samples vs held-out audio, with the same number and length of samples as `audiovae evaluate`,
+of decoded samples vs the valid files' audio (--reference train: the train files'), with the same number and
+length of samples as `audiovae evaluate`,
 averaged over --seeds, and (with the `metrics` extra) the DNSMOS overall score of 16 9-s samples at
 temperature 1 as `audiovae evaluate` scores prior samples, next to N(0, I) samples, crops of the train latents themselves (what a perfect prior
-would draw: no prior can beat the VAE's decoder) and the held-out half-vs-half floor. Then 60-s samples:
+would draw: no prior can beat the VAE's decoder) and the reference's half-vs-half floor. Then 60-s samples:
 loudness and spectral flatness per 5-s window against the range seen on the training audio.
 """
 
@@ -121,6 +122,10 @@ def main() -> None:
     parser.add_argument("--long-seconds", type=float, default=60.0)
     parser.add_argument("--cache", default="/tmp/audiovae-prior-latents", help="Folder for cached latents.")
     parser.add_argument("--prior-seed", type=int, default=0, help="Every design's prior.seed (its init and batches).")
+    parser.add_argument("--reference", choices=["valid", "train"], default="valid",
+                        help="The audio the Frechet distance compares samples with: the run's valid files (as "
+                             "evaluate does), or its train files, what the prior learned (where a few unlike "
+                             "files make the valid set, e.g. music tracks, their halves differ more than samples do).")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -134,10 +139,11 @@ def main() -> None:
     log(f"{sum(z.shape[1] for z in train_z)} train / {sum(z.shape[1] for z in valid_z)} valid latent frames")
 
     # the same sounds as evaluate's _generation: count x one training segment
-    held_out = [log_mel_features(w, rate) for w in valid_waves]
+    reference_z, reference_waves = (valid_z, valid_waves) if args.reference == "valid" else (train_z, train_waves)
+    held_out = [log_mel_features(w, rate) for w in reference_waves]
     real = np.concatenate(held_out)
     seconds = model.recipe.data.segment_samples / rate
-    count = max(4, min(64, int(sum(len(w) for w in valid_waves) / rate / seconds)))
+    count = max(4, min(64, int(sum(len(w) for w in reference_waves) / rate / seconds)))
     frames = model.frames_for(model.recipe.data.segment_samples)
     order = np.random.default_rng(0).permutation(len(held_out))
     half = len(order) // 2
@@ -198,7 +204,7 @@ def main() -> None:
                          f"{speed:.0f}", temperature, value))
             log(f"{name} T={temperature}: Frechet {value:.1f}")
 
-    recon = frechet(model, valid_all, real)
+    recon = frechet(model, torch.from_numpy(np.concatenate(reference_z, axis=1))[None], real)
 
     # 60-s samples: decoded loudness and flatness per 5-s window vs the windows of the decoded train latents
     # (the VAE's own level and timbre: what a perfect prior would give), and of the training audio itself
@@ -225,15 +231,15 @@ def main() -> None:
 
     print(f"run {args.run}: {sum(z.shape[1] for z in train_z)} train / {valid_all.shape[-1]} valid latent frames, "
           f"{args.minutes} min per prior on 1 thread; Frechet over {count} x {seconds:.2f} s samples, mean of "
-          f"{args.seeds} seeds; floor (held-out half vs half) {floor:.1f}; the VAE's reconstruction of the "
-          f"held-out files {recon:.1f}\n")
+          f"{args.seeds} seeds; floor ({args.reference} files, half vs half) {floor:.1f}; the VAE's reconstruction "
+          f"of the {args.reference} files {recon:.1f}\n")
     print("| prior | parameters | steps | valid NLL nats/frame | sampling frames/s | temperature | Frechet "
           "| DNSMOS (T=1) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, parameters, steps, nll, speed, temperature, value in rows:
         dnsmos = f"{mos[name]:.2f}" if name in mos and temperature == 1.0 else ""
         print(f"| {name} | {parameters} | {steps} | {nll} | {speed} | {temperature} | {value:.1f} | {dnsmos} |")
-    print(f"| floor: held-out half vs half | | | | | | {floor:.1f} | |")
+    print(f"| floor: {args.reference} files, half vs half | | | | | | {floor:.1f} | |")
     print(f"\n{args.long_seconds:.0f}-s samples, 5-s windows. Decoded train latents' windows: level "
           f"{train_windows[:, 0].min():.1f}..{train_windows[:, 0].max():.1f} dBFS, flatness "
           f"{train_windows[:, 1].min():.3f}..{train_windows[:, 1].max():.3f} (the training audio itself: "
