@@ -122,6 +122,9 @@ def main() -> None:
     parser.add_argument("--long-seconds", type=float, default=60.0)
     parser.add_argument("--cache", default="/tmp/audiovae-prior-latents", help="Folder for cached latents.")
     parser.add_argument("--prior-seed", type=int, default=0, help="Every design's prior.seed (its init and batches).")
+    parser.add_argument("--sample-seconds", type=float, default=None,
+                        help="Length of the Frechet distance's samples (default: one training segment, as evaluate; "
+                             "short samples are mostly their decoded edges, which on music hides N(0, I)).")
     parser.add_argument("--reference", choices=["valid", "train"], default="valid",
                         help="The audio the Frechet distance compares samples with: the run's valid files (as "
                              "evaluate does), or its train files, what the prior learned (where a few unlike "
@@ -142,9 +145,10 @@ def main() -> None:
     reference_z, reference_waves = (valid_z, valid_waves) if args.reference == "valid" else (train_z, train_waves)
     held_out = [log_mel_features(w, rate) for w in reference_waves]
     real = np.concatenate(held_out)
-    seconds = model.recipe.data.segment_samples / rate
+    samples = round(args.sample_seconds * rate) if args.sample_seconds else model.recipe.data.segment_samples
+    seconds = samples / rate
     count = max(4, min(64, int(sum(len(w) for w in reference_waves) / rate / seconds)))
-    frames = model.frames_for(model.recipe.data.segment_samples)
+    frames = model.frames_for(samples)
     order = np.random.default_rng(0).permutation(len(held_out))
     half = len(order) // 2
     floor = frechet_distance(np.concatenate([held_out[i] for i in order[:half]]),
