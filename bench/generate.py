@@ -34,6 +34,9 @@ from audiovae.models import build_model
 from audiovae.priors.learned import build_prior
 from audiovae.synthesis.model import load
 
+# the spectrogram recipe's flow prior (recipes/spectrogram.yaml), whatever the recipe it is put on has
+FLOW_PRIOR = ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4", "prior.couplings=8", "prior.group_frames=8",
+              "prior.mixtures=1"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # row name -> (recipe, overrides)
     # the 16-kHz frame model's design at 44.1 kHz with 46-ms windows: 1025 bins, 43 or 21.5 latent frames a second
     "frame-44k-2048-512": ("spectrogram", ["data.sample_rate=44100", "data.mel.n_fft=2048", "data.mel.hop_length=512",
@@ -45,14 +48,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # row name -> (recipe, overrides
     "spectrogram+conv-prior": ("spectrogram", ["prior.kind=conv"]),
     "spectrogram+gru-128": ("spectrogram", ["prior.hidden_size=128"]),
     "spectrogram+gru": ("spectrogram", ["prior.kind=gru", "prior.hidden_size=256", "prior.layers=2"]),
-    "spectrogram+flow": ("spectrogram", ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4",
-                                         "prior.couplings=8", "prior.group_frames=8"]),
+    "spectrogram+flow": ("spectrogram", FLOW_PRIOR),
     "spectrogram+flow-g4": ("spectrogram", ["prior.kind=flow", "prior.group_frames=4"]),
     # music at 44.1 kHz (issue 30): its GRU prior, the spectrogram recipe's flow, and that flow without Griffin-Lim
-    "music-frames+flow": ("music-frames", ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4",
-                                           "prior.mixtures=1"]),
-    "music-frames+flow+iter0": ("music-frames", ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4",
-                                                 "prior.mixtures=1", "synthesis.iterations=0"]),
+    "music-frames+flow": ("music-frames", FLOW_PRIOR),
+    "music-frames+flow+iter0": ("music-frames", [*FLOW_PRIOR, "synthesis.iterations=0"]),
 }
 DEFAULT_ROWS = ["quickstart", "spectrogram", "live-44k", "frame-44k-2048-512", "frame-44k-2048-1024", "speech", "mel",
                 "documents-example"]
