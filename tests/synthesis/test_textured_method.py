@@ -12,7 +12,13 @@ import torch
 import audiovae.dsp.inversion.textured as textured_module
 from audiovae.config.recipe import recipe_from_dict
 from audiovae.dsp.inversion import SYNTHESIS_METHODS, SynthesisConfig
-from audiovae.dsp.inversion.textured import noise_gain, textured_phase
+from audiovae.dsp.inversion.textured import (
+    CLOCK,
+    hashed_phase,
+    noise_gain,
+    tabled_noise_phase,
+    textured_phase,
+)
 from audiovae.dsp.transforms import griffin_lim, griffin_lim_from_log_magnitude
 from audiovae.models import build_model
 from audiovae.models.mel import live_reconstruction, streaming_frames
@@ -166,6 +172,15 @@ def test_the_same_sound_comes_back_and_chunks_match_the_whole():
         exported = inversion(frames)[:, 0]
     expected = griffin_lim_from_log_magnitude(frames, N_FFT, HOP, SynthesisConfig("textured", 0))
     assert (exported - expected).abs().max() < 1e-4 * expected.abs().max()
+
+
+def test_noise_phases_from_the_table_are_the_hashs():
+    """Synthesis in Python reads noise phases from a table whose rows are hashed when first needed: a sound's
+    rows, then a later one's that overlap them and wrap past the clock, are hashed_phase's to the bit."""
+    bins = 37
+    for frame in (torch.arange(5, 60), torch.remainder(torch.arange(40, 140) + CLOCK - 70, CLOCK)):
+        expected = hashed_phase(torch.arange(bins)[None], frame[:, None])
+        assert torch.equal(tabled_noise_phase(frame, bins), expected)
 
 
 def causal_textured_recipe():
