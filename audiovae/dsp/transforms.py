@@ -69,6 +69,30 @@ def log_spectrogram(wave: torch.Tensor, n_fft: int, hop_length: int, log_floor: 
     return torch.log(magnitude.clamp_min(log_floor))
 
 
+def inverse_stft(spectrum: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor,
+                 length: int) -> torch.Tensor:
+    """torch.istft(spectrum, n_fft, hop_length, window=window, center=True, length=length) for spectrum (batch,
+    bins, frames) -> (batch, length), to float rounding (2e-7 of the peak), in half its time where the hop
+    divides n_fft (10-s sounds at 44.1 kHz: 1.8 against 4.4 ms on 2 cores; docs/benchmarks.md): the frames'
+    hop-long blocks are added in n_fft / hop shifted passes, and the window-square envelope, which torch.istft
+    folds afresh each call, in the same few passes over a window instead of a sound. Other hops: torch.istft."""
+    if n_fft % hop_length:
+        return torch.istft(spectrum, n_fft, hop_length, window=window, length=length)
+    batch, frames, overlap = spectrum.shape[0], spectrum.shape[-1], n_fft // hop_length
+    blocks = (torch.fft.irfft(spectrum.transpose(1, 2), n=n_fft, dim=-1) * window).reshape(batch, frames, overlap,
+                                                                                          hop_length)
+    summed = blocks.new_zeros(batch, frames + overlap - 1, hop_length)
+    envelope = blocks.new_zeros(frames + overlap - 1, hop_length)
+    square = (window * window).reshape(overlap, hop_length)
+    for j in range(overlap):  # block j of frame t lands on hop t + j
+        summed[:, j : j + frames] += blocks[:, :, j]
+        envelope[j : j + frames] += square[j]
+    start = n_fft // 2  # center=True: the first frame is centred on the first sample
+    wave = summed.reshape(batch, -1)[:, start : start + length]
+    wave = wave / envelope.reshape(-1)[start : start + wave.shape[-1]].clamp_min(1e-11)
+    return torch.nn.functional.pad(wave, (0, length - wave.shape[-1])) if wave.shape[-1] < length else wave
+
+
 def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, synthesis: SynthesisConfig,
                 first_frame: int = 0) -> torch.Tensor:
     """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames) -> (..., length):
@@ -78,22 +102,26 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     as torchaudio's) with synthesis.momentum. Peak-locked phases with 0 iterations are a phase-locked vocoder."""
     shape = magnitude.shape
     magnitude = magnitude.reshape(-1, *shape[-2:])
+    if magnitude.shape[0] > 1 and magnitude.device.type == "cpu":
+        # a sound at a time: the same numbers, and on a CPU half again as fast a sound at batch 8 as together
+        # (a batch's temporaries are arrays of tens of MB, which the allocator maps and faults in afresh each time)
+        return torch.cat([griffin_lim(row, n_fft, hop_length, length, synthesis, first_frame)
+                          for row in magnitude.split(1)]).reshape(*shape[:-2], length)
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
     phase, under, magnitude = synthesis.phase_rule(n_fft, hop_length).start(magnitude, first_frame)
     if synthesis.iterations == 0:  # the same numbers as under * polar(1, phase), in one pass and no copy
         spectrum = torch.polar(under, phase.expand_as(under))
-        return torch.istft(spectrum, n_fft, hop_length, window=window, length=length).reshape(*shape[:-2], length)
+        return inverse_stft(spectrum, n_fft, hop_length, window, length).reshape(*shape[:-2], length)
     angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
     previous = torch.zeros_like(angles)
     pull = synthesis.momentum / (1 + synthesis.momentum)
     for _ in range(synthesis.iterations):
-        wave = torch.istft(under * angles, n_fft, hop_length, window=window, length=length)
+        wave = inverse_stft(under * angles, n_fft, hop_length, window, length)
         rebuilt = torch.stft(wave, n_fft, hop_length, window=window, return_complex=True)
-        angles = rebuilt - pull * previous
-        angles = angles / (angles.abs() + 1e-16)
+        angles = torch.sgn(rebuilt - pull * previous)  # z / |z| (0 at 0): a quarter of z / (|z| + 1e-16)'s time
         previous = rebuilt
         under = magnitude
-    wave = torch.istft(under * angles, n_fft, hop_length, window=window, length=length)
+    wave = inverse_stft(under * angles, n_fft, hop_length, window, length)
     return wave.reshape(*shape[:-2], length)
 
 

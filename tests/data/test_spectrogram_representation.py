@@ -266,7 +266,7 @@ def test_the_recipes_short_windows_let_peak_locked_phases_keep_what_long_ones_sm
 def test_without_iterations_the_inverse_is_the_same_bits_as_magnitude_times_unit_phasors(method):
     """griffin_lim with 0 iterations builds the spectrum by torch.polar(magnitude, phase) in one pass; the same
     numbers as the general path's magnitude * polar(1, phase), batch dimensions and a chunk's first frame included."""
-    from audiovae.dsp.transforms import griffin_lim
+    from audiovae.dsp.transforms import griffin_lim, inverse_stft
 
     generator = torch.Generator().manual_seed(0)
     magnitude = torch.exp(3 * torch.randn(2, 3, 257, 41, generator=generator) - 4)
@@ -275,8 +275,26 @@ def test_without_iterations_the_inverse_is_the_same_bits_as_magnitude_times_unit
         flat = magnitude.reshape(-1, 257, 41)
         phase = synthesis.phase_rule(512, 128)(flat, first_frame)
         spectrum = flat * torch.polar(torch.ones_like(phase), phase).expand_as(flat)
-        expected = torch.istft(spectrum, 512, 128, window=torch.hann_window(512), length=41 * 128)
+        expected = inverse_stft(spectrum, 512, 128, torch.hann_window(512), 41 * 128)
         got = griffin_lim(magnitude, 512, 128, 41 * 128, synthesis, first_frame)
         assert got.shape == (2, 3, 41 * 128)
         assert torch.equal(got.reshape(-1, 41 * 128), expected)
         assert expected.abs().max() > 1e-3
+
+
+@pytest.mark.filterwarnings("ignore:The length of signal is shorter than the length parameter")
+@pytest.mark.parametrize(("n_fft", "hop_length"), [(512, 128), (1024, 256), (512, 256), (512, 96)])
+def test_inverse_stft_is_torch_istft_to_rounding(n_fft, hop_length):
+    """Synthesis overlap-adds its frames in n_fft / hop shifted passes (torch.istft where the hop does not divide
+    n_fft): torch.istft's samples to 1e-6 of the peak, for lengths the frames cover, fall short of and exceed."""
+    from audiovae.dsp.transforms import inverse_stft
+
+    generator = torch.Generator().manual_seed(1)
+    spectrum = torch.polar(torch.rand(2, n_fft // 2 + 1, 37, generator=generator),
+                           2 * math.pi * torch.rand(2, n_fft // 2 + 1, 37, generator=generator))
+    window = torch.hann_window(n_fft)
+    for length in (36 * hop_length, 30 * hop_length + 5, 36 * hop_length + n_fft // 2 + 7):
+        expected = torch.istft(spectrum, n_fft, hop_length, window=window, length=length)
+        got = inverse_stft(spectrum, n_fft, hop_length, window, length)
+        assert got.shape == expected.shape == (2, length)
+        assert (got - expected).abs().max() < 1e-6 * expected.abs().max(), (length, (got - expected).abs().max())

@@ -22,12 +22,13 @@ UNCONDITIONAL_SHA256 = {"e189f49b75f8f85113a025556bebad6a32b80275b8e0896c7d23d52
                         "423427b7e866140b49ef4db783991c6d99ef39fe297449be8c1431fabfc3cb2d"}
 
 
-def test_an_unconditional_recipe_trains_and_generates_the_same_bytes_as_before(tmp_path):
+def test_an_unconditional_recipe_trains_and_generates_the_same_bytes_as_before(tmp_path, monkeypatch):
     import torch
 
     import audiovae
     from audiovae.config.recipe import load_recipe
     from audiovae.data.prepare import prepare
+    from audiovae.dsp import transforms
     from audiovae.io.checkpoint import load_checkpoint, weights_sha256
     from audiovae.training.vae_stage import train
 
@@ -49,6 +50,10 @@ def test_an_unconditional_recipe_trains_and_generates_the_same_bytes_as_before(t
     digest.update(weights_sha256(load_checkpoint(run / "checkpoints" / "best.pt")["model"]).encode())
     digest.update(weights_sha256(load_checkpoint(run / "prior" / "best.pt")["model"]).encode())
     torch.set_num_threads(1)
+    # synthesis overlap-adds in its own passes since 0.3 round 12, torch.istft's samples to rounding
+    # (tests/data/test_spectrogram_representation.py); the digest was made with torch.istft itself
+    monkeypatch.setattr(transforms, "inverse_stft", lambda spectrum, n_fft, hop_length, window, length: torch.istft(
+        spectrum, n_fft, hop_length, window=window, length=length))
     sounds = np.stack(audiovae.load(run, device="cpu").generate(2, seconds=0.25, seed=1))
     digest.update(sounds.astype(np.float32).tobytes())
     assert digest.hexdigest() in UNCONDITIONAL_SHA256, digest.hexdigest()
