@@ -51,7 +51,9 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "music-frames-ch256": ("music-frames", ("model.channels=256",)),
             "music-frames-lr4e-3": ("music-frames", ("train.learning_rate=0.004",)),
             "music-frames-prior-noise0.1": ("music-frames", ("prior.input_noise=0.1",)),
-            "music-frames-latent64": ("music-frames", ("model.latent_size=64",)),
+            # music-frames' latent before round 12 (24 wide, beta 1e-3), and round 5's variants of it
+            "music-frames-latent24": ("music-frames", ("model.latent_size=24", "loss.beta=0.001")),
+            "music-frames-latent64": ("music-frames", ("model.latent_size=64", "loss.beta=0.001")),
             "music-frames-latent64-beta1e-4": ("music-frames", ("model.latent_size=64", "loss.beta=0.0001")),
             "live-16ms": ("live", ("data.mel.n_fft=256", "data.mel.hop_length=64", "model.strides=[2, 2]")),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
