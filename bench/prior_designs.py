@@ -6,7 +6,7 @@ Each design trains for the same wall time on one thread, on the posterior means 
 (VAE frozen), and is measured on the valid files: NLL in nats per frame next to N(0, I)'s, sampling speed
 frame by frame (62.5 frames/s is real time for the quickstart), and the Frechet distance on log-mel frames
 of decoded samples vs the valid files' audio (--reference train: the train files'), with the same number and
-length of samples as `audiovae evaluate`,
+length of samples as `audiovae evaluate` (--sample-seconds: longer ones),
 averaged over --seeds, and (with the `metrics` extra) the DNSMOS overall score of 16 9-s samples at
 temperature 1 as `audiovae evaluate` scores prior samples, next to N(0, I) samples, crops of the train latents themselves (what a perfect prior
 would draw: no prior can beat the VAE's decoder) and the reference's half-vs-half floor. Then 60-s samples:
@@ -141,7 +141,7 @@ def main() -> None:
     rate, latent_size = model.sample_rate, model.latent_size
     log(f"{sum(z.shape[1] for z in train_z)} train / {sum(z.shape[1] for z in valid_z)} valid latent frames")
 
-    # the same sounds as evaluate's _generation: count x one training segment
+    # evaluate's _generation's sounds: count x one training segment (or --sample-seconds each)
     reference_z, reference_waves = (valid_z, valid_waves) if args.reference == "valid" else (train_z, train_waves)
     held_out = [log_mel_features(w, rate) for w in reference_waves]
     real = np.concatenate(held_out)
