@@ -34,6 +34,7 @@ from audiovae.evaluation.evaluate import evaluate
 from audiovae.io.run_folder import RunFolder
 from audiovae.training.vae_stage import train
 
+L1 = ("loss.terms.mel_weighted_l1=0", "loss.terms.l1=1.0")  # music-frames' loss before round 13
 VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "quickstart-causal-seed1": ("quickstart", ("model.causal=true", "train.seed=1")),
             "live-seed1": ("live", ("train.seed=1",)),
@@ -41,20 +42,27 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "spectrogram-latent32": ("spectrogram", ("model.latent_size=32",)),
             "spectrogram-l1": ("spectrogram", ("loss.terms.frame_convergence=0",)),  # the recipe before frame_convergence
             "spectrogram-l1-beta1e-4": ("spectrogram", ("loss.terms.frame_convergence=0", "loss.beta=0.0001")),
-            "music-frames-convergence": ("music-frames", ("loss.terms.frame_convergence=1.0",)),
+            "music-frames-convergence": ("music-frames", (*L1, "loss.terms.frame_convergence=1.0")),
             "live-l1": ("live", ("loss.terms.frame_convergence=0",)),  # the recipe before frame_convergence
             "live-44k-seed1": ("live-44k", ("train.seed=1",)),
             "live-44k-wide": ("live-44k", ("model.channels=128", "model.max_channels=256")),
             "live-44k-wide-seed1": ("live-44k", ("model.channels=128", "model.max_channels=256", "train.seed=1")),
             "live-44k-narrow": ("live-44k", ("model.channels=32", "model.max_channels=64", "model.latent_size=16")),
-            "music-frames-ch64": ("music-frames", ("model.channels=64", "model.max_channels=128")),
-            "music-frames-ch256": ("music-frames", ("model.channels=256",)),
-            "music-frames-lr4e-3": ("music-frames", ("train.learning_rate=0.004",)),
-            "music-frames-prior-noise0.1": ("music-frames", ("prior.input_noise=0.1",)),
+            "music-frames-ch64": ("music-frames", (*L1, "model.channels=64", "model.max_channels=128")),
+            "music-frames-ch256": ("music-frames", (*L1, "model.channels=256")),
+            "music-frames-lr4e-3": ("music-frames", (*L1, "train.learning_rate=0.004")),
+            "music-frames-prior-noise0.1": ("music-frames", (*L1, "prior.input_noise=0.1")),
             # music-frames' latent before round 12 (24 wide, beta 1e-3), and round 5's variants of it
-            "music-frames-latent24": ("music-frames", ("model.latent_size=24", "loss.beta=0.001")),
-            "music-frames-latent64": ("music-frames", ("model.latent_size=64", "loss.beta=0.001")),
-            "music-frames-latent64-beta1e-4": ("music-frames", ("model.latent_size=64", "loss.beta=0.0001")),
+            "music-frames-latent24": ("music-frames", (*L1, "model.latent_size=24", "loss.beta=0.001")),
+            "music-frames-latent64": ("music-frames", (*L1, "model.latent_size=64", "loss.beta=0.001")),
+            "music-frames-latent64-beta1e-4": ("music-frames", (*L1, "model.latent_size=64", "loss.beta=0.0001")),
+            # round 13: music-frames before mel_weighted_l1 (round 12's recipe), and what was tried beside the term
+            "music-frames-l1": ("music-frames", L1),
+            "music-frames-l1-bs8": ("music-frames", (*L1, "train.batch_size=8")),
+            "music-frames-l1-nfft2048": ("music-frames", (*L1, "data.mel.n_fft=2048")),
+            "music-frames-l1-max384": ("music-frames", (*L1, "model.max_channels=384")),
+            "music-frames-l1-max512": ("music-frames", (*L1, "model.max_channels=512")),
+            "music-frames-max384": ("music-frames", ("model.max_channels=384",)),
             "live-16ms": ("live", ("data.mel.n_fft=256", "data.mel.hop_length=64", "model.strides=[2, 2]")),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 

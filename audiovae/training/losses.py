@@ -2,7 +2,8 @@
 
 A reconstruction term is a small function registered in LOSS_TERMS by the name a recipe's `loss.terms`
 uses (stft: multi-resolution STFT distance; complex_stft: its phase-aware form; log_mel: multi-scale log-mel distance; mse; l1;
-frame_convergence: spectral convergence of a frame model's log magnitudes); the
+frame_convergence: spectral convergence of a frame model's log magnitudes; mel_weighted_l1: l1 over log-STFT frames
+with each bin weighted as the mel scale weighs its frequency); the
 KL is the term `kl`, weighted by beta(step); the adversary adds its own terms with `plus`.
 """
 
@@ -20,6 +21,7 @@ from audiovae.dsp.distances import (
     complex_stft_distance,
     frame_convergence,
     mel_distance,
+    mel_weighted_l1,
     stft_distance,
 )
 from audiovae.models.base import Posterior
@@ -87,9 +89,13 @@ def kl_term(posterior: Posterior, free_bits: float = 0.0, prior: Prior = GAUSSIA
     return per_dimension.sum()
 
 
-# LossTerm.needs -> (whether the features must be waveforms, the refusal's message)
-NEEDS = {"wave": (True, "needs waveform features (data.features: wave)"),
-         "frames": (False, "needs log-magnitude frames (data.features: mel or spectrogram)")}
+# LossTerm.needs -> (whether a recipe's features fit, the refusal's message)
+NEEDS: dict[str, tuple[Callable[[Recipe], bool], str]] = {
+    "wave": (lambda recipe: recipe.data.representation.is_waveform, "needs waveform features (data.features: wave)"),
+    "frames": (lambda recipe: not recipe.data.representation.is_waveform,
+               "needs log-magnitude frames (data.features: mel or spectrogram)"),
+    "bins": (lambda recipe: recipe.data.features == "spectrogram",
+             "needs log-STFT frames, whose channels are frequency bins (data.features: spectrogram)")}
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,8 @@ class LossTerm:
     def check(self, recipe: Recipe) -> None:
         """Raise ConfigError when the recipe cannot use this term."""
         if self.needs is not None:
-            waveform, message = NEEDS[self.needs]
-            require(recipe.data.representation.is_waveform == waveform, f"loss.terms.{self.name}", message)
+            fits, message = NEEDS[self.needs]
+            require(fits(recipe), f"loss.terms.{self.name}", message)
         if self.windows_key is not None:
             length = recipe.training_samples
             windows = getattr(recipe.loss, self.windows_key)
@@ -123,6 +129,7 @@ LOSS_TERMS: dict[str, LossTerm] = {term.name: term for term in (
     LossTerm("mse", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).square().mean()),
     LossTerm("l1", lambda x, y, config, rate: (x.wave.float() - y.wave.float()).abs().mean()),
     LossTerm("frame_convergence", lambda x, y, config, rate: frame_convergence(x.wave, y.wave), "frames"),
+    LossTerm("mel_weighted_l1", lambda x, y, config, rate: mel_weighted_l1(x.wave, y.wave, rate), "bins"),
 )}
 
 

@@ -405,7 +405,7 @@ def test_0_1_loss_keys_are_aliases_of_terms(old, terms):
     ("loss.mel_weight=-1", "loss.mel_weight: must be >= 0"),  # 0.1 blamed stft_weight
     ("loss.stft_weight=-1", "loss.stft_weight: must be >= 0"),
     ("loss.terms.log_mel=-1", "loss.terms.log_mel: weights must be >= 0"),
-    ("loss.terms.msse=1", "loss.terms.msse: unknown loss term (known: stft, log_mel, complex_stft, mse, l1, frame_convergence)"),
+    ("loss.terms.msse=1", "loss.terms.msse: unknown loss term (known: stft, log_mel, complex_stft, mse, l1, frame_convergence, mel_weighted_l1)"),
     ("loss.reconstruction=mse", "loss.terms: give either terms or the 0.1 keys"),
 ])
 def test_loss_term_mistakes_name_their_key(tmp_path, override, expected):

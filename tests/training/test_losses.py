@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import synthesize
 
 from audiovae.config.recipe import LossConfig, recipe_from_dict
-from audiovae.dsp.distances import frame_convergence, mel_distance, stft_distance
+from audiovae.dsp.distances import (
+    frame_convergence,
+    mel_density,
+    mel_distance,
+    mel_weighted_l1,
+    stft_distance,
+)
 from audiovae.dsp.transforms import log_mel, magnitude_spectrogram, power_spectrogram
 from audiovae.models import Posterior, build_model
 from audiovae.training.losses import beta_at, kl_term, reconstruction_loss, vae_loss
@@ -233,6 +241,41 @@ def test_frame_convergence_by_hand_and_weighs_loud_bins():
     assert frame_convergence(x, loud).item() > 100 * frame_convergence(x, quiet).item()
     # an untrained output far above the target stays finite
     assert torch.isfinite(frame_convergence(x, x + 1000.0))
+
+
+def test_mel_density_follows_the_slaney_scale():
+    density = mel_density(21, 20000)  # bins at 0, 500, ..., 10000 Hz
+    assert density.mean().item() == pytest.approx(1.0, rel=1e-6)
+    assert density[0].item() == pytest.approx(density[1].item(), rel=1e-6)  # flat under 1 kHz
+    assert (density[4] / density[2]).item() == pytest.approx(0.5, rel=1e-5)  # then 1 / f
+    assert (density[16] / density[4]).item() == pytest.approx(0.25, rel=1e-5)
+    assert (density[2] / density[1]).item() == pytest.approx(27 / math.log(6.4) / 1000 / (3 / 200), rel=1e-5)
+
+
+def test_mel_weighted_l1_weighs_low_bins_as_the_mel_scale_does():
+    x = torch.zeros(2, 513, 4)
+    assert mel_weighted_l1(x, x + 0.3, 44100).item() == pytest.approx(0.3, rel=1e-5)  # weights average 1
+    low, high = x.clone(), x.clone()
+    low[:, 1] += 1.0  # the same log error on a bin under 1 kHz and on the top one
+    high[:, -1] += 1.0
+    ratio = (3 / 200) / (27 / math.log(6.4) / 22050)  # mel bands a hertz at 0-1 kHz and 22 kHz
+    assert (mel_weighted_l1(x, low, 44100) / mel_weighted_l1(x, high, 44100)).item() == pytest.approx(ratio, rel=1e-4)
+    assert mel_weighted_l1(x, low, 44100).item() == pytest.approx(mel_weighted_l1(low, x, 44100).item())
+
+
+@pytest.mark.parametrize("features", ["wave", "mel"])
+def test_mel_weighted_l1_needs_stft_bins(features):
+    from audiovae.config.schema import ConfigError
+
+    recipe = {"data": {"folder": "d", "features": features}, "loss": {"terms": {"mel_weighted_l1": 1.0}}}
+    if features == "mel":
+        recipe["model"] = {"family": "mel", "strides": [2, 2]}
+    with pytest.raises(ConfigError, match="frequency bins") as caught:
+        recipe_from_dict(recipe, "r.yaml")
+    assert caught.value.key == "loss.terms.mel_weighted_l1"
+    recipe["data"]["features"] = "spectrogram"
+    recipe["model"] = {"family": "mel", "strides": [2, 2]}
+    assert recipe_from_dict(recipe, "r.yaml").loss.terms == {"mel_weighted_l1": 1.0}
 
 
 def test_frame_convergence_needs_frames():
