@@ -3,6 +3,9 @@ log-mel. The loss terms train on them and the evaluation measures with them; one
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 
 from audiovae.dsp.transforms import log_mel_of_magnitude, magnitude_spectrogram
@@ -99,12 +102,14 @@ def frame_convergence(x: torch.Tensor, y: torch.Tensor, ceiling: float = 20.0) -
     return (difference / torch.linalg.vector_norm(lx.flatten(1), dim=1).clamp_min(1e-7)).mean()
 
 
+@functools.lru_cache(maxsize=32)
 def mel_density(bins: int, sample_rate: int) -> torch.Tensor:
     """Mel bands per hertz at each of `bins` STFT bins from 0 to sample_rate / 2 on the slaney scale (the mel
-    distance's): flat to 1 kHz, then falling as 1 / f; scaled to average 1 over the bins. (bins,) float32."""
+    distance's): flat to 1 kHz, then falling as 1 / f; scaled to average 1 over the bins. (bins,) float32, cached
+    (a training step asks for the same weights every time): do not modify it in place."""
     hz = torch.linspace(0.0, sample_rate / 2, bins)
     density = torch.where(hz < 1000.0, torch.full_like(hz, 3.0 / 200.0),
-                          27.0 / (torch.log(torch.tensor(6.4)) * hz.clamp_min(1000.0)))
+                          27.0 / (math.log(6.4) * hz.clamp_min(1000.0)))
     return density / density.mean()
 
 
