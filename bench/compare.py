@@ -63,6 +63,10 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "music-frames-l1-max384": ("music-frames", (*L1, "model.max_channels=384")),
             "music-frames-l1-max512": ("music-frames", (*L1, "model.max_channels=512")),
             "music-frames-max384": ("music-frames", ("model.max_channels=384",)),
+            # round 14: a lighter KL weight, a wider kernel
+            "music-frames-beta3e-5": ("music-frames", ("loss.beta=0.00003",)),
+            "music-frames-k5": ("music-frames", ("model.kernel_size=5",)),
+            "music-frames-ema": ("music-frames", ("train.ema_decay=0.999",)),
             "live-16ms": ("live", ("data.mel.n_fft=256", "data.mel.hop_length=64", "model.strides=[2, 2]")),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 
@@ -80,8 +84,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="An override for every recipe.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the free cores).")
     args = parser.parse_args()
-    if args.threads:
+    if args.threads:  # here and in training, whose own choice (the cores free when it starts) would override it
         torch.set_num_threads(args.threads)
+        args.overrides.append(f"train.num_threads={args.threads}")
     steps = dict(_pair(x) for x in args.steps)
     out = Path(args.out)
     rows = []
