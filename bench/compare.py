@@ -67,6 +67,8 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "music-frames-beta3e-5": ("music-frames", ("loss.beta=0.00003",)),
             "music-frames-k5": ("music-frames", ("model.kernel_size=5",)),
             "music-frames-ema": ("music-frames", ("train.ema_decay=0.999",)),
+            "music-frames-decay0.6": ("music-frames", ("train.lr_decay_fraction=0.6",)),
+            "music-frames-decay1": ("music-frames", ("train.lr_decay_fraction=1.0",)),
             "live-16ms": ("live", ("data.mel.n_fft=256", "data.mel.hop_length=64", "model.strides=[2, 2]")),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 

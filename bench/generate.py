@@ -50,7 +50,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # row name -> (recipe, overrides
     "spectrogram+gru": ("spectrogram", ["prior.kind=gru", "prior.hidden_size=256", "prior.layers=2"]),
     "spectrogram+flow": ("spectrogram", FLOW_PRIOR),
     "spectrogram+flow-g4": ("spectrogram", ["prior.kind=flow", "prior.group_frames=4"]),
-    # music at 44.1 kHz (issue 30): its GRU prior, the spectrogram recipe's flow, and that flow without Griffin-Lim
+    # music at 44.1 kHz (issue 30): its GRU prior until round 14, the spectrogram recipe's flow (music-frames' own
+    # since), and that flow without Griffin-Lim
+    "music-frames+gru": ("music-frames", ["prior.kind=gru", "prior.hidden_size=256", "prior.layers=2",
+                                          "prior.mixtures=8", "prior.input_noise=0.03", "prior.learning_rate=0.002"]),
     "music-frames+flow": ("music-frames", FLOW_PRIOR),
     "music-frames+flow+iter0": ("music-frames", [*FLOW_PRIOR, "synthesis.iterations=0"]),
 }
