@@ -63,7 +63,7 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "music-frames-l1-max384": ("music-frames", (*L1, "model.max_channels=384")),
             "music-frames-l1-max512": ("music-frames", (*L1, "model.max_channels=512")),
             "music-frames-max384": ("music-frames", ("model.max_channels=384",)),
-            # round 14: a lighter KL weight, a wider kernel
+            # round 14: a lighter KL weight, a wider kernel, an EMA of the weights, two learning-rate schedules
             "music-frames-beta3e-5": ("music-frames", ("loss.beta=0.00003",)),
             "music-frames-k5": ("music-frames", ("model.kernel_size=5",)),
             "music-frames-ema": ("music-frames", ("train.ema_decay=0.999",)),

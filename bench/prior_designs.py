@@ -114,6 +114,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="runs/quickstart", help="Trained VAE run folder.")
     parser.add_argument("--minutes", type=float, default=2.0, help="Training wall time per prior.")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Train each prior this many steps instead of --minutes: repeatable, where a wall-time "
+                             "budget ends at another step (and best checkpoint) each run.")
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     parser.add_argument("--noise", type=float, nargs="*", default=[0.0, 0.1, 0.3],
                         help="Extra input-noise levels tried on the first design (the default is 0.03).")
@@ -186,7 +189,8 @@ def main() -> None:
     if scorer is not None:
         mos["N(0, I)"] = mean_mos(gaussian(16, mos_frames, 1.0, 0))
     for name, config in runs:
-        config = dataclasses.replace(config, max_minutes=args.minutes, seed=args.prior_seed)
+        budget = {"max_steps": args.steps, "max_minutes": None} if args.steps else {"max_minutes": args.minutes}
+        config = dataclasses.replace(config, **budget, seed=args.prior_seed)
         log(f"training {name}: {config}")
         result = fit_prior(config, train_z, valid_z, progress=True)
         prior = priors[name] = result.prior
@@ -233,8 +237,9 @@ def main() -> None:
                               float(z_std.mean(1).min()), float(z_std.mean(1).max())))
         log(f"60-s samples at temperature {temperature} checked")
 
+    budget_text = f"{args.steps} steps" if args.steps else f"{args.minutes} min"
     print(f"run {args.run}: {sum(z.shape[1] for z in train_z)} train / {valid_all.shape[-1]} valid latent frames, "
-          f"{args.minutes} min per prior on 1 thread; Frechet over {count} x {seconds:.2f} s samples, mean of "
+          f"{budget_text} per prior on 1 thread; Frechet over {count} x {seconds:.2f} s samples, mean of "
           f"{args.seeds} seeds; floor ({args.reference} files, half vs half) {floor:.1f}; the VAE's reconstruction "
           f"of the {args.reference} files {recon:.1f}\n")
     print("| prior | parameters | steps | valid NLL nats/frame | sampling frames/s | temperature | Frechet "
