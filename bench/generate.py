@@ -37,6 +37,9 @@ from audiovae.synthesis.model import load
 # the spectrogram recipe's flow prior (recipes/spectrogram.yaml), whatever the recipe it is put on has
 FLOW_PRIOR = ["prior.kind=flow", "prior.hidden_size=64", "prior.layers=4", "prior.couplings=8", "prior.group_frames=8",
               "prior.mixtures=1"]
+# the GRU prior as recipes/spectrogram.yaml describes it (its prior until 0.3 round 10, music-frames' until round 14)
+GRU_PRIOR = ["prior.kind=gru", "prior.hidden_size=256", "prior.layers=2", "prior.mixtures=8", "prior.input_noise=0.03",
+             "prior.learning_rate=0.002"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # row name -> (recipe, overrides)
     # the 16-kHz frame model's design at 44.1 kHz with 46-ms windows: 1025 bins, 43 or 21.5 latent frames a second
     "frame-44k-2048-512": ("spectrogram", ["data.sample_rate=44100", "data.mel.n_fft=2048", "data.mel.hop_length=512",
@@ -46,14 +49,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # row name -> (recipe, overrides
                                             "model.latent_size=32"]),
     # the learned prior's designs on the 16-kHz frame model: what the prior's size costs per frame
     "spectrogram+conv-prior": ("spectrogram", ["prior.kind=conv"]),
-    "spectrogram+gru-128": ("spectrogram", ["prior.hidden_size=128"]),
-    "spectrogram+gru": ("spectrogram", ["prior.kind=gru", "prior.hidden_size=256", "prior.layers=2"]),
+    "spectrogram+gru-128": ("spectrogram", [*GRU_PRIOR, "prior.hidden_size=128"]),
+    "spectrogram+gru": ("spectrogram", GRU_PRIOR),
     "spectrogram+flow": ("spectrogram", FLOW_PRIOR),
     "spectrogram+flow-g4": ("spectrogram", ["prior.kind=flow", "prior.group_frames=4"]),
     # music at 44.1 kHz (issue 30): its GRU prior until round 14, the spectrogram recipe's flow (music-frames' own
     # since), and that flow without Griffin-Lim
-    "music-frames+gru": ("music-frames", ["prior.kind=gru", "prior.hidden_size=256", "prior.layers=2",
-                                          "prior.mixtures=8", "prior.input_noise=0.03", "prior.learning_rate=0.002"]),
+    "music-frames+gru": ("music-frames", GRU_PRIOR),
     "music-frames+flow": ("music-frames", FLOW_PRIOR),
     "music-frames+flow+iter0": ("music-frames", [*FLOW_PRIOR, "synthesis.iterations=0"]),
 }
