@@ -19,6 +19,9 @@ import multiprocessing
 import os
 import shutil
 import sys
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -368,19 +371,48 @@ def prepare(
     except FileExistsError:
         raise UserError(f"{display(output)}: a folder appeared there while prepare ran; it is kept as it is: "
                         "choose another -o") from None
+    except WorkerDied as died:
+        held = ", ".join(display(files[i].path) for i in died.indices[:4]) + (", ..." if len(died.indices) > 4 else "")
+        raise UserError(f"a prepare worker process died (killed by the system, most often for lack of memory) "
+                        f"while it read one of {held}; nothing was written to {display(output)}. Re-run with "
+                        "--workers 1 (one file in memory at a time) or with fewer workers") from None
     return PrepareResult(output, len(records), len(skipped), seconds / 3600, counts, manifest,
                          label_counts(records) if names is not None else None)
 
 
-def _run(tasks: list[tuple], workers: int):
-    """Results in task order, from this process or a pool of worker processes."""
+class WorkerDied(Exception):
+    """A worker process ended without a result (killed by the system, most often for memory) while it held
+    the tasks at `indices`: a multiprocessing Pool would wait for their results for ever."""
+
+    def __init__(self, indices: list[int]):
+        super().__init__(indices)
+        self.indices = indices
+
+
+def _run(tasks: list, workers: int, function=None):
+    """Results of `function` (default process_file) over tasks, in task order, from this process or from a pool
+    of worker processes with at most two tasks a worker in flight. Raises WorkerDied when a worker dies."""
+    function = function or process_file
     if workers == 1:
-        yield from map(process_file, tasks)
+        yield from map(function, tasks)
         return
     # forkserver: workers start from a clean process, safe even when the caller already uses torch threads.
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
-    with context.Pool(workers) as pool:
-        yield from pool.imap(process_file, tasks, chunksize=1)
+    pool, pending, queue = ProcessPoolExecutor(workers, mp_context=context), deque(), iter(enumerate(tasks))
+    try:
+        while True:
+            while len(pending) < 2 * workers and (item := next(queue, None)) is not None:
+                pending.append((item[0], pool.submit(function, item[1])))
+            if not pending:
+                return
+            try:
+                result = pending[0][1].result()
+            except BrokenProcessPool:
+                raise WorkerDied([index for index, _ in pending]) from None
+            pending.popleft()
+            yield result
+    finally:  # an error or an interrupt: queued tasks are dropped, running ones end with their workers
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _unique(files: list[SourceFile]) -> tuple[list[SourceFile], int]:

@@ -440,3 +440,25 @@ def test_reconstruct_streams_a_long_file_in_bounded_memory(long_file, tmp_path, 
     info = sf.info(str(tmp_path / "long_out.wav"))
     assert info.frames == LONG_SECONDS * TINY_RATE and info.samplerate == TINY_RATE
     assert peak < decoded_bytes / 3, f"peak {peak / 2**20:.1f} MB"
+
+
+def test_a_prepare_worker_killed_by_the_system_is_an_error_naming_its_files_not_a_hang(tmp_path, monkeypatch):
+    """A worker the OOM killer ends leaves its task without a result: a multiprocessing Pool waits for ever;
+    prepare says which files the dead worker held, writes nothing, and says how to re-run."""
+    import audiovae.data.prepare as prepare_module
+
+    real_run = prepare_module._run
+    assert list(real_run([3, -1, -4, 1, -5], 2, abs)) == [3, 1, 4, 1, 5]  # the pool keeps the tasks' order
+    with pytest.raises(prepare_module.WorkerDied) as died:
+        list(real_run([1, 1, 1, 1, 1], 2, os._exit))  # each worker ends at once, as a SIGKILL would end it
+    assert died.value.indices[0] == 0
+
+    root = tmp_path / "in"
+    for name in ("a.wav", "b.wav"):
+        write_signal(root / name, 0.5, TINY_RATE)
+    monkeypatch.setattr(prepare_module, "_run", lambda tasks, workers: real_run([1] * len(tasks), 2, os._exit))
+    data = DataConfig(folder=str(tmp_path / "out"), segment_samples=2048, valid_fraction=0.0)
+    with pytest.raises(UserError, match=r"worker process died .* one of .*a\.wav.* --workers 1") as error:
+        prepare([root], tmp_path / "out", data, workers=2, progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
