@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiovae.compute.allocator import keep_freed_memory
 from audiovae.config.recipe import load_recipe
 from audiovae.io.checkpoint import save_checkpoint, weights_sha256
 from audiovae.io.run_folder import RunFolder
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--long", type=float, default=None, metavar="SECONDS",
                         help="Also time `generate -n 3 --seconds SECONDS` with each prior (peak memory too).")
     args = parser.parse_args()
+    keep_freed_memory()  # as the `audiovae` command does
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from audiovae.compute.allocator import keep_freed_memory
 from audiovae.compute.device import autocast_for, cpu_has_bf16_units
 from audiovae.compute.threads import apply_threads, choose_threads
 from audiovae.config.recipe import load_recipe
@@ -100,6 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     with background_load(args.background_load):
         apply_threads(choose_threads(args.threads))  # chosen under the load, as train would be
+        keep_freed_memory()  # as train() does
         run(args)
 
 

@@ -14,6 +14,7 @@ from audiovae.cli.realtime import export, stream
 from audiovae.cli.report import report
 from audiovae.cli.score import score
 from audiovae.cli.synthesis import decode, encode, generate, interpolate, reconstruct
+from audiovae.compute.allocator import keep_freed_memory
 from audiovae.data.representations import REPRESENTATIONS
 from audiovae.errors import UserError
 from audiovae.io.run_folder import DEFAULT_RUNS_ROOT
@@ -26,6 +27,7 @@ MAX_WORKERS = 512  # prepare's worker processes
 @click.version_option(__version__, prog_name="audiovae")
 def main() -> None:
     """Learn generative models of sound: prepare -> train -> generate."""
+    keep_freed_memory()  # every command reuses its freed tensors' memory (audiovae/compute/allocator.py)
 
 
 @main.command()

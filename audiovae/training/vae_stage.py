@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from audiovae.compute.allocator import keep_freed_memory
 from audiovae.compute.device import autocast_for, select_device, training_precision
 from audiovae.compute.threads import apply_threads, choose_threads
 from audiovae.config.recipe import Recipe, dump_recipe, load_recipe, recipe_from_saved
@@ -294,6 +295,7 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
     threads = cfg.num_threads or (saved or {}).get("num_threads") or max(
         1, choose_threads(None) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     apply_threads(threads)
+    keep_freed_memory()  # for callers of train() outside the command line (bench/, notebooks)
     with run.lock() if is_main else contextlib.nullcontext():  # one trainer per run folder
         torch.manual_seed(cfg.seed + rank)
         model = build_model(recipe).to(device)
