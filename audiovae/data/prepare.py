@@ -19,6 +19,8 @@ import multiprocessing
 import os
 import shutil
 import sys
+import threading
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -398,7 +400,8 @@ def _run(tasks: list, workers: int, function=None):
         return
     # forkserver: workers start from a clean process, safe even when the caller already uses torch threads.
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
-    pool, pending, queue = ProcessPoolExecutor(workers, mp_context=context), deque(), iter(enumerate(tasks))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_end_with, initargs=(os.getpid(),))
+    pending, queue = deque(), iter(enumerate(tasks))
     try:
         while True:
             while len(pending) < 2 * workers and (item := next(queue, None)) is not None:
@@ -413,6 +416,22 @@ def _run(tasks: list, workers: int, function=None):
             yield result
     finally:  # an error or an interrupt: queued tasks are dropped, running ones end with their workers
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _end_with(parent: int) -> None:
+    """In a worker: exit when `parent` is gone (killed without its cleanup), instead of waiting for tasks for ever."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # the pid now belongs to another user's process: ours is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="audiovae-parent-watch").start()
 
 
 def _unique(files: list[SourceFile]) -> tuple[list[SourceFile], int]:

@@ -462,3 +462,23 @@ def test_a_prepare_worker_killed_by_the_system_is_an_error_naming_its_files_not_
         prepare([root], tmp_path / "out", data, workers=2, progress=False)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_prepare_workers_end_with_a_killed_prepare_instead_of_waiting_for_ever():
+    """SIGTERM or SIGKILL to `audiovae prepare` skips its cleanup; its workers watch it and exit on their own."""
+    watched = subprocess.Popen([sys.executable, "-c", "import threading; threading.Event().wait()"])
+    worker = subprocess.Popen([sys.executable, "-c", "import sys, threading\n"
+                               "from audiovae.data.prepare import _end_with\n"
+                               "_end_with(int(sys.argv[1])); print('watching', flush=True); threading.Event().wait()",
+                               str(watched.pid)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline() == "watching\n"
+        with pytest.raises(subprocess.TimeoutExpired):
+            worker.wait(timeout=0.7)  # the watched process lives: the worker stays past a watch (0.5 s)
+        watched.kill()
+        watched.wait()
+        assert worker.wait(timeout=10) == 1
+    finally:
+        for process in (watched, worker):
+            process.kill()
+            process.wait()
