@@ -419,16 +419,17 @@ def _run(tasks: list, workers: int, function=None):
 
 
 def _end_with(parent: int) -> None:
-    """In a worker: exit when `parent` is gone (killed without its cleanup), instead of waiting for tasks for ever."""
+    """In a worker: exit when `parent` is gone (killed without its cleanup), instead of waiting for tasks for ever.
+    POSIX only (on Windows, signal 0 would be a CTRL_C_EVENT)."""
+    if os.name != "posix":
+        return
 
     def watch() -> None:
         while True:
             time.sleep(0.5)
             try:
                 os.kill(parent, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:  # the pid now belongs to another user's process: ours is gone
+            except (ProcessLookupError, PermissionError):  # gone, or its pid now another user's process
                 os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="audiovae-parent-watch").start()
