@@ -337,7 +337,7 @@ def prepare(
             tasks = [(f, data, str(parts / f"{i:07d}.f32")) for i, f in enumerate(files)]
             bar = tqdm(total=len(files), unit="file", desc="prepare", disable=not progress, file=sys.stderr)
             try:
-                for index, (source, split, task, result) in enumerate(zip(files, splits, tasks, _run(tasks, workers),
+                for index, (source, split, task, result) in enumerate(zip(files, splits, tasks, run_tasks(tasks, workers),
                                                                           strict=True)):
                     bar.update(1)
                     where = {"input": source.input_index, "path": display(source.relative)}
@@ -391,7 +391,7 @@ class WorkerDied(Exception):
         self.indices = indices
 
 
-def _run(tasks: list, workers: int, function=None):
+def run_tasks(tasks: list, workers: int, function=None):
     """Results of `function` (default process_file) over tasks, in task order, from this process or from a pool
     of worker processes with at most two tasks a worker in flight. Raises WorkerDied when a worker dies."""
     function = function or process_file
@@ -400,7 +400,7 @@ def _run(tasks: list, workers: int, function=None):
         return
     # forkserver: workers start from a clean process, safe even when the caller already uses torch threads.
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_end_with, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),))
     pending, queue = deque(), iter(enumerate(tasks))
     try:
         while True:
@@ -418,7 +418,7 @@ def _run(tasks: list, workers: int, function=None):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _end_with(parent: int) -> None:
+def exit_with_parent(parent: int) -> None:
     """In a worker: exit when `parent` is gone (killed without its cleanup), instead of waiting for tasks for ever.
     POSIX only (on Windows, signal 0 would be a CTRL_C_EVENT)."""
     if os.name != "posix":

@@ -447,7 +447,7 @@ def test_a_prepare_worker_killed_by_the_system_is_an_error_naming_its_files_not_
     prepare says which files the dead worker held, writes nothing, and says how to re-run."""
     import audiovae.data.prepare as prepare_module
 
-    real_run = prepare_module._run
+    real_run = prepare_module.run_tasks
     assert list(real_run([3, -1, -4, 1, -5], 2, abs)) == [3, 1, 4, 1, 5]  # the pool keeps the tasks' order
     with pytest.raises(prepare_module.WorkerDied) as died:
         list(real_run([1, 1, 1, 1, 1], 2, os._exit))  # each worker ends at once, as a SIGKILL would end it
@@ -456,7 +456,7 @@ def test_a_prepare_worker_killed_by_the_system_is_an_error_naming_its_files_not_
     root = tmp_path / "in"
     for name in ("a.wav", "b.wav"):
         write_signal(root / name, 0.5, TINY_RATE)
-    monkeypatch.setattr(prepare_module, "_run", lambda tasks, workers: real_run([1] * len(tasks), 2, os._exit))
+    monkeypatch.setattr(prepare_module, "run_tasks", lambda tasks, workers: real_run([1] * len(tasks), 2, os._exit))
     data = DataConfig(folder=str(tmp_path / "out"), segment_samples=2048, valid_fraction=0.0)
     with pytest.raises(UserError, match=r"worker process died .* one of .*a\.wav.* --workers 1") as error:
         prepare([root], tmp_path / "out", data, workers=2, progress=False)
@@ -464,12 +464,12 @@ def test_a_prepare_worker_killed_by_the_system_is_an_error_naming_its_files_not_
     assert not (tmp_path / "out").exists()
 
 
-def test_prepare_workers_end_with_a_killed_prepare_instead_of_waiting_for_ever():
+def test_prepare_workersexit_with_parent_a_killed_prepare_instead_of_waiting_for_ever():
     """SIGTERM or SIGKILL to `audiovae prepare` skips its cleanup; its workers watch it and exit on their own."""
     watched = subprocess.Popen([sys.executable, "-c", "import threading; threading.Event().wait()"])
     worker = subprocess.Popen([sys.executable, "-c", "import sys, threading\n"
-                               "from audiovae.data.prepare import _end_with\n"
-                               "_end_with(int(sys.argv[1])); print('watching', flush=True); threading.Event().wait()",
+                               "from audiovae.data.prepare import exit_with_parent\n"
+                               "exit_with_parent(int(sys.argv[1])); print('watching', flush=True); threading.Event().wait()",
                                str(watched.pid)], stdout=subprocess.PIPE, text=True)
     try:
         assert worker.stdout.readline() == "watching\n"
