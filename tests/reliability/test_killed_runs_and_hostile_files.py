@@ -464,7 +464,7 @@ def test_a_prepare_worker_killed_by_the_system_is_an_error_naming_its_files_not_
     assert not (tmp_path / "out").exists()
 
 
-def test_prepare_workersexit_with_parent_a_killed_prepare_instead_of_waiting_for_ever():
+def test_prepare_workers_end_with_a_killed_prepare_instead_of_waiting_for_ever():
     """SIGTERM or SIGKILL to `audiovae prepare` skips its cleanup; its workers watch it and exit on their own."""
     watched = subprocess.Popen([sys.executable, "-c", "import threading; threading.Event().wait()"])
     worker = subprocess.Popen([sys.executable, "-c", "import sys, threading\n"
