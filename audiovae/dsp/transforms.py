@@ -93,6 +93,12 @@ def inverse_stft(spectrum: torch.Tensor, n_fft: int, hop_length: int, window: to
     return torch.nn.functional.pad(wave, (0, length - wave.shape[-1])) if wave.shape[-1] < length else wave
 
 
+def polar(magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """torch.polar(magnitude, phase) to float rounding (1e-7), in about a third of its time on a CPU, where PyTorch
+    runs polar unvectorized and cos and sin vectorized (10-s sounds at 44.1 kHz: 1.7 against 4.5 ms on 2 cores)."""
+    return torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+
+
 def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: int, synthesis: SynthesisConfig,
                 first_frame: int = 0) -> torch.Tensor:
     """A waveform whose STFT magnitude approaches `magnitude` (..., n_fft // 2 + 1, frames) -> (..., length):
@@ -110,15 +116,15 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
     phase, under, magnitude = synthesis.phase_rule(n_fft, hop_length).start(magnitude, first_frame)
     if synthesis.iterations == 0:  # the same numbers as under * polar(1, phase), in one pass and no copy
-        spectrum = torch.polar(under, phase.expand_as(under))
+        spectrum = polar(under, phase.expand_as(under))
         return inverse_stft(spectrum, n_fft, hop_length, window, length).reshape(*shape[:-2], length)
-    angles = torch.polar(torch.ones_like(phase), phase).expand_as(magnitude)
+    angles = torch.complex(torch.cos(phase), torch.sin(phase)).expand_as(magnitude)
     previous = torch.zeros_like(angles)
     pull = synthesis.momentum / (1 + synthesis.momentum)
     for _ in range(synthesis.iterations):
         wave = inverse_stft(under * angles, n_fft, hop_length, window, length)
         rebuilt = torch.stft(wave, n_fft, hop_length, window=window, return_complex=True)
-        angles = torch.sgn(rebuilt - pull * previous)  # z / |z| (0 at 0): a quarter of z / (|z| + 1e-16)'s time
+        angles = torch.sgn(torch.sub(rebuilt, previous, alpha=pull))  # z / |z| (0 at 0); one pass, not two
         previous = rebuilt
         under = magnitude
     wave = inverse_stft(under * angles, n_fft, hop_length, window, length)
@@ -163,8 +169,10 @@ def griffin_lim_from_log_magnitude(log_frames: torch.Tensor, n_fft: int, hop_len
     reflect padding (n_fft / 2 samples) get silent ones after them, cut off again.
     """
     frames = log_frames.shape[-1]
-    log_frames = torch.cat([log_frames, log_frames[..., -1:]], dim=-1)
-    magnitude = torch.exp(log_frames.float())
+    # a frame's channels side by side in memory from here on, as the inverse STFT's FFTs read them: every
+    # elementwise step of the synthesis then runs over contiguous arrays (docs/benchmarks.md, round 16)
+    rows = log_frames.float().transpose(-1, -2)
+    magnitude = torch.exp(torch.cat([rows, rows[..., -1:, :]], dim=-2)).transpose(-1, -2)
     if to_linear is not None:
         magnitude = to_linear(magnitude)
     extra = max(0, (n_fft // 2) // hop_length + 1 - frames)

@@ -264,8 +264,9 @@ def test_the_recipes_short_windows_let_peak_locked_phases_keep_what_long_ones_sm
 
 @pytest.mark.parametrize("method", ["peaks", "advancing", "zeros"])
 def test_without_iterations_the_inverse_is_the_same_bits_as_magnitude_times_unit_phasors(method):
-    """griffin_lim with 0 iterations builds the spectrum by torch.polar(magnitude, phase) in one pass; the same
-    numbers as the general path's magnitude * polar(1, phase), batch dimensions and a chunk's first frame included."""
+    """griffin_lim with 0 iterations builds the spectrum as magnitude * cos and magnitude * sin in one pass; the same
+    numbers as the general path's magnitude times its unit phasors, batch dimensions and a chunk's first frame
+    included."""
     from audiovae.dsp.transforms import griffin_lim, inverse_stft
 
     generator = torch.Generator().manual_seed(0)
@@ -274,7 +275,7 @@ def test_without_iterations_the_inverse_is_the_same_bits_as_magnitude_times_unit
     for first_frame in (0, 17):
         flat = magnitude.reshape(-1, 257, 41)
         phase = synthesis.phase_rule(512, 128)(flat, first_frame)
-        spectrum = flat * torch.polar(torch.ones_like(phase), phase).expand_as(flat)
+        spectrum = flat * torch.complex(torch.cos(phase), torch.sin(phase)).expand_as(flat)
         expected = inverse_stft(spectrum, 512, 128, torch.hann_window(512), 41 * 128)
         got = griffin_lim(magnitude, 512, 128, 41 * 128, synthesis, first_frame)
         assert got.shape == (2, 3, 41 * 128)
@@ -298,3 +299,37 @@ def test_inverse_stft_is_torch_istft_to_rounding(n_fft, hop_length):
         got = inverse_stft(spectrum, n_fft, hop_length, window, length)
         assert got.shape == expected.shape == (2, length)
         assert (got - expected).abs().max() < 1e-6 * expected.abs().max(), (length, (got - expected).abs().max())
+
+
+def test_polar_is_torch_polar_to_rounding():
+    """Synthesis makes its spectrum from cos and sin (vectorized on a CPU, where torch.polar is not): torch.polar's
+    numbers to 1e-6 of the largest magnitude, for phases as large as a 10-minute sound's running sums."""
+    from audiovae.dsp.transforms import polar
+
+    generator = torch.Generator().manual_seed(2)
+    magnitude = torch.rand(3, 257, 50, generator=generator) * 10
+    phase = (torch.rand(3, 257, 50, generator=generator) - 0.5) * 2e5
+    got, expected = polar(magnitude, phase), torch.polar(magnitude, phase)
+    assert got.dtype == expected.dtype == torch.complex64
+    assert (got - expected).abs().max() < 1e-6 * magnitude.max()
+
+
+@pytest.mark.parametrize("reach", [1, 2, 3, 4])
+def test_the_peak_search_finds_a_max_pools_owners_ties_and_edges_included(reach):
+    """window_argmax (the peak search's owners, without a max-pool) gives a max-pool's indices: the first of tied
+    maxima (a floor of equal values, a silent frame), the end bins, and padding only where everything is lower."""
+    import torch.nn.functional as F
+
+    from audiovae.dsp.inversion.peaks import window_argmax
+
+    x = torch.randn(2, 40, 257, generator=torch.Generator().manual_seed(reach))
+    x[:, :, 100:140] = -11.5  # a floor: ties
+    x[:, 5] = 0.0  # a frame of one value
+    x[:, 7, :3], x[:, 8, -3:] = -2e9, -2e9  # under the padding at both ends
+    x[:, 9, 50:52] = 3.0  # two equal neighbours: the first owns both
+    _, pooled = F.max_pool1d(F.pad(x, (reach, reach), value=-1e9), 2 * reach + 1, 1, return_indices=True)
+    expected = (pooled - reach).clamp(0, 256)
+    got = window_argmax(x, reach)
+    assert got.dtype == torch.long
+    assert torch.equal(got, expected)
+    assert int(got[0, 9, 51]) == 50 and int(got[0, 5, 30]) == max(0, 30 - reach)

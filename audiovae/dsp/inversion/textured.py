@@ -79,7 +79,9 @@ def tonal_owners(x: torch.Tensor, prominence: float = PROMINENCE, surroundings: 
     # the mean over 2 s + 1 bins as a difference of running sums of the frame's deviations from its mean (small
     # sums: within 1e-5 of an average pool's means), in a quarter of an average pool's time at 513 bins
     centre = x.mean(-1, keepdim=True)
-    flat = F.pad((x - centre).reshape(batch * frames, 1, bins), (surroundings, surroundings), mode="replicate")
+    deviation = x - centre
+    flat = torch.cat([deviation[..., :1].expand(batch, frames, surroundings), deviation,
+                      deviation[..., -1:].expand(batch, frames, surroundings)], -1)  # the edges repeated
     running = F.pad(torch.cumsum(flat, -1), (1, 0))
     width = 2 * surroundings + 1
     around = ((running[..., width:] - running[..., :-width]) / width).reshape(batch, frames, bins) + centre
@@ -99,14 +101,16 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
                    prominence: float = PROMINENCE, onset: float = ONSET, clock: int = CLOCK,
                    sweep: float = SWEEP) -> tuple[torch.Tensor, torch.Tensor]:
     """Phases (..., bins, frames) for log magnitudes (..., bins, frames), frames first_frame, first_frame + 1, ...
-    of a sound (module docstring), and which bins took noise phases (bool, same shape). Bins of tonal lobes: as
+    of a sound (module docstring), and which bins took noise phases (1.0, the others 0.0; same shape). Bins of tonal lobes: as
     peak_locked_phase; other bins: hashed_phase(bin, frame + 1 modulo CLOCK), the phases the causal form gives
     them, or in an onset frame the sweep's: pi per bin (a click at the centre of the window, which starts at
     its edge) less a phase growing with the bin's square, which delays bin k by sweep * hop * k / (bins - 1)
     samples more. A sound's first frame is an onset; a chunk's (first_frame > 0) only if it rises.
     Scriptable and exportable to ONNX."""
     bins, frames = log_magnitude.shape[-2], log_magnitude.shape[-1]
-    x = log_magnitude.reshape(-1, bins, frames).transpose(1, 2)  # (batch, frames, bins)
+    # (batch, frames, bins), a frame's bins side by side: every step below runs along them (a copy only where the
+    # caller's memory holds a bin's frames together instead; griffin_lim_from_log_magnitude's does not)
+    x = log_magnitude.reshape(-1, bins, frames).transpose(1, 2).contiguous()
     frequency, owner, tonal = tonal_owners(x, prominence)
     rise = torch.relu(x[:, 1:] - x[:, :-1]).mean(-1)  # (batch, frames - 1)
     first = torch.full_like(rise[:, :1], 1.0 if first_frame == 0 else 0.0)  # a sound starts with an onset
@@ -117,7 +121,6 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
     bin_index = torch.arange(bins, device=x.device)
     away = bin_index[None, None] - owner
     locked = torch.gather(integrated, -1, owner) - math.pi * away.to(x.dtype)
-    noisy = ~tonal & ~onsets[..., None]
     frame = torch.remainder(index + first_frame + 1, clock)  # frame t as TexturedAdvance's clock counts it
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         noise = hashed_phase(bin_index[None, None], frame[None, :, None]).to(x.dtype)
@@ -125,9 +128,12 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
         noise = tabled_noise_phase(frame, bins, clock)[None].to(x.dtype)
     k = bin_index.to(x.dtype)
     click = (math.pi * k - (2 * math.pi * sweep * hop_length / (n_fft * max(bins - 1, 1))) * k * k)[None, None]
-    phase = torch.where(tonal, locked, torch.where(noisy, noise, click))
-    return (phase.transpose(1, 2).reshape(log_magnitude.shape),
-            noisy.transpose(1, 2).reshape(log_magnitude.shape))
+    # selections as products of 0/1 masks (exact for these finite phases; torch.where takes 30 times as long)
+    is_tonal, is_onset = tonal.to(x.dtype), onsets[..., None].to(x.dtype)
+    untouched = (1.0 - is_onset) * noise + is_onset * click  # (batch, frames, bins): noise, or the onset's sweep
+    phase = is_tonal * locked + (1.0 - is_tonal) * untouched
+    noisy = (1.0 - is_tonal) * (1.0 - is_onset)
+    return phase.transpose(1, 2).reshape(log_magnitude.shape), noisy.transpose(1, 2).reshape(log_magnitude.shape)
 
 
 class TexturedPhases(PhaseRule):
@@ -142,9 +148,9 @@ class TexturedPhases(PhaseRule):
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         phase, noisy = textured_phase(torch.log(magnitude.clamp_min(1e-12)), self.n_fft, self.hop_length,
                                       first_frame)
-        level = math.exp(self.noise_level)
-        return (phase, torch.where(noisy, magnitude * (level * noise_gain(self.n_fft, self.hop_length)), magnitude),
-                torch.where(noisy, magnitude * level, magnitude))
+        level, other = math.exp(self.noise_level), 1.0 - noisy  # scales as products of the 0/1 mask: exact
+        return (phase, magnitude * (noisy * (level * noise_gain(self.n_fft, self.hop_length)) + other),
+                magnitude * (noisy * level + other))
 
 
 class TexturedAdvance(PhaseAdvance):
