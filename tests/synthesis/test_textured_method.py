@@ -224,3 +224,23 @@ def test_a_causal_textured_model_exports_to_onnx(tmp_path):
     result = export_net(net, recipe, tmp_path / "export")
     assert read_card(tmp_path / "export")["streams"] is True
     assert result.onnx_max_error < 1e-4
+
+
+@pytest.mark.parametrize("iterations", [0, 2])
+def test_the_sound_does_not_depend_on_how_memory_holds_the_frames(iterations):
+    """Synthesis transposes the frames where it takes their exp (a frame's bins side by side, for speed): the
+    phases and the sound are the same numbers whichever order the caller's array keeps them in."""
+    wave = torch.randn(RATE, generator=torch.Generator().manual_seed(4)) * 0.1 + 0.3 * harmonic_tone(1.0)
+    log_magnitude = torch.log(magnitude(wave).clamp_min(1e-5))[None]
+    frames_apart = log_magnitude.contiguous()
+    frames_together = log_magnitude.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not frames_together.is_contiguous()
+    for first_frame in (0, 20):
+        phase, noisy = textured_phase(frames_apart, N_FFT, HOP, first_frame)
+        again, again_noisy = textured_phase(frames_together, N_FFT, HOP, first_frame)
+        assert torch.equal(phase, again) and torch.equal(noisy, again_noisy)
+        assert set(noisy.unique().tolist()) == {0.0, 1.0}
+    synthesis = SynthesisConfig("textured", iterations, noise_level=0.18)
+    sound = griffin_lim_from_log_magnitude(frames_apart, N_FFT, HOP, synthesis)
+    assert torch.equal(sound, griffin_lim_from_log_magnitude(frames_together, N_FFT, HOP, synthesis))
+    assert sound.abs().max() > 0.1
