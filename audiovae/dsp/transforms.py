@@ -115,7 +115,7 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
                           for row in magnitude.split(1)]).reshape(*shape[:-2], length)
     window = torch.hann_window(n_fft, device=magnitude.device, dtype=magnitude.dtype)
     phase, under, magnitude = synthesis.phase_rule(n_fft, hop_length).start(magnitude, first_frame)
-    if synthesis.iterations == 0:  # the same numbers as under * polar(1, phase), in one pass and no copy
+    if synthesis.iterations == 0:  # the same numbers as under times the unit phasors below, in one pass
         spectrum = polar(under, phase.expand_as(under))
         return inverse_stft(spectrum, n_fft, hop_length, window, length).reshape(*shape[:-2], length)
     angles = torch.complex(torch.cos(phase), torch.sin(phase)).expand_as(magnitude)

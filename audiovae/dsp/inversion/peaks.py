@@ -54,10 +54,13 @@ def peak_offset(x: torch.Tensor, reach: int = 2) -> tuple[torch.Tensor, torch.Te
 
 def window_argmax(x: torch.Tensor, reach: int) -> torch.Tensor:
     """For x (..., bins), the index (long) of the largest value within `reach` bins of each bin, the first where
-    several tie: a max-pool's indices, in about a third of its time on a CPU. The largest of each run of 1, 2,
-    4, ... values comes from two halves' (the later half's only where strictly larger), and the window's from two
-    runs that overlap, so ties still go to the first."""
+    several tie: a max-pool's indices, in two thirds of its time on a CPU (4.2 against 6.1 ms on 1724 x 513 at 2
+    threads). The largest of each run of 1, 2, 4, ... values comes from two halves' (the later half's only where
+    strictly larger), and the window's from two runs that overlap, so ties still go to the first. Positions within
+    a run are bytes: windows of at most 255 bins."""
     bins, width = x.shape[-1], 2 * reach + 1
+    if not 0 <= reach <= 127:
+        raise ValueError(f"reach must be in [0, 127], not {reach}")
     value = F.pad(x, (reach, reach), value=-1e9)
     index = torch.zeros(value.shape, dtype=torch.uint8, device=x.device)  # within each run, from its start
     size = 1

@@ -101,11 +101,11 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
                    prominence: float = PROMINENCE, onset: float = ONSET, clock: int = CLOCK,
                    sweep: float = SWEEP) -> tuple[torch.Tensor, torch.Tensor]:
     """Phases (..., bins, frames) for log magnitudes (..., bins, frames), frames first_frame, first_frame + 1, ...
-    of a sound (module docstring), and which bins took noise phases (1.0, the others 0.0; same shape). Bins of tonal lobes: as
-    peak_locked_phase; other bins: hashed_phase(bin, frame + 1 modulo CLOCK), the phases the causal form gives
-    them, or in an onset frame the sweep's: pi per bin (a click at the centre of the window, which starts at
-    its edge) less a phase growing with the bin's square, which delays bin k by sweep * hop * k / (bins - 1)
-    samples more. A sound's first frame is an onset; a chunk's (first_frame > 0) only if it rises.
+    of a sound (module docstring), and which bins took noise phases (1.0, the others 0.0; same shape). Bins of
+    tonal lobes: as peak_locked_phase; other bins: hashed_phase(bin, frame + 1 modulo CLOCK), the phases the
+    causal form gives them, or in an onset frame the sweep's: pi per bin (a click at the centre of the window,
+    which starts at its edge) less a phase growing with the bin's square, which delays bin k by sweep * hop * k /
+    (bins - 1) samples more. A sound's first frame is an onset; a chunk's (first_frame > 0) only if it rises.
     Scriptable and exportable to ONNX."""
     bins, frames = log_magnitude.shape[-2], log_magnitude.shape[-1]
     # (batch, frames, bins), a frame's bins side by side: every step below runs along them (a copy only where the
