@@ -118,7 +118,7 @@ def griffin_lim(magnitude: torch.Tensor, n_fft: int, hop_length: int, length: in
     if synthesis.iterations == 0:  # the same numbers as under times the unit phasors below, in one pass
         spectrum = polar(under, phase.expand_as(under))
         return inverse_stft(spectrum, n_fft, hop_length, window, length).reshape(*shape[:-2], length)
-    angles = torch.complex(torch.cos(phase), torch.sin(phase)).expand_as(magnitude)
+    angles = polar(torch.ones_like(phase), phase).expand_as(magnitude)
     previous = torch.zeros_like(angles)
     pull = synthesis.momentum / (1 + synthesis.momentum)
     for _ in range(synthesis.iterations):

@@ -130,9 +130,10 @@ def textured_phase(log_magnitude: torch.Tensor, n_fft: int, hop_length: int, fir
     click = (math.pi * k - (2 * math.pi * sweep * hop_length / (n_fft * max(bins - 1, 1))) * k * k)[None, None]
     # selections as products of 0/1 masks (exact for these finite phases; torch.where takes 30 times as long)
     is_tonal, is_onset = tonal.to(x.dtype), onsets[..., None].to(x.dtype)
-    untouched = (1.0 - is_onset) * noise + is_onset * click  # (batch, frames, bins): noise, or the onset's sweep
-    phase = is_tonal * locked + (1.0 - is_tonal) * untouched
-    noisy = (1.0 - is_tonal) * (1.0 - is_onset)
+    not_tonal, not_onset = 1.0 - is_tonal, 1.0 - is_onset
+    untouched = not_onset * noise + is_onset * click  # (batch, frames, bins): noise, or the onset's sweep
+    phase = is_tonal * locked + not_tonal * untouched
+    noisy = not_tonal * not_onset
     return phase.transpose(1, 2).reshape(log_magnitude.shape), noisy.transpose(1, 2).reshape(log_magnitude.shape)
 
 
