@@ -71,14 +71,17 @@ def log(message: str) -> None:
 
 
 def encode_split(model: Model, files: list[Path], cache: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Posterior means (latent, frames) and normalized waveforms of the files, latents cached in `cache`."""
+    """Posterior means (latent, frames) and normalized waveforms of the files, latents cached in `cache` with the
+    VAE's weights hash: a cache another run wrote is encoded again, not decoded by the wrong decoder."""
     data = model.recipe.data
     waves = [normalize(model.load_audio(p), data.normalization, data.level_db) for p in files]
-    if cache.exists():
+    identity = model.weights_sha256 or ""
+    if cache.exists() and identity:
         stored = np.load(cache)
-        return [stored[f"z{i}"] for i in range(len(files))], waves
+        if "weights" in stored and str(stored["weights"]) == identity and len(stored) == len(files) + 1:
+            return [stored[f"z{i}"] for i in range(len(files))], waves
     latents = [model.encode(w).values for w in waves]
-    np.savez(cache, **{f"z{i}": z for i, z in enumerate(latents)})
+    np.savez(cache, weights=np.array(identity), **{f"z{i}": z for i, z in enumerate(latents)})
     return latents, waves
 
 

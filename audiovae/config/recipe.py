@@ -105,6 +105,9 @@ class TrainConfig:
     num_threads: int | None = None  # torch threads; None: the cores other processes leave free (resume: the run's)
     gain_db: float = 0.0  # random gain in [-gain_db, +gain_db] dB per example; 0 disables
     crop_samples: int | None = None  # random crop of this length from each training segment
+    # random transposition in [-transpose_semitones, +transpose_semitones] per example (frame features only: every
+    # frequency of the item moved by the same ratio); 0 disables
+    transpose_semitones: float = 0.0
     device: str = "auto"  # auto | cpu | cuda
     # the forward pass's arithmetic while training (synthesis always runs float32 on the CPU): auto is bf16
     # autocast on CUDA and on a CPU with bf16 units (AMX, AVX-512 BF16; a frame model trains 1.2-1.6x the steps a
@@ -129,6 +132,7 @@ class TrainConfig:
         require(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be positive (or null)")
         require(self.gain_db >= 0, "gain_db", "must be >= 0")
         require(self.crop_samples is None or self.crop_samples >= 64, "crop_samples", "must be at least 64")
+        require(0 <= self.transpose_semitones <= 12, "transpose_semitones", "must be in [0, 12]")
         choice("device", self.device, ("auto", "cpu", "cuda"))
         choice("precision", self.precision, ("auto", "float32", "bfloat16"))
 

@@ -128,7 +128,7 @@ def _split_files(manifest: dict[str, Any], folder: Path) -> dict[str, tuple[Path
 
 
 class SegmentDataset(torch.utils.data.Dataset):
-    """Segments from one split, with optional random crop and random gain for training.
+    """Segments from one split, with optional random crop, gain and transposition for training.
 
     Items are float tensors (channels, steps) of the representation (e.g. waveforms (1, samples), mel
     frames (n_mels, frames)). Randomness comes from a generator seeded by (seed, epoch, index), so runs and
@@ -136,12 +136,14 @@ class SegmentDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, array: np.ndarray, representation: Representation, crop_samples: int | None = None,
-                 gain_db: float = 0.0, seed: int = 0, labels: np.ndarray | None = None):
+                 gain_db: float = 0.0, seed: int = 0, labels: np.ndarray | None = None,
+                 transpose_semitones: float = 0.0):
         self.array = array
         self.labels = labels
         self.representation = representation
         self.crop_samples = crop_samples
         self.gain_db = gain_db
+        self.transpose_semitones = transpose_semitones
         self.seed = seed
         self.epoch = 0
 
@@ -153,9 +155,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         return item if self.labels is None else (item, int(self.labels[index]))
 
     def features(self, index: int) -> torch.Tensor:
-        """Segment `index` as the model reads it, (channels, steps), cropped and scaled for training."""
+        """Segment `index` as the model reads it, (channels, steps), cropped, scaled and transposed for training."""
         item = self.representation.item(self.array[index])
-        if not self.crop_samples and not self.gain_db:
+        if not self.crop_samples and not self.gain_db and not self.transpose_semitones:
             return item
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.crop_samples:
@@ -164,4 +166,7 @@ class SegmentDataset(torch.utils.data.Dataset):
             item = item[..., start : start + length]
         if self.gain_db:
             item = self.representation.with_gain(item, float(rng.uniform(-self.gain_db, self.gain_db)))
+        if self.transpose_semitones:
+            semitones = float(rng.uniform(-self.transpose_semitones, self.transpose_semitones))
+            item = self.representation.transposed(item, 2.0 ** (semitones / 12.0))
         return item.contiguous()

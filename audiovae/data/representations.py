@@ -84,6 +84,10 @@ class Representation:
         """The item of the same audio `gain_db` louder."""
         raise NotImplementedError
 
+    def transposed(self, item: torch.Tensor, ratio: float) -> torch.Tensor:
+        """The item of the same audio with every frequency times `ratio` (train.transpose_semitones)."""
+        raise NotImplementedError
+
     def from_audio(self, wave: torch.Tensor) -> torch.Tensor:
         """Model input of audio: (batch, samples) -> (batch, channels, samples // samples_per_step)."""
         raise NotImplementedError
@@ -125,6 +129,8 @@ class Waveform(Representation):
     def check(self, recipe: Recipe) -> None:
         require(self.data.segment_samples >= 512, "data.segment_samples",
                 "must be at least 512 for the validation mel distance")
+        require(recipe.train.transpose_semitones == 0, "train.transpose_semitones",
+                "applies to frame features (data.features: mel or spectrogram), not to waveforms")
 
     def items_from_audio(self, segments: np.ndarray) -> np.ndarray:
         return segments
@@ -202,6 +208,28 @@ class LogMel(Representation):
     def with_gain(self, item: torch.Tensor, gain_db: float) -> torch.Tensor:
         return item + gain_db * math.log(10.0) / 20.0  # a gain is an offset of natural-log magnitudes
 
+    def channel_hz(self) -> np.ndarray:
+        """The centre frequency of each channel, rising: (channels,) hertz."""
+        import librosa
+
+        mel = self.data.mel
+        f_max = self.data.sample_rate / 2 if mel.f_max is None else mel.f_max
+        return librosa.mel_frequencies(mel.n_mels + 2, fmin=mel.f_min, fmax=f_max)[1:-1]  # slaney, as the filterbank
+
+    def transposed(self, item: torch.Tensor, ratio: float) -> torch.Tensor:
+        import torch
+
+        # each channel reads the log magnitude at its frequency / ratio, linearly between the two channels around it:
+        # a partial keeps its height and moves, and the edge channels repeat past the ends. index_select and lerp take
+        # a third of the time of indexing and arithmetic, paid per training item.
+        hz = self.channel_hz()
+        position = np.interp(hz / ratio, hz, np.arange(len(hz), dtype=np.float64))  # >= 0: truncation is floor
+        low = np.minimum(position.astype(np.int64), len(hz) - 2)
+        weight = torch.from_numpy((position - low).astype(np.float32)).to(item.dtype)[:, None]
+        low = torch.from_numpy(low)
+        item = item.contiguous()
+        return torch.lerp(item.index_select(0, low), item.index_select(0, low + 1), weight)
+
     def from_audio(self, wave: torch.Tensor) -> torch.Tensor:
         frames = self.log_frames(self.analysable(wave))
         return frames[..., : max(1, wave.shape[-1] // self.data.mel.hop_length)]
@@ -265,6 +293,9 @@ class LogSpectrogram(LogMel):
     @property
     def channels(self) -> int:
         return self.data.mel.n_fft // 2 + 1
+
+    def channel_hz(self) -> np.ndarray:
+        return np.linspace(0.0, self.data.sample_rate / 2, self.channels)
 
     def settings(self) -> dict[str, Any]:
         mel = self.data.mel  # the keys that apply, so a dataset does not go stale when n_mels changes

@@ -377,7 +377,7 @@ def _train(recipe: Recipe, recipe_path: str | None, run_dir: Path | None, resume
 
 def _datasets(recipe: Recipe, dataset: PreparedDataset, is_main: bool
               ) -> tuple[SegmentDataset, list[torch.Tensor]]:
-    """(the train split with the recipe's crop and gain, fixed validation batches)."""
+    """(the train split with the recipe's crop, gain and transposition, fixed validation batches)."""
     cfg, representation = recipe.train, recipe.data.representation
     train_array, valid_array = dataset.arrays["train"], dataset.arrays["valid"]
     names = tuple(getattr(recipe.model, "labels", ()))  # a conditional model's: each segment comes with its label
@@ -385,7 +385,8 @@ def _datasets(recipe: Recipe, dataset: PreparedDataset, is_main: bool
     valid_labels = segment_labels(dataset.manifest, "valid", names) if names else None
     if len(train_array) == 0:
         raise UserError(f"{recipe.data.folder}: the train split is empty; prepare more audio")
-    train_set = SegmentDataset(train_array, representation, cfg.crop_samples, cfg.gain_db, cfg.seed, train_labels)
+    train_set = SegmentDataset(train_array, representation, cfg.crop_samples, cfg.gain_db, cfg.seed, train_labels,
+                               cfg.transpose_semitones)
     if len(valid_array) == 0:
         if is_main:
             print(f"warning: {recipe.data.folder} has no valid split; validating on training segments",

@@ -333,3 +333,51 @@ def test_the_peak_search_finds_a_max_pools_owners_ties_and_edges_included(reach)
     assert got.dtype == torch.long
     assert torch.equal(got, expected)
     assert int(got[0, 9, 51]) == 50 and int(got[0, 5, 30]) == max(0, 30 - reach)
+
+
+@pytest.mark.parametrize("features", ["spectrogram", "mel"])
+@pytest.mark.parametrize("semitones", [3.0, -3.0])
+def test_transposed_frames_put_a_tone_where_the_transposed_tone_is(features, semitones):
+    """train.transpose_semitones' augmentation: an item transposed by a ratio has its tone's peak in the channel
+    where a tone at that ratio's frequency peaks, near its height, and fits that tone's frames better than the
+    untransposed item does; ratio 1 changes nothing."""
+    representation = spectrogram_recipe(features).data.representation
+    t = torch.arange(16384) / 16000
+    ratio = 2.0 ** (semitones / 12.0)
+    frames, target = (representation.from_audio((0.5 * torch.sin(2 * math.pi * f * t))[None])[0]
+                      for f in (1000.0, 1000.0 * ratio))
+    moved = representation.transposed(frames, ratio)
+    assert moved.shape == frames.shape
+    assert int(moved[:, 32].argmax()) == int(target[:, 32].argmax()) != int(frames[:, 32].argmax())
+    # mel bands widen with frequency, so a moved tone's band sum is further from a true one's than a bin is
+    assert abs(moved[:, 32].max() - target[:, 32].max()) < {"spectrogram": 0.2, "mel": 0.7}[features]
+    loud = target > target.max() - math.log(100.0)  # within 40 dB of the peak: the tone, not its window's sidelobes
+    assert (moved - target)[loud].abs().mean() < 0.45 * (frames - target)[loud].abs().mean()
+    assert torch.equal(representation.transposed(frames, 1.0), frames)
+
+
+def test_transposition_is_refused_for_waveforms_and_bounded():
+    with pytest.raises(ConfigError, match="not to waveforms") as error:
+        recipe_from_dict({"data": {"features": "wave", "segment_samples": 16384}, "model": {"family": "conv"},
+                          "train": {"transpose_semitones": 2.0}}, "wave")
+    assert error.value.key.endswith("transpose_semitones")
+    with pytest.raises(ConfigError, match=r"\[0, 12\]") as error:
+        recipe_from_dict({"data": {"features": "spectrogram", "segment_samples": 16384},
+                          "model": {"family": "mel"}, "train": {"transpose_semitones": 13.0}}, "big")
+    assert error.value.key.endswith("transpose_semitones")
+
+
+def test_the_datasets_transpositions_repeat_for_an_epoch_and_change_with_it():
+    """A resumed run must draw what the uninterrupted one drew: the transposition comes from (seed, epoch,
+    index), like the crop and gain."""
+    from audiovae.data.dataset import SegmentDataset
+
+    representation = spectrogram_recipe().data.representation
+    t = torch.arange(16384) / 16000
+    items = representation.from_audio(torch.stack([0.5 * torch.sin(2 * math.pi * f * t) for f in (500.0, 1500.0)]))
+    dataset = SegmentDataset(items.numpy(), representation, transpose_semitones=4.0, seed=3)
+    first = dataset[1]
+    assert torch.equal(first, dataset[1]) and not torch.equal(first, items[1])
+    assert int(first[:, 32].argmax()) != int(items[1, :, 32].argmax())  # 4 semitones of 1500 Hz: several bins
+    dataset.epoch = 1
+    assert not torch.equal(dataset[1], first)
