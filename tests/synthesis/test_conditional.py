@@ -39,11 +39,12 @@ def test_an_unconditional_recipe_trains_and_generates_the_same_bytes_as_before(t
     result = train(recipe, overrides=("train.precision=float32",), runs_root=tmp_path / "runs", progress=False)
     run = result.run_dir
     digest = hashlib.sha256()
-    # the resolved recipe has stored synthesis.noise_level, train.precision and the flow prior's prior.couplings
-    # and prior.group_frames since they exist (0.3 rounds 6, 8 and 10): those lines aside, the run's bytes are
-    # still those made before conditioning
+    # the resolved recipe has stored synthesis.noise_level, train.precision, the flow prior's prior.couplings and
+    # prior.group_frames, and train.transpose_semitones since they exist (0.3 rounds 6, 8, 10 and 17): those lines
+    # aside, the run's bytes are still those made before conditioning
     resolved = (run / "recipe.yaml").read_bytes().replace(str(tmp_path).encode(), b"TMP")
-    for line in (b"  noise_level: 0.0\n", b"  precision: float32\n", b"  couplings: 8\n", b"  group_frames: 8\n"):
+    for line in (b"  noise_level: 0.0\n", b"  precision: float32\n", b"  couplings: 8\n", b"  group_frames: 8\n",
+                 b"  transpose_semitones: 0.0\n"):
         assert line in resolved
         resolved = resolved.replace(line, b"")
     digest.update(resolved)
