@@ -35,6 +35,7 @@ from audiovae.io.run_folder import RunFolder
 from audiovae.training.vae_stage import train
 
 L1 = ("loss.terms.mel_weighted_l1=0", "loss.terms.l1=1.0")  # music-frames' loss before round 13
+CROP64 = ("train.crop_samples=16384", "train.batch_size=32")  # 32 random crops of 64 frames a step (round 17)
 VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "quickstart-causal-seed1": ("quickstart", ("model.causal=true", "train.seed=1")),
             "live-seed1": ("live", ("train.seed=1",)),
@@ -70,16 +71,13 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "music-frames-decay0.6": ("music-frames", ("train.lr_decay_fraction=0.6",)),
             "music-frames-decay1": ("music-frames", ("train.lr_decay_fraction=1.0",)),
             # round 17: augmentation, for a model that sees 31 minutes of music 60 times in 10 minutes
-            "music-frames-crop64": ("music-frames", ("train.crop_samples=16384", "train.batch_size=32")),
+            "music-frames-crop64": ("music-frames", CROP64),
             "music-frames-gain6": ("music-frames", ("train.gain_db=6.0",)),
-            "music-frames-crop64-t2": ("music-frames", ("train.crop_samples=16384", "train.batch_size=32",
-                                                        "train.transpose_semitones=2.0")),
-            "music-frames-crop64-t5": ("music-frames", ("train.crop_samples=16384", "train.batch_size=32",
-                                                        "train.transpose_semitones=5.0")),
-            "music-frames-crop64-t8": ("music-frames", ("train.crop_samples=16384", "train.batch_size=32",
-                                                        "train.transpose_semitones=8.0")),
-            "music-frames-crop64-t5-max384": ("music-frames", ("train.crop_samples=16384", "train.batch_size=32",
-                                                               "train.transpose_semitones=5.0", "model.max_channels=384")),
+            "music-frames-crop64-t2": ("music-frames", (*CROP64, "train.transpose_semitones=2.0")),
+            "music-frames-crop64-t5": ("music-frames", (*CROP64, "train.transpose_semitones=5.0")),
+            "music-frames-crop64-t8": ("music-frames", (*CROP64, "train.transpose_semitones=8.0")),
+            "music-frames-crop64-t5-max384": ("music-frames", (*CROP64, "train.transpose_semitones=5.0",
+                                                               "model.max_channels=384")),
             "live-16ms": ("live", ("data.mel.n_fft=256", "data.mel.hop_length=64", "model.strides=[2, 2]")),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 

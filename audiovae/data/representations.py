@@ -13,6 +13,7 @@ torch is imported inside the methods that need it, so `prepare`'s worker process
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -208,8 +209,9 @@ class LogMel(Representation):
     def with_gain(self, item: torch.Tensor, gain_db: float) -> torch.Tensor:
         return item + gain_db * math.log(10.0) / 20.0  # a gain is an offset of natural-log magnitudes
 
+    @functools.cached_property
     def channel_hz(self) -> np.ndarray:
-        """The centre frequency of each channel, rising: (channels,) hertz."""
+        """The centre frequency of each channel, rising: (channels,) hertz (once: transposed asks per item)."""
         import librosa
 
         mel = self.data.mel
@@ -222,7 +224,7 @@ class LogMel(Representation):
         # each channel reads the log magnitude at its frequency / ratio, linearly between the two channels around it:
         # a partial keeps its height and moves, and the edge channels repeat past the ends. index_select and lerp take
         # a third of the time of indexing and arithmetic, paid per training item.
-        hz = self.channel_hz()
+        hz = self.channel_hz
         position = np.interp(hz / ratio, hz, np.arange(len(hz), dtype=np.float64))  # >= 0: truncation is floor
         low = np.minimum(position.astype(np.int64), len(hz) - 2)
         weight = torch.from_numpy((position - low).astype(np.float32)).to(item.dtype)[:, None]
@@ -294,6 +296,7 @@ class LogSpectrogram(LogMel):
     def channels(self) -> int:
         return self.data.mel.n_fft // 2 + 1
 
+    @functools.cached_property
     def channel_hz(self) -> np.ndarray:
         return np.linspace(0.0, self.data.sample_rate / 2, self.channels)
 

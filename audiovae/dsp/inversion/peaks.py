@@ -44,12 +44,20 @@ def peak_offset(x: torch.Tensor, reach: int = 2) -> tuple[torch.Tensor, torch.Te
     block; offline synthesis on a 10-s sound's 1724 x 513 at 44.1 kHz): no torch.where, which on a CPU takes 30
     times a multiplication's time (docs/benchmarks.md, round 16), and the neighbours come from one concatenation."""
     owner = window_argmax(x, reach)
-    edges = torch.cat([x[..., :1], x, x[..., -1:]], -1)
+    edges = edge_padded(x, 1)
     below, above = edges[..., :-2], edges[..., 2:]  # each bin's neighbours, the end bins repeated
     curvature = torch.sub(below, x, alpha=2) + above  # below - 2 x + above, rounded alike
     offset = (0.5 * (below - above) / curvature.clamp(max=-1e-6)).clamp(-0.5, 0.5)
     offset = offset * (curvature < -1e-6).to(x.dtype)  # a parabola's vertex, in bins (0 where no parabola opens down)
     return torch.gather(offset, -1, owner), owner
+
+
+def edge_padded(x: torch.Tensor, count: int) -> torch.Tensor:
+    """x (..., bins) with its first and last values repeated `count` times before and after: F.pad's replicate
+    mode, without its reshape to (batch, channels, length) and in one concatenation."""
+    shape = list(x.shape[:-1])  # a list, as TorchScript and ONNX export take it
+    shape.append(count)
+    return torch.cat([x[..., :1].expand(shape), x, x[..., -1:].expand(shape)], -1)
 
 
 def window_argmax(x: torch.Tensor, reach: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from audiovae.dsp.inversion.base import PhaseAdvance, PhaseRule, SynthesisMethod, locked_phases
-from audiovae.dsp.inversion.peaks import peak_frequency
+from audiovae.dsp.inversion.peaks import edge_padded, peak_frequency
 
 PROMINENCE = 1.0  # nats (8.7 dB) a tonal peak stands above the mean log magnitude of its surroundings
 SURROUNDINGS = 8  # bins either side of a peak that make its surroundings
@@ -79,9 +79,7 @@ def tonal_owners(x: torch.Tensor, prominence: float = PROMINENCE, surroundings: 
     # the mean over 2 s + 1 bins as a difference of running sums of the frame's deviations from its mean (small
     # sums: within 1e-5 of an average pool's means), in a quarter of an average pool's time at 513 bins
     centre = x.mean(-1, keepdim=True)
-    deviation = x - centre
-    flat = torch.cat([deviation[..., :1].expand(batch, frames, surroundings), deviation,
-                      deviation[..., -1:].expand(batch, frames, surroundings)], -1)  # the edges repeated
+    flat = edge_padded(x - centre, surroundings)
     running = F.pad(torch.cumsum(flat, -1), (1, 0))
     width = 2 * surroundings + 1
     around = ((running[..., width:] - running[..., :-width]) / width).reshape(batch, frames, bins) + centre
