@@ -78,6 +78,11 @@ VARIANTS = {"quickstart-causal": ("quickstart", ("model.causal=true",)),
             "music-frames-crop64-t8": ("music-frames", (*CROP64, "train.transpose_semitones=8.0")),
             "music-frames-crop64-t5-max384": ("music-frames", (*CROP64, "train.transpose_semitones=5.0",
                                                                "model.max_channels=384")),
+            # round 18: transpositions of whole segments at the recipe's batch (the crops alone cost the prior)
+            "music-frames-t5": ("music-frames", ("train.transpose_semitones=5.0",)),
+            # round 18: decoupled weight decay (AdamW), the recipe has none
+            "music-frames-wd0.05": ("music-frames", ("train.weight_decay=0.05",)),
+            "music-frames-wd0.2": ("music-frames", ("train.weight_decay=0.2",)),
             "live-16ms": ("live", ("data.mel.n_fft=256", "data.mel.hop_length=64", "model.strides=[2, 2]")),
             "quickstart-no-prior": ("quickstart", ("prior=null",))}
 

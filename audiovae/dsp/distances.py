@@ -80,13 +80,20 @@ def mel_distance(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, sample_ra
 
     x, y: (batch, 1, samples), or their Spectra. Mel bands scale with the window (window // 16, at most 128).
     """
+    return torch.stack([(mx - my).abs().mean() for _, mx, my in log_mels(x, y, sample_rate, windows)]).mean()
+
+
+def log_mels(x: torch.Tensor | Spectra, y: torch.Tensor | Spectra, sample_rate: int,
+             windows: tuple[int, ...] = (2048, 1024, 512)) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(window, log-mel of x, log-mel of y) for each of mel_distance's windows that fits the signal: what it
+    compares, for a look at one scale (bench/mel_levels.py)."""
     x, y = _spectra(x), _spectra(y)
-    terms = []
+    pairs = []
     for window in _usable(windows, x.wave.shape[-1], "mel"):
         n_mels = max(16, min(128, window // 16))
         mx, my = (log_mel_of_magnitude(s.magnitude(window).clamp_min(1e-6), sample_rate, n_mels) for s in (x, y))
-        terms.append((mx - my).abs().mean())
-    return torch.stack(terms).mean()
+        pairs.append((window, mx, my))
+    return pairs
 
 
 def frame_convergence(x: torch.Tensor, y: torch.Tensor, ceiling: float = 20.0) -> torch.Tensor:

@@ -11,6 +11,7 @@ from conftest import synthesize
 from audiovae.config.recipe import LossConfig, recipe_from_dict
 from audiovae.dsp.distances import (
     frame_convergence,
+    log_mels,
     mel_density,
     mel_distance,
     mel_weighted_l1,
@@ -73,6 +74,20 @@ def test_stft_distance_of_a_scaled_copy():
     gain = 0.5
     expected = abs(1 - gain) + abs(torch.log(torch.tensor(gain)).item())
     assert stft_distance(x, gain * x, WINDOWS).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_log_mels_of_a_quieter_copy_by_window():
+    # what mel_distance compares, window by window: a copy at half the amplitude reads log(0.5) lower in every
+    # band at every scale that fits (the mel bands sum magnitudes, which scale with the signal; none at the floor),
+    # and mel_distance is the mean of the per-window L1s
+    x = 0.1 * torch.randn(1, 1, 1536, generator=torch.Generator().manual_seed(0))  # white: every band above the floor
+    pairs = log_mels(x, 0.5 * x, SAMPLE_RATE, (2048, 1024, 512))
+    assert [window for window, _, _ in pairs] == [1024, 512]  # 2048 is longer than the signal
+    assert [mx.shape[-2] for _, mx, _ in pairs] == [64, 32]  # window // 16 bands
+    for _, mx, my in pairs:
+        assert torch.allclose(my - mx, torch.full_like(mx, math.log(0.5)), atol=1e-4)
+    l1 = torch.stack([(mx - my).abs().mean() for _, mx, my in pairs]).mean()
+    assert mel_distance(x, 0.5 * x, SAMPLE_RATE, (2048, 1024, 512)).item() == pytest.approx(l1.item(), rel=1e-6)
 
 
 # ---- KL weight and free bits ------------------------------------------------------------------------------
