@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiovae.data.prepare import find_audio
 from audiovae.dsp.distances import log_mels
+from audiovae.errors import UserError
 from audiovae.synthesis.model import load
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
-WINDOWS = (2048, 1024, 512)
 
 
 def sounds(model, wave: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -63,7 +62,10 @@ def main() -> None:
     if model.recipe.data.features != "spectrogram":
         raise SystemExit(f"error: {args.run}: a spectrogram recipe's run is needed (its features are "
                          f"{model.recipe.data.features!r})")
-    paths = sorted(p for p in Path(args.folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    try:
+        paths = sorted(source.path for source in find_audio([Path(args.folder)]))  # prepare's search
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.files:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, min(args.files, len(paths))).round().astype(int)]
     if not paths:
@@ -73,18 +75,19 @@ def main() -> None:
         x, made = sounds(model, model.load_audio(path))
         for name, y in made.items():
             pairs = log_mels(torch.from_numpy(x)[None, None], torch.from_numpy(np.ascontiguousarray(y))[None, None],
-                             model.sample_rate, WINDOWS)
+                             model.sample_rate)  # mel_distance's own windows
             for window, mx, my in pairs:
                 difference = my - mx
                 scores.setdefault(name, {}).setdefault(window, []).append(
                     (difference.abs().mean().item(), difference.mean().item()))
+    windows = list(next(iter(scores.values())))  # each window that fitted a file
     print(f"{args.run}: {len(paths)} files of {args.folder}, synthesis {model.recipe.synthesis}\n")
-    print("| sound | mel distance | " + " | ".join(f"{w}: L1 (signed)" for w in WINDOWS) + " |")
-    print("| --- | ---: |" + " ---: |" * len(WINDOWS))
+    print("| sound | mel distance | " + " | ".join(f"{w}: L1 (signed)" for w in windows) + " |")
+    print("| --- | ---: |" + " ---: |" * len(windows))
     for name, by_window in scores.items():
         means = {w: np.mean(v, axis=0) for w, v in by_window.items()}
         print(f"| {name} | {np.mean([m[0] for m in means.values()]):.4f} | "
-              + " | ".join(f"{means[w][0]:.3f} ({means[w][1]:+.3f})" for w in WINDOWS if w in means) + " |")
+              + " | ".join(f"{means[w][0]:.3f} ({means[w][1]:+.3f})" for w in windows) + " |")
 
 
 if __name__ == "__main__":

@@ -25,20 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiovae.data.prepare import find_audio
 from audiovae.dsp.inversion import SYNTHESIS_METHODS, SynthesisConfig
 from audiovae.dsp.transforms import griffin_lim_from_log_magnitude, log_spectrogram
+from audiovae.errors import UserError
 from audiovae.evaluation import perceptual
 from audiovae.evaluation.measures import mean_of_finite
 from audiovae.evaluation.metrics import mel_distance_np, stft_distance_np
 from audiovae.io.audio import normalize, read_audio, resample
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
-
 
 def excerpts(sources: list[str], rate: int, seconds: float, offset: float, files: int) -> list[tuple[str, np.ndarray]]:
     """(name, samples) of up to `files` files found under `sources`, evenly spaced in sorted order."""
-    paths = sorted(p for source in map(Path, sources)
-                   for p in ([source] if source.is_file() else source.rglob("*")) if p.suffix.lower() in AUDIO_SUFFIXES)
+    try:
+        paths = sorted(found.path for found in find_audio([Path(source) for source in sources]))  # prepare's search
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     if not paths:
         raise SystemExit(f"error: no audio files under {' '.join(sources)}")
     chosen = [paths[i] for i in np.linspace(0, len(paths) - 1, min(files, len(paths))).round().astype(int)]
